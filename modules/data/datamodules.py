@@ -1,0 +1,76 @@
+"""Lightning DataModules over datasets that the prep stage saved to disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from datasets import Dataset, load_from_disk
+from torch.utils.data import DataLoader
+from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, PreTrainedTokenizerBase
+
+
+class LanguageModelingData(L.LightningDataModule):
+    """Packed LM blocks; the collator builds labels for the causal or masked objective."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        tokenizer: PreTrainedTokenizerBase,
+        family: str,
+        batch_size: int,
+        mlm_probability: float = 0.15,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.path, self.tokenizer, self.family = Path(path), tokenizer, family
+        self.batch_size, self.num_workers = batch_size, num_workers
+        mlm = family == "masked"
+        self.train_collator = DataCollatorForLanguageModeling(tokenizer, mlm=mlm, mlm_probability=mlm_probability)
+        # A seeded collator makes the masked-LM validation loss comparable between checks.
+        self.val_collator = DataCollatorForLanguageModeling(tokenizer, mlm=mlm, mlm_probability=mlm_probability, seed=seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.splits = load_from_disk(str(self.path)).with_format("python")
+
+    def _loader(self, ds: Dataset, collator, shuffle: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collator,
+                          num_workers=self.num_workers, drop_last=shuffle)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["train"], self.train_collator, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["validation"], self.val_collator, shuffle=False)
+
+
+class ClassificationData(L.LightningDataModule):
+    """Tokenized (input_ids, label) splits with per-batch padding."""
+
+    def __init__(
+        self,
+        splits: dict[str, Dataset],
+        tokenizer: PreTrainedTokenizerBase,
+        batch_size: int,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.splits = {k: v.select_columns(["input_ids", "attention_mask", "label"]).rename_column("label", "labels")
+                       for k, v in splits.items()}
+        self.collator = DataCollatorWithPadding(tokenizer)
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(self.splits[split].with_format("python"), batch_size=batch_size, shuffle=shuffle,
+                          collate_fn=self.collator, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)

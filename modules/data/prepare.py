@@ -1,0 +1,46 @@
+"""Prepare the built-in data for training: corpus + labeled task -> tokenizer + datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict
+
+from modules.data.synthetic import generate
+from modules.data.tokenization import pack_for_lm, tokenize_labeled, tokenizer_kind_for, train_tokenizer
+
+
+def prepare_synthetic(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: dict[str, Any], family: str,
+                      block_size: int, max_length: int) -> dict[str, Any]:
+    """Write ``tokenizer/``, ``lm/`` (packed blocks) and ``labeled/`` under ``out_dir``.
+
+    Returns the dataset statistics (row and token counts) for logging.
+    """
+    params = {k: data_cfg[k] for k in ("seed", "num_topics", "words_per_topic", "neutral_words", "corpus_documents",
+                                        "labeled_train", "labeled_val", "labeled_test", "val_fraction", "cue_rate")}
+    data = generate(**params)
+    kind = tokenizer_kind_for(family, tokenizer_cfg["kind"])
+    tokenizer = train_tokenizer(data.corpus["train"], kind, tokenizer_cfg["vocab_size"], tokenizer_cfg["min_frequency"])
+    tokenizer.save_pretrained(str(out_dir / "tokenizer"))
+
+    corpus = DatasetDict({split: Dataset.from_dict({"text": texts}) for split, texts in data.corpus.items()})
+    lm = DatasetDict({split: pack_for_lm(ds, tokenizer, block_size, family) for split, ds in corpus.items()})
+    lm.save_to_disk(str(out_dir / "lm"))
+
+    labeled = DatasetDict({
+        split: tokenize_labeled(Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]}),
+                                tokenizer, max_length)
+        for split, rows in data.labeled.items()
+    })
+    labeled.save_to_disk(str(out_dir / "labeled"))
+
+    return {
+        "tokenizer_kind": kind,
+        "vocab_size": len(tokenizer),
+        "label_names": data.label_names,
+        "corpus_documents": {s: len(t) for s, t in data.corpus.items()},
+        "lm_blocks": {s: ds.num_rows for s, ds in lm.items()},
+        "lm_tokens": {s: ds.num_rows * block_size for s, ds in lm.items()},
+        "labeled_rows": {s: ds.num_rows for s, ds in labeled.items()},
+    }

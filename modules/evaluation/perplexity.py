@@ -1,0 +1,38 @@
+"""Validation perplexity of an exported language model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from datasets import load_from_disk
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, DataCollatorForLanguageModeling
+
+from modules.models.factory import load_lm
+
+
+@torch.inference_mode()
+def lm_perplexity(model_dir: str | Path, dataset_dir: str | Path, family: str, batch_size: int = 64,
+                  max_batches: int | None = None, mlm_probability: float = 0.15, seed: int = 0) -> dict[str, float]:
+    """Token-weighted mean loss and perplexity over the LM validation split.
+
+    Loads the HF export (not the Lightning checkpoint), so this also proves the export is
+    usable by downstream code.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = load_lm(model_dir, family).eval()
+    ds = load_from_disk(str(dataset_dir))["validation"].with_format("python")
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=family == "masked", mlm_probability=mlm_probability, seed=seed)
+    total, count = 0.0, 0
+    for i, batch in enumerate(DataLoader(ds, batch_size=batch_size, collate_fn=collator)):
+        if max_batches is not None and i >= max_batches:
+            break
+        loss = model(**batch).loss
+        # Causal LM loss averages over T-1 shifted positions per row; MLM over masked ones.
+        n = int((batch["labels"][:, 1:] != -100).sum()) if family == "causal" else int((batch["labels"] != -100).sum())
+        total += float(loss) * n
+        count += n
+    mean = total / max(count, 1)
+    return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": float(count)}

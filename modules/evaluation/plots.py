@@ -1,0 +1,57 @@
+"""PNG plots for the report: readable without hunting for a legend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def confusion_matrix_png(matrix: Sequence[Sequence[int]], label_names: Sequence[str], title: str, path: str | Path) -> Path:
+    n = len(label_names)
+    fig, ax = plt.subplots(figsize=(1.2 * n + 2, 1.2 * n + 1.5))
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), label_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), label_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    peak = max(max(row) for row in matrix) or 1
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(matrix[i][j]), ha="center", va="center",
+                    color="white" if matrix[i][j] > peak / 2 else "black")
+    fig.colorbar(im, ax=ax, label="test examples")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def comparison_png(accuracy: dict[str, float], co2_kg: dict[str, float], title: str, path: str | Path) -> Path:
+    """Left: test accuracy per init. Right: CO2 per stage (grams, so tiny runs stay legible)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    names = list(accuracy)
+    bars = ax1.bar(names, [accuracy[k] for k in names], color=["tab:blue", "tab:gray", "tab:orange"][: len(names)])
+    ax1.bar_label(bars, fmt="%.3f")
+    ax1.set_ylim(0, 1.05)
+    ax1.set_ylabel("test accuracy")
+    ax1.set_xlabel("initialisation")
+    ax1.set_title("Fine-tuned test accuracy")
+    stages = list(co2_kg)
+    grams = [co2_kg[s] * 1000 for s in stages]
+    bars = ax2.bar(stages, grams, color="tab:green")
+    ax2.bar_label(bars, fmt="%.3g")
+    ax2.set_ylabel("emissions (g CO2e)")
+    ax2.set_xlabel("stage")
+    ax2.set_title("Carbon per stage")
+    ax2.tick_params(axis="x", rotation=20)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

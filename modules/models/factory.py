@@ -1,0 +1,90 @@
+"""Architecture + initialisation -> a transformers model.
+
+``model.arch`` says what the network is; where its weights come from (a fresh init or a
+pretrained export) is a separate choice, so "the same architecture from scratch" is
+literally the pretrained model's config with new random weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+
+def lm_config(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    """Translate the family-neutral ``model`` config group into a transformers config."""
+    arch = model_cfg["arch"]
+    if arch == "gpt2":
+        kwargs: dict[str, Any] = dict(
+            vocab_size=len(tokenizer),
+            n_positions=model_cfg["max_positions"],
+            n_embd=model_cfg["n_embd"],
+            n_layer=model_cfg["n_layer"],
+            n_head=model_cfg["n_head"],
+            n_inner=model_cfg["n_inner"],
+            resid_pdrop=model_cfg["dropout"],
+            embd_pdrop=model_cfg["dropout"],
+            attn_pdrop=model_cfg["dropout"],
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    elif arch == "bert":
+        kwargs = dict(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=model_cfg["max_positions"],
+            hidden_size=model_cfg["n_embd"],
+            num_hidden_layers=model_cfg["n_layer"],
+            num_attention_heads=model_cfg["n_head"],
+            intermediate_size=model_cfg["n_inner"],
+            hidden_dropout_prob=model_cfg["dropout"],
+            attention_probs_dropout_prob=model_cfg["dropout"],
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    else:
+        raise ValueError(f"unknown model.arch {arch!r} (choices: bert, gpt2)")
+    return AutoConfig.for_model(arch, **kwargs)
+
+
+def build_lm(config: PretrainedConfig, family: str) -> PreTrainedModel:
+    auto = AutoModelForCausalLM if family == "causal" else AutoModelForMaskedLM
+    return auto.from_config(config, attn_implementation="sdpa")
+
+
+def load_lm(path: str | Path, family: str) -> PreTrainedModel:
+    auto = AutoModelForCausalLM if family == "causal" else AutoModelForMaskedLM
+    return auto.from_pretrained(str(path), use_safetensors=True)
+
+
+def build_classifier(source: str | Path, init: str, num_labels: int, dropout: float | None = None) -> PreTrainedModel:
+    """A sequence classifier with the architecture of the checkpoint at ``source``.
+
+    init="pretrained" loads its body weights (the classification head is new);
+    init="scratch" keeps only its config, so both differ in nothing but the weights.
+    """
+    overrides: dict[str, Any] = {"num_labels": num_labels}
+    config = AutoConfig.from_pretrained(str(source), **overrides)
+    if dropout is not None:
+        for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob",
+                    "attention_probs_dropout_prob", "summary_first_dropout"):
+            if hasattr(config, key):
+                setattr(config, key, dropout)
+    if init == "pretrained":
+        return AutoModelForSequenceClassification.from_pretrained(str(source), config=config, use_safetensors=True)
+    if init == "scratch":
+        return AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
+    raise ValueError(f"unknown init {init!r} (choices: pretrained, scratch)")
+
+
+def count_parameters(model: PreTrainedModel, non_embedding: bool = True) -> int:
+    return model.num_parameters(exclude_embeddings=non_embedding)

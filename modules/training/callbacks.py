@@ -1,0 +1,85 @@
+"""Callbacks: throughput/MFU metrics and a quiet progress line for orchestrated runs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+log = logging.getLogger("transferlab")
+
+
+def flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward), as in the PaLM appendix / nanoGPT.
+
+    6 * N for the matmuls over non-embedding parameters, plus attention's
+    12 * L * H * T term, which N does not count.
+    """
+    return 6.0 * n_params + 12.0 * n_layer * n_embd * seq_len
+
+
+class ThroughputMonitor(L.Callback):
+    """Logs ``train/tokens_per_sec`` and ``train/mfu`` every ``every_n_steps`` steps.
+
+    Counting is host-side (``numel`` of the batch), so it never forces a device sync.
+    MFU = achieved model FLOPs/s over ``peak_flops`` (the device's dense peak).
+    """
+
+    def __init__(self, flops_per_token: float, peak_flops: float, every_n_steps: int = 10) -> None:
+        self.flops_per_token, self.peak_flops, self.every = flops_per_token, peak_flops, every_n_steps
+        self._tokens = 0
+        self._t0: float | None = None
+        self.last_tokens_per_sec: float | None = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._tokens += int(batch["input_ids"].numel())  # (B, T)
+        if trainer.global_step % self.every or self._t0 is None:
+            return
+        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - self._t0
+        tps = self._tokens / max(elapsed, 1e-9)
+        self.last_tokens_per_sec = tps
+        pl_module.log("train/tokens_per_sec", tps, on_step=True, on_epoch=False)
+        pl_module.log("train/mfu", tps * self.flops_per_token / self.peak_flops, on_step=True, on_epoch=False)
+        self._tokens, self._t0 = 0, time.perf_counter()
+
+
+class ProgressLog(L.Callback):
+    """One log line every N steps instead of a progress bar.
+
+    A bar redraws in place, which Prefect's log capture and CI logs turn into spam; a line
+    every N steps reads the same in a terminal, a log file and the Prefect UI.
+    """
+
+    def __init__(self, name: str, every_n_steps: int = 50) -> None:
+        self.name, self.every = name, every_n_steps
+        self._start = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else trainer.estimated_stepping_batches
+        log.info("%s: training for %s steps", self.name, int(total))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step % self.every:
+            return
+        loss = trainer.callback_metrics.get("train/loss")
+        loss_s = f"{float(loss):.4f}" if loss is not None else "n/a"
+        log.info("%s: step %d  train/loss %s  (%.0fs)", self.name, step, loss_s, time.perf_counter() - self._start)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        shown = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if shown:
+            log.info("%s: step %d  %s", self.name, trainer.global_step,
+                     "  ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items())))

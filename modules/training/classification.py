@@ -1,0 +1,67 @@
+"""LightningModule for fine-tuning a sequence classifier."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from transformers import PreTrainedModel
+
+from modules.training.optim import adamw_with_schedule
+
+
+class SequenceClassification(L.LightningModule):
+    """Fine-tunes any ``AutoModelForSequenceClassification`` model.
+
+    Test predictions are kept (as plain ints) so the caller can write them out and compute
+    reports without touching tensors.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        num_labels: int,
+        lr: float,
+        weight_decay: float,
+        warmup_ratio: float,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"], logger=False)
+        self.model = model
+        self.val_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
+        self.test_f1 = MulticlassF1Score(num_classes=num_labels, average="macro")
+        self.test_predictions: list[int] = []
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(**batch)  # logits: (B, num_labels)
+        return out.loss, out.logits.argmax(dim=-1)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._forward(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=batch["labels"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, preds = self._forward(batch)
+        self.val_acc.update(preds, batch["labels"])
+        self.log("val/loss", loss, on_epoch=True, batch_size=batch["labels"].shape[0])
+        self.log("val/accuracy", self.val_acc, on_epoch=True)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_predictions = []
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        _, preds = self._forward(batch)
+        self.test_acc.update(preds, batch["labels"])
+        self.test_f1.update(preds, batch["labels"])
+        self.test_predictions.extend(preds.tolist())
+        self.log("test/accuracy", self.test_acc, on_epoch=True)
+        self.log("test/f1_macro", self.test_f1, on_epoch=True)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        total = int(self.trainer.estimated_stepping_batches)
+        return adamw_with_schedule(self.model, hp.lr, hp.weight_decay, int(hp.warmup_ratio * total), total, "linear")

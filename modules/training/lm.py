@@ -1,0 +1,59 @@
+"""LightningModule for language-model pretraining (causal or masked)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+from transformers import PreTrainedModel
+
+from modules.training.optim import adamw_with_schedule
+
+
+class LanguageModelPretraining(L.LightningModule):
+    """Wraps any transformers LM whose forward returns ``loss`` when given ``labels``.
+
+    The objective lives in the batch, not here: the collator decides whether labels are
+    the inputs (causal; the model shifts them) or masked positions (MLM, -100 elsewhere).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        lr: float,
+        weight_decay: float,
+        warmup_steps: int,
+        max_steps: int,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"], logger=False)
+        self.model = model
+        self.val_loss = MeanMetric()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.model(**batch).loss  # batch: input_ids/labels (B, T)
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss = self.model(**batch).loss
+        # Weight by predicted tokens so the epoch mean is a per-token loss (MLM masks vary).
+        n_targets = (batch["labels"] != -100).sum()
+        self.val_loss.update(loss, weight=n_targets)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()
+        self.val_loss.reset()
+        self.log("val/loss", loss)
+        self.log("val/perplexity", torch.exp(loss.clamp(max=50.0)))
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        return adamw_with_schedule(self.model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.max_steps, "cosine")
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 50.0))

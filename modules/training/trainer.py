@@ -1,0 +1,49 @@
+"""Lightning Trainer construction shared by every training recipe."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import Logger
+
+
+def quiet_lightning() -> None:
+    """Drop start-up chatter and warnings that are noise on a 2-core CPU box."""
+    import logging
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*number of training batches.*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+
+
+def make_trainer(
+    trainer_cfg: dict[str, Any],
+    root_dir: str | Path,
+    callbacks: list[L.Callback],
+    logger: Logger | bool,
+    **overrides: Any,
+) -> L.Trainer:
+    """A Trainer from the ``trainer`` config group plus recipe-specific overrides."""
+    quiet_lightning()
+    if trainer_cfg.get("num_threads"):
+        torch.set_num_threads(int(trainer_cfg["num_threads"]))
+    return L.Trainer(
+        accelerator=trainer_cfg["accelerator"],
+        devices=trainer_cfg["devices"],
+        precision=trainer_cfg["precision"],
+        deterministic=trainer_cfg["deterministic"],
+        log_every_n_steps=trainer_cfg["log_every_n_steps"],
+        default_root_dir=str(root_dir),
+        callbacks=callbacks,
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **overrides,
+    )

@@ -1,0 +1,96 @@
+"""Content-addressed stage outputs under ``$TRANSFERLAB_HOME/cache/<stage>/<fingerprint>``.
+
+A stage output is addressed by a fingerprint of everything that determines it (its config
+subset, upstream fingerprints, the code version), so identical inputs find the finished
+output instead of recomputing it. This lives outside Prefect on purpose: stage functions
+must reuse outputs when called without Prefect too, and a cache hit still gets an MLflow
+child run (tagged ``transferlab.cache=hit``) so the reuse is visible where people look.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+RECORD = "record.json"
+
+# Bump when a stage's output format or semantics change, so old cache entries are not reused.
+STAGE_VERSIONS = {"prep": 1, "pretrain": 1}
+
+
+def code_version() -> str:
+    try:
+        return version("transferlab")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "0+unknown"
+
+
+def fingerprint(stage: str, payload: dict[str, Any]) -> str:
+    """Stable 16-hex-digit digest of a stage's inputs."""
+    blob = json.dumps(
+        {"stage": stage, "stage_version": STAGE_VERSIONS.get(stage, 0), "code": code_version(), **payload},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temp dir that becomes ``final`` only if the block completes.
+
+    On any failure the temp dir is removed, so a later run never mistakes half-written
+    output for a finished one. If another process finished the same output first, ours is
+    dropped and theirs kept (both are equivalent by construction).
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / RECORD).exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class StageCache:
+    def __init__(self, home: str | Path, stage: str) -> None:
+        self.root = Path(home) / "cache" / stage
+
+    def path(self, fp: str) -> Path:
+        return self.root / fp
+
+    def lookup(self, fp: str) -> dict[str, Any] | None:
+        """The record of a complete entry, or None (a dir without a record is not complete)."""
+        record = self.path(fp) / RECORD
+        if not record.is_file():
+            return None
+        return json.loads(record.read_text())
+
+    @contextmanager
+    def build(self, fp: str) -> Iterator[Path]:
+        """A temp dir for the entry; the caller must write ``record.json`` last."""
+        final = self.path(fp)
+        if final.exists() and not (final / RECORD).exists():
+            shutil.rmtree(final)  # a leftover without a record is garbage
+        with atomic_dir(final) as tmp:
+            yield tmp
+            if not (tmp / RECORD).exists():
+                raise RuntimeError(f"stage output {final} has no {RECORD}; refusing to publish it")
+
+
+def write_record(directory: Path, record: dict[str, Any]) -> None:
+    (directory / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))

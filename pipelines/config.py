@@ -1,0 +1,203 @@
+"""Compose and validate the Hydra config once, then hand a plain dict onward.
+
+Hydra's global state is not thread-safe and its errors are multi-line; this module is the
+one place that talks to Hydra, and it turns every composition failure into a
+``ConfigError`` with a single line that names the bad key, value or group option.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipelines.errors import ConfigError
+
+CONF_DIR = Path(os.environ.get("TRANSFERLAB_CONF", Path(__file__).resolve().parents[1] / "conf"))
+
+FAMILIES = {"causal", "masked"}
+ARCHS = {"gpt2": "causal", "bert": "masked"}
+TOKENIZER_KINDS = {"auto", "bpe", "wordpiece"}
+INITS = {"pretrained", "scratch"}
+TASKS = {"classification"}
+DATA_SOURCES = {"synthetic"}
+
+
+def group_options(group: str) -> list[str]:
+    """The options a config group offers: the YAML files in ``conf/<group>/``."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def config_groups() -> list[str]:
+    return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+
+
+def _check_group_choices(overrides: list[str]) -> None:
+    """Reject ``group=option`` where the option does not exist, listing the choices.
+
+    Hydra reports this too, but only after composing and in several lines; checking here
+    gives the one-line error the CLI contract asks for.
+    """
+    groups = set(config_groups())
+    for ov in overrides:
+        key, sep, value = ov.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key not in groups:
+            continue
+        if value not in group_options(key):
+            raise ConfigError(
+                f"unknown option '{value}' for config group '{key}' "
+                f"(choices: {', '.join(group_options(key))})"
+            )
+
+
+def _one_line(exc: BaseException) -> str:
+    """The clearest single line from a Hydra/OmegaConf exception chain."""
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for err in chain:
+        full_key = getattr(err, "full_key", None)
+        if isinstance(err, ConfigKeyError) or "not in struct" in str(err):
+            key = full_key or _first_quoted(str(err))
+            return f"unknown config key '{key}' (see `transferlab config` for the valid keys)"
+        if isinstance(err, ValidationError):
+            msg = str(err).splitlines()[0]
+            return f"bad value for '{full_key}': {msg}" if full_key else msg
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    m = re.search(r"Could not override '([^']+)'", first)
+    if m:
+        return f"unknown config key '{m.group(1)}' (see `transferlab config` for the valid keys)"
+    return first
+
+
+def _first_quoted(text: str) -> str:
+    m = re.search(r"'([^']+)'", text)
+    return m.group(1) if m else text
+
+
+def compose(overrides: list[str] | None = None) -> dict[str, Any]:
+    """Compose ``conf/config.yaml`` with ``overrides``, validate, and return a plain dict."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pipelines.schema import register_schema
+
+    overrides = list(overrides or [])
+    _check_group_choices(overrides)
+    register_schema()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg: DictConfig = hydra_compose(config_name="config", overrides=overrides)
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except ConfigError:
+        raise
+    except Exception as exc:  # Hydra/OmegaConf raise many types; all mean bad config
+        raise ConfigError(_one_line(exc)) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    assert isinstance(container, dict)
+    validate(container)
+    container["paths"]["home"] = str(Path(container["paths"]["home"]).expanduser().resolve())
+    return container
+
+
+def _choice(cfg: dict[str, Any], dotted: str, allowed: set[str]) -> None:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    if node not in allowed:
+        raise ConfigError(f"bad value for '{dotted}': {node!r} (choices: {', '.join(sorted(allowed))})")
+
+
+def _positive(cfg: dict[str, Any], *dotted: str) -> None:
+    for key in dotted:
+        group, name = key.split(".")
+        if cfg[group][name] <= 0:
+            raise ConfigError(f"bad value for '{key}': {cfg[group][name]!r} (must be > 0)")
+
+
+def _unknown_keys(cfg: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> list[str]:
+    """Keys added with ``+key=value`` that the schema does not know."""
+    out: list[str] = []
+    for key, value in cfg.items():
+        if key not in schema:
+            out.append(f"{prefix}{key}")
+        elif isinstance(value, dict) and isinstance(schema[key], dict):
+            out.extend(_unknown_keys(value, schema[key], f"{prefix}{key}."))
+    return out
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Checks the schema's types cannot express: choices, ranges, cross-key consistency."""
+    from pipelines.schema import TransferLabConfig
+
+    schema = OmegaConf.to_container(OmegaConf.structured(TransferLabConfig))
+    unknown = _unknown_keys(cfg, schema)  # type: ignore[arg-type]
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{unknown[0]}' (see `transferlab config` for the valid keys)"
+        )
+    _choice(cfg, "data.source", DATA_SOURCES)
+    _choice(cfg, "model.arch", set(ARCHS))
+    _choice(cfg, "model.family", FAMILIES)
+    _choice(cfg, "tokenizer.kind", TOKENIZER_KINDS)
+    _choice(cfg, "finetune.task", TASKS)
+    if ARCHS[cfg["model"]["arch"]] != cfg["model"]["family"]:
+        raise ConfigError(
+            f"bad value for 'model.family': {cfg['model']['family']!r} "
+            f"(arch {cfg['model']['arch']!r} is a {ARCHS[cfg['model']['arch']]} LM)"
+        )
+    bad_inits = [i for i in cfg["finetune"]["inits"] if i not in INITS]
+    if bad_inits or not cfg["finetune"]["inits"]:
+        raise ConfigError(
+            f"bad value for 'finetune.inits': {cfg['finetune']['inits']!r} "
+            f"(choose from: {', '.join(sorted(INITS))})"
+        )
+    _positive(
+        cfg,
+        "pretrain.block_size", "pretrain.batch_size", "pretrain.max_steps",
+        "finetune.train_examples", "finetune.batch_size", "finetune.max_epochs",
+        "tokenizer.vocab_size", "model.n_layer", "model.n_embd", "model.n_head",
+        "data.num_topics", "data.corpus_documents",
+    )
+    if cfg["data"]["num_topics"] < 2:
+        raise ConfigError("bad value for 'data.num_topics': needs at least 2 classes")
+    if cfg["model"]["n_embd"] % cfg["model"]["n_head"]:
+        raise ConfigError(
+            f"bad value for 'model.n_head': {cfg['model']['n_head']} does not divide "
+            f"model.n_embd={cfg['model']['n_embd']}"
+        )
+    for key in ("pretrain.block_size", "finetune.max_length"):
+        group, name = key.split(".")
+        if cfg[group][name] > cfg["model"]["max_positions"]:
+            raise ConfigError(
+                f"bad value for '{key}': {cfg[group][name]} exceeds "
+                f"model.max_positions={cfg['model']['max_positions']}"
+            )
+
+
+def to_yaml(cfg: dict[str, Any]) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create(cfg))
+
+
+def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted key -> string value, as MLflow params want them."""
+    out: dict[str, str] = {}
+    for key, value in cfg.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{dotted}."))
+        else:
+            out[dotted] = str(value)
+    return out

@@ -1,0 +1,144 @@
+"""MLflow plumbing: one parent run per pipeline, one child run per stage.
+
+Everything goes through ``MlflowClient`` with explicit run ids. MLflow's fluent API keeps
+the active run in a per-thread stack, which breaks as soon as Prefect or Lightning run
+code on another thread; explicit ids do not care.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import flatten, to_yaml
+
+log = logging.getLogger("transferlab")
+
+TAG_KIND = "transferlab.kind"
+TAG_STAGE = "transferlab.stage"
+TAG_INIT = "transferlab.init"
+TAG_TASK = "transferlab.task"
+TAG_CACHE = "transferlab.cache"
+TAG_FINGERPRINT = "transferlab.fingerprint"
+TAG_CACHE_SOURCE = "transferlab.cache_source_run"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_RUN_NAME = "mlflow.runName"
+
+MAX_PARAM_CHARS = 500
+_SECRET_IN_URI = re.compile(r"(://)([^/@:]+):([^/@]+)@")
+
+
+def tracking_uri(cfg: dict[str, Any]) -> str:
+    """``tracking.uri`` if set, else the sqlite store in the state dir (absolute path)."""
+    uri = cfg["tracking"]["uri"]
+    if uri:
+        return uri
+    return f"sqlite:///{Path(cfg['paths']['home']) / 'mlflow.db'}"
+
+
+def artifact_root(cfg: dict[str, Any]) -> str:
+    return (Path(cfg["paths"]["home"]) / "mlartifacts").as_uri()
+
+
+def redact(value: str) -> str:
+    """Drop credentials from URIs before they become params (``user:pass@`` -> ``***@``)."""
+    return _SECRET_IN_URI.sub(r"\1***@", value)
+
+
+def mlflow_params(cfg: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for key, value in flatten(cfg).items():
+        value = redact(value)
+        out[key] = value if len(value) <= MAX_PARAM_CHARS else value[: MAX_PARAM_CHARS - 3] + "..."
+    return out
+
+
+@dataclass
+class Tracker:
+    uri: str
+    experiment: str
+    artifact_location: str | None = None
+    experiment_id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        for name in ("alembic", "mlflow"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            location = self.artifact_location if self.uri.startswith("sqlite:") else None
+            self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+        else:
+            self.experiment_id = exp.experiment_id
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> Tracker:
+        return cls(tracking_uri(cfg), cfg["tracking"]["experiment"], artifact_root(cfg))
+
+    def start_run(self, name: str, tags: dict[str, str], parent_run_id: str | None = None) -> str:
+        tags = {TAG_RUN_NAME: name, **tags}
+        if parent_run_id:
+            tags[TAG_PARENT] = parent_run_id
+        return self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
+
+    def log_config(self, run_id: str, cfg: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        params = [Param(k, v) for k, v in mlflow_params(cfg).items()]
+        for i in range(0, len(params), 100):  # MLflow caps a batch at 100 params
+            self.client.log_batch(run_id, params=params[i : i + 100])
+        self.client.log_text(run_id, redact(to_yaml(cfg)), "config.yaml")
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, v)
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path or path.name)
+        else:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def metric(self, run_id: str, key: str) -> float | None:
+        run = self.client.get_run(run_id)
+        return run.data.metrics.get(key)
+
+
+@contextmanager
+def run_context(tracker: Tracker, name: str, tags: dict[str, str], parent_run_id: str | None = None) -> Iterator[str]:
+    """A run that ends FINISHED, or FAILED (and re-raises) if the block raises."""
+    run_id = tracker.start_run(name, tags, parent_run_id)
+    try:
+        yield run_id
+    except BaseException:
+        tracker.end_run(run_id, "FAILED" if not isinstance(_current_exc(), KeyboardInterrupt) else "KILLED")
+        raise
+    tracker.end_run(run_id, "FINISHED")
+
+
+def _current_exc() -> BaseException | None:
+    import sys
+
+    return sys.exc_info()[1]
