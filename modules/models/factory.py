@@ -80,7 +80,9 @@ def build_classifier(source: str | Path, init: str, num_labels: int, dropout: fl
             if hasattr(config, key):
                 setattr(config, key, dropout)
     if init == "pretrained":
-        return AutoModelForSequenceClassification.from_pretrained(str(source), config=config, use_safetensors=True)
+        # from_pretrained returns eval mode; train mode keeps dropout on, as for scratch.
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(source), config=config, use_safetensors=True).train()
     if init == "scratch":
         return AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
     raise ValueError(f"unknown init {init!r} (choices: pretrained, scratch)")

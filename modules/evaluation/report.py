@@ -1,0 +1,54 @@
+"""Render the pipeline report as Markdown."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def _g(kg: float | None) -> str:
+    return "missing" if kg is None else f"{kg * 1000:.4g}"
+
+
+def _wh(kwh: float | None) -> str:
+    return "missing" if kwh is None else f"{kwh * 1000:.4g}"
+
+
+def _s(sec: float | None) -> str:
+    return "missing" if sec is None else f"{sec:.1f}"
+
+
+def render_report(
+    title: str,
+    results: dict[str, dict[str, float]],
+    lm: dict[str, float],
+    stages: Sequence[dict[str, Any]],
+    images: Sequence[str],
+    notes: Sequence[str] = (),
+) -> str:
+    """``results``: init -> {accuracy, f1_macro}; ``stages``: rows with name, emissions_kg,
+    energy_kwh, duration_s, cache_hit and produced_kg (what building the output cost)."""
+    lines = [f"# {title}", ""]
+    lines += ["## Downstream task (test split)", "", "| init | accuracy | macro-F1 |", "|---|---:|---:|"]
+    for init, m in results.items():
+        lines.append(f"| {init} | {m['accuracy']:.4f} | {m['f1_macro']:.4f} |")
+    if "pretrained" in results and "scratch" in results:
+        gain = results["pretrained"]["accuracy"] - results["scratch"]["accuracy"]
+        lines += ["", f"Pretraining changes test accuracy by **{gain * 100:+.1f} points** over the same "
+                      "architecture trained from scratch on the same labeled examples."]
+    lines += ["", "## Pretrained language model", "",
+              f"Validation loss {lm['loss']:.4f}, perplexity **{lm['perplexity']:.2f}** "
+              f"(over {int(lm['tokens'])} predicted tokens).", ""]
+    lines += ["## Cost per stage", "",
+              "| stage | cache | this run: g CO2e | Wh | s | building the output: g CO2e |",
+              "|---|---|---:|---:|---:|---:|"]
+    for row in stages:
+        lines.append(f"| {row['name']} | {'hit' if row.get('cache_hit') else 'miss'} | {_g(row.get('emissions_kg'))} | "
+                     f"{_wh(row.get('energy_kwh'))} | {_s(row.get('duration_s'))} | {_g(row.get('produced_kg'))} |")
+    pre = next((r.get("produced_kg") for r in stages if r["name"] == "pretrain"), None)
+    ft = [r.get("produced_kg") for r in stages if r["name"].startswith("finetune")]
+    if pre and ft and all(x is not None for x in ft):
+        lines += ["", f"One fine-tune costs {100 * sum(ft) / len(ft) / pre:.1f}% of pretraining's CO2e."]
+    lines += ["", *notes] if notes else []
+    lines += [""] + [f"![{name}]({name})" for name in images] + [""]
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""Prefect flows that order the stages; the stages themselves know nothing of Prefect.
+
+Training runs on the flow's own thread (tasks are called, not submitted) so Lightning's
+signal handling works, and tasks pass small records (paths, fingerprints, run ids),
+never models or datasets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from pipelines import stages
+from pipelines.config import compose
+from pipelines.stages.common import StageContext
+from pipelines.tracking import TAG_KIND, Tracker, run_context, tracking_uri
+
+log = logging.getLogger("transferlab")
+
+STAGES = ("prep", "pretrain", "finetune", "evaluate")
+
+# Reuse across runs is the stage cache's job (content-addressed, visible in MLflow);
+# Prefect's default policy keys on the flow run and would only add hashing work.
+_task = task(cache_policy=NO_CACHE, persist_result=False)
+
+
+@_task
+def prep(cfg: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
+    return stages.prep(StageContext.create(cfg, parent_run_id))
+
+
+@_task
+def pretrain(cfg: dict[str, Any], prep_record: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
+    return stages.pretrain(StageContext.create(cfg, parent_run_id), prep_record)
+
+
+@_task
+def finetune(cfg: dict[str, Any], prep_record: dict[str, Any], pretrain_record: dict[str, Any], init: str,
+             parent_run_id: str) -> dict[str, Any]:
+    return stages.finetune(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, init)
+
+
+@_task
+def evaluate(cfg: dict[str, Any], prep_record: dict[str, Any], pretrain_record: dict[str, Any],
+             finetune_records: list[dict[str, Any]], parent_run_id: str) -> dict[str, Any]:
+    return stages.evaluate(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, finetune_records)
+
+
+def _totals(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Pipeline carbon totals; a figure missing in any stage is left out, not summed as 0."""
+    out: dict[str, float] = {}
+    for key, metric in (("emissions_kg", "carbon/emissions_kg"), ("energy_kwh", "carbon/energy_kwh"),
+                        ("duration_s", "carbon/duration_s")):
+        values = [r["carbon"][key] for r in records]
+        if values and all(v is not None for v in values):
+            out[metric] = float(sum(values))
+    return out
+
+
+def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]:
+    """Run the stages up to ``until`` under one MLflow parent run; return a summary."""
+    if until not in STAGES:
+        raise ValueError(f"unknown stage {until!r} (choices: {', '.join(STAGES)})")
+    started = time.perf_counter()
+    tracker = Tracker.from_config(cfg)
+    name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}"
+    tags = {TAG_KIND: "pipeline", "transferlab.experiment": cfg["experiment_name"], "transferlab.until": until}
+    with run_context(tracker, name, tags) as parent:
+        tracker.log_config(parent, cfg)
+        log.info("pipeline: MLflow parent run %s in %s", parent, tracking_uri(cfg))
+        records: list[dict[str, Any]] = [prep_record := prep(cfg, parent)]
+        summary: dict[str, Any] = {"parent_run_id": parent, "tracking_uri": tracking_uri(cfg),
+                                   "experiment": cfg["tracking"]["experiment"], "until": until}
+        if until != "prep":
+            records.append(pretrain_record := pretrain(cfg, prep_record, parent))
+        if until in ("finetune", "evaluate"):
+            tuned = [finetune.with_options(name=f"finetune[{init}]")(cfg, prep_record, pretrain_record, init, parent)
+                     for init in cfg["finetune"]["inits"]]
+            records += tuned
+            summary["accuracy"] = {r["init"]: r["metrics"].get("test/accuracy") for r in tuned}
+        if until == "evaluate":
+            records.append(ev := evaluate(cfg, prep_record, pretrain_record, tuned, parent))
+            summary["report"] = ev["report"]
+            summary["evaluate"] = ev["metrics"]
+            for name_ in ("report.md", "comparison.png"):
+                tracker.log_artifact(parent, f"{ev['path']}/{name_}")
+            _publish_report(ev, summary)
+        totals = _totals(records)
+        parent_metrics = dict(totals)
+        if until == "evaluate":
+            parent_metrics.update({k: v for k, v in summary["evaluate"].items() if k.startswith("test/")})
+        tracker.log_metrics(parent, parent_metrics)
+        summary["stages"] = [{"stage": r["stage"] if r["stage"] != "finetune" else f"finetune[{r['init']}]",
+                              "cache_hit": r.get("cache_hit", False), **r["carbon"]} for r in records]
+        summary["totals"] = totals
+    summary["wall_s"] = time.perf_counter() - started
+    return summary
+
+
+def _publish_report(ev: dict[str, Any], summary: dict[str, Any]) -> None:
+    """The report as a Prefect markdown artifact on the flow run, pointing at MLflow."""
+    from pathlib import Path
+
+    where = summary["tracking_uri"]
+    link = (f"{where.rstrip('/')}/#/experiments/runs/{summary['parent_run_id']}" if where.startswith("http")
+            else f"MLflow store `{where}`, parent run `{summary['parent_run_id']}`")
+    text = Path(ev["report"]).read_text().split("![")[0]  # images live in MLflow, not in Prefect
+    try:
+        create_markdown_artifact(markdown=f"{text}\n\n**MLflow:** {link}\n", key="transferlab-report",
+                                 description="Pretrained vs scratch, and the carbon per stage")
+    except Exception as exc:  # outside a flow run, or an API hiccup: the report is in MLflow anyway
+        log.debug("no Prefect artifact: %s", exc)
+
+
+@flow(name="transfer_learning")
+def transfer_learning(overrides: list[str] | None = None) -> dict[str, Any]:
+    """The whole pipeline: prep -> pretrain -> finetune (pretrained, scratch) -> evaluate."""
+    return run_pipeline(compose(overrides or []), "evaluate")
+
+
+@flow(name="transferlab_stage")
+def run_stage(stage: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """One stage, with its missing upstream stages produced (or reused from cache) first."""
+    return run_pipeline(compose(overrides or []), stage)

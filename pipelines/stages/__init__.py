@@ -1,0 +1,13 @@
+"""One thin function per pipeline stage.
+
+Each reads its config, calls ``modules/``, owns its MLflow child run and carbon tracker,
+and returns a small JSON-serialisable record (paths, fingerprint, run id, metrics). They
+run and test without Prefect; the flows only order them.
+"""
+
+from pipelines.stages.evaluate import evaluate
+from pipelines.stages.finetune import finetune
+from pipelines.stages.prep import prep
+from pipelines.stages.pretrain import pretrain
+
+__all__ = ["prep", "pretrain", "finetune", "evaluate"]

@@ -1,0 +1,101 @@
+"""What every stage shares: its MLflow child run, its carbon tracker, its work dir."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.carbon import CarbonResult, track_carbon
+from pipelines.tracking import (
+    TAG_CACHE,
+    TAG_CACHE_SOURCE,
+    TAG_FINGERPRINT,
+    TAG_STAGE,
+    Tracker,
+    run_context,
+)
+
+log = logging.getLogger("transferlab")
+
+
+@dataclass
+class StageContext:
+    """The composed config plus where to log; passed to every stage function."""
+
+    cfg: dict[str, Any]
+    tracker: Tracker
+    parent_run_id: str | None = None
+
+    @classmethod
+    def create(cls, cfg: dict[str, Any], parent_run_id: str | None = None) -> StageContext:
+        return cls(cfg, Tracker.from_config(cfg), parent_run_id)
+
+    @property
+    def home(self) -> Path:
+        return Path(self.cfg["paths"]["home"])
+
+
+@dataclass
+class StageRun:
+    """Handle on a running stage: its MLflow run id and a private work directory."""
+
+    run_id: str
+    workdir: Path
+    tracker: Tracker
+    carbon: CarbonResult = field(default_factory=CarbonResult)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        self.tracker.log_metrics(self.run_id, metrics, step)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.tracker.set_tags(self.run_id, tags)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.tracker.log_artifact(self.run_id, path, artifact_path)
+
+    def mark_cache(self, hit: bool, fp: str, source_run_id: str | None = None) -> None:
+        tags = {TAG_CACHE: "hit" if hit else "miss", TAG_FINGERPRINT: fp}
+        if hit and source_run_id:
+            tags[TAG_CACHE_SOURCE] = source_run_id
+        self.set_tags(tags)
+        if hit and source_run_id:
+            # What this reuse avoided: the recorded cost of the run that built the output.
+            try:
+                avoided = self.tracker.metric(source_run_id, "carbon/emissions_kg")
+            except Exception:  # source run in another store, or deleted
+                avoided = None
+            if avoided is not None:
+                self.log_metrics({"carbon/avoided_kg": avoided})
+
+
+@contextmanager
+def tracked_stage(ctx: StageContext, stage: str, run_name: str | None = None,
+                  tags: dict[str, str] | None = None) -> Iterator[StageRun]:
+    """An MLflow child run with the config logged and a codecarbon tracker around the body.
+
+    Carbon figures are logged even when the body fails: the energy was spent either way.
+    """
+    with run_context(ctx.tracker, run_name or stage, {TAG_STAGE: stage, **(tags or {})}, ctx.parent_run_id) as run_id:
+        ctx.tracker.log_config(run_id, ctx.cfg)
+        workdir = ctx.home / "runs" / run_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        run = StageRun(run_id, workdir, ctx.tracker)
+        try:
+            with track_carbon(ctx.cfg["carbon"], workdir / "carbon") as carbon:
+                yield run
+        finally:
+            run.carbon = carbon
+            run.log_metrics(carbon.metrics())
+            if ctx.cfg["carbon"]["enabled"] and carbon.missing:
+                run.set_tags({"transferlab.carbon": "missing"})
+            if carbon.csv:
+                run.log_artifact(carbon.csv)
+
+
+def record(stage: str, run: StageRun, **fields: Any) -> dict[str, Any]:
+    """The small JSON-able record a stage returns to the flow."""
+    return {"stage": stage, "run_id": run.run_id, "carbon": run.carbon.as_dict(), **fields}

@@ -1,0 +1,89 @@
+"""evaluate: score every fine-tuned model, the pretrained LM, and write the report."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipelines.stages.common import StageContext, record, tracked_stage
+
+log = logging.getLogger("transferlab")
+
+
+def _read_predictions(path: str) -> tuple[list[int], list[int]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [int(r["label"]) for r in rows], [int(r["prediction"]) for r in rows]
+
+
+def _produced_kg(ctx: StageContext, rec: dict[str, Any]) -> float | None:
+    """What building a stage's output cost: this run's figure, or the source run's on a cache hit."""
+    if not rec.get("cache_hit"):
+        return rec["carbon"]["emissions_kg"]
+    try:
+        return ctx.tracker.metric(rec["source_run_id"], "carbon/emissions_kg")
+    except Exception:
+        return None
+
+
+def stage_rows(ctx: StageContext, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for rec in records:
+        name = rec["stage"] if rec["stage"] != "finetune" else f"finetune[{rec['init']}]"
+        rows.append({"name": name, "cache_hit": rec.get("cache_hit", False), **rec["carbon"],
+                     "produced_kg": _produced_kg(ctx, rec)})
+    return rows
+
+
+def evaluate(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: dict[str, Any],
+             finetune_records: list[dict[str, Any]]) -> dict[str, Any]:
+    from modules.evaluation.metrics import classification_metrics, confusion
+    from modules.evaluation.perplexity import lm_perplexity
+    from modules.evaluation.plots import comparison_png, confusion_matrix_png
+    from modules.evaluation.report import render_report
+
+    cfg = ctx.cfg
+    label_names = prep_record["label_names"]
+    with tracked_stage(ctx, "evaluate") as run:
+        out = run.workdir
+        results: dict[str, dict[str, float]] = {}
+        images: list[str] = []
+        for rec in finetune_records:
+            labels, preds = _read_predictions(rec["predictions"])
+            init = rec["init"]
+            results[init] = classification_metrics(labels, preds, len(label_names))
+            png = f"confusion_matrix_{init}.png"
+            confusion_matrix_png(confusion(labels, preds, len(label_names)), label_names,
+                                 f"Confusion matrix: init={init}, test split", out / png)
+            images.append(png)
+        lm = lm_perplexity(pretrain_record["hf_model"], Path(prep_record["path"]) / "lm", cfg["model"]["family"],
+                           cfg["evaluate"]["batch_size"], cfg["evaluate"]["perplexity_batches"],
+                           cfg["pretrain"]["mlm_probability"], cfg["seed"])
+        metrics = {"val/loss": lm["loss"], "val/perplexity": lm["perplexity"]}
+        for init, m in results.items():
+            metrics[f"test/accuracy/{init}"] = m["accuracy"]
+            metrics[f"test/f1_macro/{init}"] = m["f1_macro"]
+        if "pretrained" in results and "scratch" in results:
+            metrics["test/accuracy_gain"] = results["pretrained"]["accuracy"] - results["scratch"]["accuracy"]
+        run.log_metrics(metrics)
+
+        rows = stage_rows(ctx, [prep_record, pretrain_record, *finetune_records])
+        comparison_png({k: v["accuracy"] for k, v in results.items()},
+                       {r["name"]: r["produced_kg"] or 0.0 for r in rows},
+                       f"{cfg['experiment_name']}: {cfg['model']['name']} on {cfg['data']['name']}",
+                       out / "comparison.png")
+        images.insert(0, "comparison.png")
+        report = render_report(
+            f"transferlab report: {cfg['experiment_name']} ({cfg['model']['name']}, {cfg['data']['name']})",
+            results, lm, rows, images,
+            notes=[f"Labeled training examples: {cfg['finetune']['train_examples']}; seed {cfg['seed']}. "
+                   "CO2 of a cached stage is what building its output cost when it ran."],
+        )
+        (out / "report.md").write_text(report)
+        for name in ["report.md", *images]:
+            run.log_artifact(out / name)
+        log.info("evaluate: %s", "  ".join(f"test/accuracy[{k}] {v['accuracy']:.4f}" for k, v in results.items()))
+    return record("evaluate", run, path=str(out), report=str(out / "report.md"), metrics=metrics,
+                  stage_rows=rows)

@@ -1,0 +1,63 @@
+"""prep: generate or read data, train the tokenizer, tokenize and pack; cached by fingerprint."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from pipelines.cache import StageCache, fingerprint, write_record
+from pipelines.stages.common import StageContext, record, tracked_stage
+
+log = logging.getLogger("transferlab")
+
+
+def prep_fingerprint(cfg: dict[str, Any]) -> str:
+    from modules.data.tokenization import tokenizer_kind_for
+
+    family = cfg["model"]["family"]
+    return fingerprint("prep", {
+        "data": cfg["data"],
+        "tokenizer": {**cfg["tokenizer"], "kind": tokenizer_kind_for(family, cfg["tokenizer"]["kind"])},
+        "family": family,
+        "block_size": cfg["pretrain"]["block_size"],
+        "max_length": cfg["finetune"]["max_length"],
+    })
+
+
+def _stats_metrics(stats: dict[str, Any]) -> dict[str, float]:
+    out = {"data/vocab_size": stats["vocab_size"]}
+    for group in ("lm_blocks", "lm_tokens", "labeled_rows", "corpus_documents"):
+        for split, n in stats[group].items():
+            out[f"data/{group}_{split}"] = n
+    return out
+
+
+def prep(ctx: StageContext) -> dict[str, Any]:
+    from modules.data.prepare import prepare_synthetic
+
+    cfg = ctx.cfg
+    fp = prep_fingerprint(cfg)
+    cache = StageCache(ctx.home, "prep")
+    with tracked_stage(ctx, "prep") as run:
+        cached = cache.lookup(fp)
+        if cached is not None:
+            log.info("prep: cache hit %s, reusing %s (no re-tokenizing)", fp, cache.path(fp))
+            run.mark_cache(True, fp, cached.get("run_id"))
+            stats = cached["stats"]
+        else:
+            log.info("prep: cache miss %s; generating data and training the tokenizer", fp)
+            run.mark_cache(False, fp)
+            with cache.build(fp) as tmp:
+                stats = prepare_synthetic(tmp, cfg["data"], cfg["tokenizer"], cfg["model"]["family"],
+                                          cfg["pretrain"]["block_size"], cfg["finetune"]["max_length"])
+                (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+                write_record(tmp, {"stage": "prep", "fingerprint": fp, "run_id": run.run_id, "stats": stats})
+            run.log_artifact(cache.path(fp) / "tokenizer")
+            log.info("prep: %d LM blocks of %d tokens, %s labeled rows, vocab %d",
+                     stats["lm_blocks"]["train"], cfg["pretrain"]["block_size"], stats["labeled_rows"], stats["vocab_size"])
+        run.log_metrics(_stats_metrics(stats))
+        run.log_artifact(cache.path(fp) / "stats.json")
+    return record("prep", run, fingerprint=fp, path=str(cache.path(fp)), cache_hit=cached is not None,
+                  source_run_id=cached["run_id"] if cached else run.run_id,
+                  label_names=stats["label_names"])
