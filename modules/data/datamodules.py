@@ -7,7 +7,11 @@ from pathlib import Path
 import lightning as L
 from datasets import Dataset, load_from_disk
 from torch.utils.data import DataLoader
-from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import (
+    DataCollatorForLanguageModeling,
+    DataCollatorWithPadding,
+    PreTrainedTokenizerBase,
+)
 
 
 class LanguageModelingData(L.LightningDataModule):

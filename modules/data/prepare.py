@@ -8,7 +8,12 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from modules.data.synthetic import generate
-from modules.data.tokenization import pack_for_lm, tokenize_labeled, tokenizer_kind_for, train_tokenizer
+from modules.data.tokenization import (
+    pack_for_lm,
+    tokenize_labeled,
+    tokenizer_kind_for,
+    train_tokenizer,
+)
 
 
 def prepare_synthetic(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: dict[str, Any], family: str,

@@ -1,0 +1,73 @@
+"""Shared fixtures: the real Hydra config, shrunk; all state redirected to tmp dirs.
+
+Environment is set at import time, before any test module imports Prefect or the hub
+clients, so nothing leaks into the user's ~/.prefect or reaches for the network.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="transferlab-test-prefect-")
+os.environ.pop("TRANSFERLAB_HOME", None)
+
+# Small enough that every stage finishes in seconds on 2 cores, yet every code path
+# (tokenizer training, packing, validation, early stopping, export) still runs.
+TINY = [
+    "data.corpus_documents=240",
+    "data.words_per_topic=8",
+    "data.neutral_words=40",
+    "data.labeled_train=120",
+    "data.labeled_val=40",
+    "data.labeled_test=80",
+    "tokenizer.vocab_size=300",
+    "model.n_layer=1",
+    "model.n_embd=32",
+    "model.n_head=2",
+    "model.n_inner=64",
+    "model.max_positions=64",
+    "pretrain.block_size=32",
+    "pretrain.batch_size=8",
+    "pretrain.max_steps=6",
+    "pretrain.warmup_steps=2",
+    "pretrain.val_every_n_steps=3",
+    "pretrain.val_batches=2",
+    "finetune.train_examples=16",
+    "finetune.batch_size=8",
+    "finetune.max_epochs=2",
+    "finetune.max_length=32",
+    "evaluate.perplexity_batches=2",
+    "trainer.log_every_n_steps=2",
+    "trainer.progress_every_n_steps=2",
+    "carbon.measure_power_secs=1",
+]
+
+
+def tiny_overrides(home: Path, *extra: str) -> list[str]:
+    return [*TINY, f"paths.home={home}", *extra]
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path) -> dict[str, Any]:
+    from pipelines.config import compose
+
+    return compose(tiny_overrides(tmp_path))
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server and database for the whole test session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,115 @@
+"""The whole flow under one session-scoped Prefect harness, checked through MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import tiny_overrides
+from mlflow.tracking import MlflowClient
+
+from pipelines.errors import ConfigError
+
+STAGE_METRICS = {
+    "prep": {"data/lm_blocks_train"},
+    "pretrain": {"train/loss", "val/loss", "val/perplexity", "train/tokens_per_sec", "train/mfu"},
+    "finetune": {"train/loss", "val/loss", "val/accuracy", "test/accuracy", "test/f1_macro"},
+    "evaluate": {"test/accuracy/pretrained", "test/accuracy/scratch", "test/f1_macro/pretrained", "val/perplexity"},
+}
+STAGE_ARTIFACTS = {
+    "prep": {"tokenizer", "stats.json"},
+    "pretrain": {"hf_model", "checkpoints"},
+    "finetune": {"predictions.csv", "hf_model"},
+    "evaluate": {"report.md", "comparison.png", "confusion_matrix_pretrained.png", "confusion_matrix_scratch.png"},
+}
+CARBON = {"carbon/emissions_kg", "carbon/energy_kwh", "carbon/duration_s"}
+
+
+def _runs(home: Path) -> tuple[MlflowClient, list[Any]]:
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("transferlab")
+    return client, client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def _children(runs: list[Any], parent_id: str) -> list[Any]:
+    return [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+
+
+@pytest.fixture(scope="module")
+def flow_home(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> tuple[Path, dict[str, Any]]:
+    from pipelines.flows import transfer_learning
+
+    home = tmp_path_factory.mktemp("flow")
+    summary = transfer_learning(overrides=tiny_overrides(home))
+    return home, summary
+
+
+def test_flow_makes_one_parent_and_a_child_per_stage(flow_home: tuple[Path, dict[str, Any]]) -> None:
+    home, summary = flow_home
+    client, runs = _runs(home)
+    parents = [r for r in runs if r.data.tags.get("transferlab.kind") == "pipeline"]
+    assert len(parents) == 1 and parents[0].info.run_id == summary["parent_run_id"]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    children = _children(runs, parent.info.run_id)
+    stages = sorted(r.data.tags["transferlab.stage"] for r in children)
+    assert stages == ["evaluate", "finetune", "finetune", "prep", "pretrain"]
+    assert sorted(r.data.tags.get("transferlab.init") for r in children if r.data.tags["transferlab.stage"] == "finetune") == ["pretrained", "scratch"]
+
+    for run in children:
+        stage = run.data.tags["transferlab.stage"]
+        assert run.info.status == "FINISHED"
+        missing = (STAGE_METRICS[stage] | CARBON) - set(run.data.metrics)
+        assert not missing, (stage, missing)
+        assert run.data.metrics["carbon/emissions_kg"] > 0, stage
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert (STAGE_ARTIFACTS[stage] | {"config.yaml", "emissions.csv"}) <= artifacts, (stage, artifacts)
+        assert run.data.params["model.name"] == "gpt2_tiny"
+
+    # The parent's totals are the sum of its stages.
+    total = sum(r.data.metrics["carbon/emissions_kg"] for r in children)
+    assert parent.data.metrics["carbon/emissions_kg"] == pytest.approx(total)
+    assert {"report.md", "comparison.png", "config.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_flow_summary_points_at_the_report_and_store(flow_home: tuple[Path, dict[str, Any]]) -> None:
+    home, summary = flow_home
+    assert summary["tracking_uri"] == f"sqlite:///{home / 'mlflow.db'}"
+    assert Path(summary["report"]).read_text().startswith("# transferlab report")
+    assert set(summary["accuracy"]) == {"pretrained", "scratch"}
+    assert [s["stage"] for s in summary["stages"]] == ["prep", "pretrain", "finetune[pretrained]",
+                                                       "finetune[scratch]", "evaluate"]
+
+
+def test_second_flow_run_reuses_prep_and_pretrain(flow_home: tuple[Path, dict[str, Any]]) -> None:
+    from pipelines.flows import transfer_learning
+
+    home, first = flow_home
+    second = transfer_learning(overrides=tiny_overrides(home))
+    hits = {s["stage"]: s["cache_hit"] for s in second["stages"]}
+    assert hits["prep"] and hits["pretrain"] and not hits["finetune[pretrained]"]
+    _, runs = _runs(home)
+    children = _children(runs, second["parent_run_id"])
+    cache_tags = {r.data.tags["transferlab.stage"]: r.data.tags.get("transferlab.cache") for r in children}
+    assert cache_tags["prep"] == "hit" and cache_tags["pretrain"] == "hit"
+
+
+def test_masked_lm_family_runs_through_the_flow(tmp_path: Path, prefect_harness: None) -> None:
+    from pipelines.flows import transfer_learning
+
+    summary = transfer_learning(overrides=tiny_overrides(tmp_path, "model=bert_tiny"))
+    client, runs = _runs(tmp_path)
+    prep = next(r for r in _children(runs, summary["parent_run_id"]) if r.data.tags["transferlab.stage"] == "prep")
+    assert prep.data.params["tokenizer.kind"] == "auto"
+    assert (Path(summary["report"]).parent / "report.md").exists()
+    tokenizer_json = next(Path(tmp_path, "cache", "prep").glob("*/tokenizer/tokenizer.json")).read_text()
+    assert '"WordPiece"' in tokenizer_json
+
+
+def test_flow_rejects_bad_overrides_before_any_work(tmp_path: Path, prefect_harness: None) -> None:
+    from pipelines.flows import transfer_learning
+
+    with pytest.raises(ConfigError, match="no_such_key"):
+        transfer_learning(overrides=tiny_overrides(tmp_path, "no_such_key=1"))
+    assert not (tmp_path / "mlflow.db").exists()
