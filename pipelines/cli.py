@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Any
 
+from modules.data.errors import DataError
 from pipelines.errors import UserError
 
 COMMANDS = {
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             sys.stdout.write(to_yaml(cfg))
             return 0
+        from pipelines.preflight import check_inputs
+
+        check_inputs(cfg)
         from pipelines.runtime import prepare_environment
 
         prepare_environment(cfg)
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = transfer_learning(overrides=args.overrides)
         else:
             summary = run_stage(stage=args.command, overrides=args.overrides)
-    except UserError as exc:
+    except (UserError, DataError) as exc:
         print(f"transferlab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

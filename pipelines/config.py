@@ -23,7 +23,8 @@ ARCHS = {"gpt2": "causal", "bert": "masked"}
 TOKENIZER_KINDS = {"auto", "bpe", "wordpiece"}
 INITS = {"pretrained", "scratch"}
 TASKS = {"classification"}
-DATA_SOURCES = {"synthetic"}
+DATA_SOURCES = {"synthetic", "local"}
+DATA_PATH_KEYS = ("corpus_path", "labeled_path", "validation_path", "test_path")
 
 
 def group_options(group: str) -> list[str]:
@@ -108,7 +109,11 @@ def compose(overrides: list[str] | None = None) -> dict[str, Any]:
         GlobalHydra.instance().clear()
     assert isinstance(container, dict)
     validate(container)
+    # Absolute paths from here on: stages may run with another cwd (Prefect workers).
     container["paths"]["home"] = str(Path(container["paths"]["home"]).expanduser().resolve())
+    for key in DATA_PATH_KEYS:
+        if container["data"][key]:
+            container["data"][key] = str(Path(container["data"][key]).expanduser().resolve())
     return container
 
 
@@ -171,6 +176,10 @@ def validate(cfg: dict[str, Any]) -> None:
         "tokenizer.vocab_size", "model.n_layer", "model.n_embd", "model.n_head",
         "data.num_topics", "data.corpus_documents",
     )
+    if cfg["data"]["source"] == "local":
+        for key in ("corpus_path", "labeled_path"):
+            if not cfg["data"][key]:
+                raise ConfigError(f"missing value for 'data.{key}' (data=local needs data.{key}=<file>)")
     if cfg["data"]["num_topics"] < 2:
         raise ConfigError("bad value for 'data.num_topics': needs at least 2 classes")
     if cfg["model"]["n_embd"] % cfg["model"]["n_head"]:

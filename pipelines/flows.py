@@ -17,6 +17,8 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines import stages
 from pipelines.config import compose
+from pipelines.errors import UserError
+from pipelines.preflight import check_inputs
 from pipelines.stages.common import StageContext
 from pipelines.tracking import TAG_KIND, Tracker, run_context, tracking_uri
 
@@ -65,7 +67,8 @@ def _totals(records: list[dict[str, Any]]) -> dict[str, float]:
 def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]:
     """Run the stages up to ``until`` under one MLflow parent run; return a summary."""
     if until not in STAGES:
-        raise ValueError(f"unknown stage {until!r} (choices: {', '.join(STAGES)})")
+        raise UserError(f"unknown stage {until!r} (choices: {', '.join(STAGES)})")
+    check_inputs(cfg)  # before the parent run exists: bad input leaves nothing behind
     started = time.perf_counter()
     tracker = Tracker.from_config(cfg)
     name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}"

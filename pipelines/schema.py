@@ -16,10 +16,20 @@ from omegaconf import MISSING
 
 @dataclass
 class DataConfig:
-    # Where text comes from. Only "synthetic" exists so far; local files and the hub
-    # arrive with the data-sources issue and extend this schema.
+    # Where text comes from: "synthetic" (built in) or "local" (your files).
     source: str = "synthetic"
     name: str = "synthetic"
+    # source=local (see conf/data/local.yaml); relative paths are taken from the cwd.
+    corpus_path: str | None = None
+    labeled_path: str | None = None
+    validation_path: str | None = None
+    test_path: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    encoding: str = "utf-8"
+    labeled_val_fraction: float = 0.1
+    labeled_test_fraction: float = 0.2
+    # source=synthetic
     seed: int = 1234
     num_topics: int = 4
     words_per_topic: int = 48

@@ -63,7 +63,7 @@ def test_second_prep_is_a_cache_hit_without_retokenizing(ctx: StageContext, prep
     def must_not_run(*args, **kwargs):
         raise AssertionError("prep recomputed despite identical inputs")
 
-    monkeypatch.setattr(modules.data.prepare, "prepare_synthetic", must_not_run)
+    monkeypatch.setattr(modules.data.prepare, "prepare_data", must_not_run)
     again = stages.prep(ctx)
     assert again["cache_hit"] is True
     assert again["fingerprint"] == prep_rec["fingerprint"] and again["path"] == prep_rec["path"]

@@ -1,13 +1,13 @@
-"""Prepare the built-in data for training: corpus + labeled task -> tokenizer + datasets."""
+"""Prepare data for training: raw text -> trained tokenizer + tokenized datasets on disk."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from modules.data.synthetic import generate
+from modules.data.raw import RawData
 from modules.data.tokenization import (
     pack_for_lm,
     tokenize_labeled,
@@ -15,16 +15,30 @@ from modules.data.tokenization import (
     train_tokenizer,
 )
 
+SYNTHETIC_KEYS = ("seed", "num_topics", "words_per_topic", "neutral_words", "corpus_documents", "labeled_train",
+                  "labeled_val", "labeled_test", "val_fraction", "cue_rate")
 
-def prepare_synthetic(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: dict[str, Any], family: str,
-                      block_size: int, max_length: int) -> dict[str, Any]:
+
+def load_raw(data_cfg: dict[str, Any]) -> RawData:
+    """The raw corpus and labeled splits of the configured ``data.source``."""
+    if data_cfg["source"] == "synthetic":
+        from modules.data.synthetic import generate
+
+        return generate(**{k: data_cfg[k] for k in SYNTHETIC_KEYS})
+    if data_cfg["source"] == "local":
+        from modules.data.local import load_local
+
+        return load_local(data_cfg)
+    raise ValueError(f"unknown data.source {data_cfg['source']!r}")
+
+
+def prepare_data(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: dict[str, Any], family: str,
+                 block_size: int, max_length: int) -> dict[str, Any]:
     """Write ``tokenizer/``, ``lm/`` (packed blocks) and ``labeled/`` under ``out_dir``.
 
-    Returns the dataset statistics (row and token counts) for logging.
+    Returns the dataset statistics (row and token counts, label names) for logging.
     """
-    params = {k: data_cfg[k] for k in ("seed", "num_topics", "words_per_topic", "neutral_words", "corpus_documents",
-                                        "labeled_train", "labeled_val", "labeled_test", "val_fraction", "cue_rate")}
-    data = generate(**params)
+    data = load_raw(data_cfg)
     kind = tokenizer_kind_for(family, tokenizer_cfg["kind"])
     tokenizer = train_tokenizer(data.corpus["train"], kind, tokenizer_cfg["vocab_size"], tokenizer_cfg["min_frequency"])
     tokenizer.save_pretrained(str(out_dir / "tokenizer"))
@@ -33,9 +47,11 @@ def prepare_synthetic(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: di
     lm = DatasetDict({split: pack_for_lm(ds, tokenizer, block_size, family) for split, ds in corpus.items()})
     lm.save_to_disk(str(out_dir / "lm"))
 
+    # ClassLabel keeps the id -> name mapping with the data, so no stage has to guess it.
+    features = Features({"text": Value("string"), "label": ClassLabel(names=data.label_names)})
     labeled = DatasetDict({
-        split: tokenize_labeled(Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]}),
-                                tokenizer, max_length)
+        split: tokenize_labeled(Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]},
+                                                  features=features), tokenizer, max_length)
         for split, rows in data.labeled.items()
     })
     labeled.save_to_disk(str(out_dir / "labeled"))

@@ -38,6 +38,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from modules.data.raw import RawData
+
 CONSONANTS = "bdfgklmnprstvz"
 VOWELS = "aeiou"
 
@@ -54,13 +56,10 @@ class Lexicon:
 
 
 @dataclass
-class SyntheticData:
-    """Unlabeled corpus splits and labeled splits, plus what the labels mean."""
+class SyntheticData(RawData):
+    """The raw splits plus the lexicon that generated them (for tests and inspection)."""
 
-    corpus: dict[str, list[str]]  # "train"/"validation" -> sentences
-    labeled: dict[str, list[tuple[str, int]]]  # "train"/"validation"/"test" -> (text, label)
-    label_names: list[str]
-    lexicon: Lexicon = field(repr=False)
+    lexicon: Lexicon = field(default=None, repr=False)  # type: ignore[assignment]
 
 
 def _pseudo_words(rng: random.Random, n: int, taken: set[str], syllables: tuple[int, int]) -> list[str]:
@@ -162,4 +161,4 @@ def generate(
             rows.append((labeled_sentence(split_rng, lex, topic, labeled_cues), topic))
         split_rng.shuffle(rows)
         labeled[split] = rows
-    return SyntheticData(corpus, labeled, lex.label_names, lex)
+    return SyntheticData(corpus, labeled, lex.label_names, lexicon=lex)

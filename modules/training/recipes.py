@@ -121,7 +121,7 @@ def finetune_classifier(
     L.seed_everything(seed, workers=True, verbose=False)
     tokenizer = AutoTokenizer.from_pretrained(str(source_model))
     splits = load_from_disk(str(prep_dir / "labeled"))
-    num_labels = len(set(splits["test"]["label"]))
+    num_labels = splits["train"].features["label"].num_classes
     pool = splits["train"]
     budget = finetune_cfg["train_examples"]
     if budget > len(pool):

@@ -13,11 +13,14 @@ log = logging.getLogger("transferlab")
 
 
 def prep_fingerprint(cfg: dict[str, Any]) -> str:
+    """Config subset + the content of any input files (a path alone says nothing)."""
+    from modules.data.local import file_digests
     from modules.data.tokenization import tokenizer_kind_for
 
     family = cfg["model"]["family"]
     return fingerprint("prep", {
         "data": cfg["data"],
+        "data_files": file_digests(cfg["data"]),
         "tokenizer": {**cfg["tokenizer"], "kind": tokenizer_kind_for(family, cfg["tokenizer"]["kind"])},
         "family": family,
         "block_size": cfg["pretrain"]["block_size"],
@@ -34,7 +37,7 @@ def _stats_metrics(stats: dict[str, Any]) -> dict[str, float]:
 
 
 def prep(ctx: StageContext) -> dict[str, Any]:
-    from modules.data.prepare import prepare_synthetic
+    from modules.data import prepare
 
     cfg = ctx.cfg
     fp = prep_fingerprint(cfg)
@@ -49,7 +52,7 @@ def prep(ctx: StageContext) -> dict[str, Any]:
             log.info("prep: cache miss %s; generating data and training the tokenizer", fp)
             run.mark_cache(False, fp)
             with cache.build(fp) as tmp:
-                stats = prepare_synthetic(tmp, cfg["data"], cfg["tokenizer"], cfg["model"]["family"],
+                stats = prepare.prepare_data(tmp, cfg["data"], cfg["tokenizer"], cfg["model"]["family"],
                                           cfg["pretrain"]["block_size"], cfg["finetune"]["max_length"])
                 (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
                 write_record(tmp, {"stage": "prep", "fingerprint": fp, "run_id": run.run_id, "stats": stats})
