@@ -90,7 +90,7 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
             records.append(ev := evaluate(cfg, prep_record, pretrain_record, tuned, parent))
             summary["report"] = ev["report"]
             summary["evaluate"] = ev["metrics"]
-            for name_ in ("report.md", "comparison.png"):
+            for name_ in ev["artifacts"]:  # the report and the plots it links to
                 tracker.log_artifact(parent, f"{ev['path']}/{name_}")
             _publish_report(ev, summary)
         totals = _totals(records)

@@ -132,13 +132,10 @@ def run_context(tracker: Tracker, name: str, tags: dict[str, str], parent_run_id
     run_id = tracker.start_run(name, tags, parent_run_id)
     try:
         yield run_id
+    except KeyboardInterrupt:
+        tracker.end_run(run_id, "KILLED")
+        raise
     except BaseException:
-        tracker.end_run(run_id, "FAILED" if not isinstance(_current_exc(), KeyboardInterrupt) else "KILLED")
+        tracker.end_run(run_id, "FAILED")
         raise
     tracker.end_run(run_id, "FINISHED")
-
-
-def _current_exc() -> BaseException | None:
-    import sys
-
-    return sys.exc_info()[1]

@@ -32,13 +32,18 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], label_names: Sequence[
     return Path(path)
 
 
-def comparison_png(accuracy: dict[str, float], co2_kg: dict[str, float], title: str, path: str | Path) -> Path:
-    """Left: test accuracy per init. Right: CO2 per stage (grams, so tiny runs stay legible)."""
+def comparison_png(accuracy: dict[str, float], co2_kg: dict[str, float], title: str, path: str | Path,
+                   chance: float | None = None) -> Path:
+    """Left: test accuracy per init (with the chance level). Right: CO2 per stage, in grams
+    so that small runs stay legible."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     names = list(accuracy)
     bars = ax1.bar(names, [accuracy[k] for k in names], color=["tab:blue", "tab:gray", "tab:orange"][: len(names)])
     ax1.bar_label(bars, fmt="%.3f")
-    ax1.set_ylim(0, 1.05)
+    if chance is not None:
+        ax1.axhline(chance, color="black", linestyle="--", linewidth=1)
+        ax1.text(len(names) - 0.5, chance, " chance", va="bottom", ha="right", fontsize=9)
+    ax1.set_ylim(0, 1.12)
     ax1.set_ylabel("test accuracy")
     ax1.set_xlabel("initialisation")
     ax1.set_title("Fine-tuned test accuracy")

@@ -84,16 +84,16 @@ def tracked_stage(ctx: StageContext, stage: str, run_name: str | None = None,
         workdir = ctx.home / "runs" / run_id
         workdir.mkdir(parents=True, exist_ok=True)
         run = StageRun(run_id, workdir, ctx.tracker)
+        carbon = track_carbon(ctx.cfg["carbon"], workdir / "carbon")
         try:
-            with track_carbon(ctx.cfg["carbon"], workdir / "carbon") as carbon:
+            with carbon as run.carbon:
                 yield run
         finally:
-            run.carbon = carbon
-            run.log_metrics(carbon.metrics())
-            if ctx.cfg["carbon"]["enabled"] and carbon.missing:
+            run.log_metrics(run.carbon.metrics())
+            if ctx.cfg["carbon"]["enabled"] and run.carbon.missing:
                 run.set_tags({"transferlab.carbon": "missing"})
-            if carbon.csv:
-                run.log_artifact(carbon.csv)
+            if run.carbon.csv:
+                run.log_artifact(run.carbon.csv)
 
 
 def record(stage: str, run: StageRun, **fields: Any) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def evaluate(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
         comparison_png({k: v["accuracy"] for k, v in results.items()},
                        {r["name"]: r["produced_kg"] or 0.0 for r in rows},
                        f"{cfg['experiment_name']}: {cfg['model']['name']} on {cfg['data']['name']}",
-                       out / "comparison.png")
+                       out / "comparison.png", chance=1 / len(label_names))
         images.insert(0, "comparison.png")
         report = render_report(
             f"transferlab report: {cfg['experiment_name']} ({cfg['model']['name']}, {cfg['data']['name']})",
@@ -86,4 +86,4 @@ def evaluate(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
             run.log_artifact(out / name)
         log.info("evaluate: %s", "  ".join(f"test/accuracy[{k}] {v['accuracy']:.4f}" for k, v in results.items()))
     return record("evaluate", run, path=str(out), report=str(out / "report.md"), metrics=metrics,
-                  stage_rows=rows)
+                  artifacts=["report.md", *images])

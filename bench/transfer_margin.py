@@ -1,0 +1,75 @@
+"""Benchmark: pretrained-vs-scratch margin of the built-in default over several seeds,
+plus wall time of a first (cold) and second (cached) run.
+
+    .venv/bin/python bench/transfer_margin.py --seeds 0 1 2
+
+Each seed runs `transferlab run seed=S` as a user would (fresh state dir per benchmark,
+shared across seeds so prep is reused, as it would be for a user). Prints a Markdown table
+for docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+
+def run(home: Path, *overrides: str) -> float:
+    exe = Path(sys.executable).with_name("transferlab")
+    env = {**os.environ, "TRANSFERLAB_HOME": str(home)}
+    env.pop("PREFECT_HOME", None)
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(exe), "run", *overrides], env=env, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"transferlab run {' '.join(overrides)} failed:\n{proc.stderr[-4000:]}")
+    return time.perf_counter() - t0
+
+
+def latest_parent(home: Path):
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("transferlab")
+    parent = client.search_runs([exp.experiment_id], "tags.`transferlab.kind` = 'pipeline'",
+                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    return parent, children
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--home", type=Path, default=None)
+    args = ap.parse_args()
+    home = args.home or Path(tempfile.mkdtemp(prefix="transferlab-bench-"))
+    rows, gains = [], []
+    for i, seed in enumerate(args.seeds):
+        wall = run(home, f"seed={seed}")
+        parent, children = latest_parent(home)
+        m = parent.data.metrics
+        co2 = {f"{c.data.tags['transferlab.stage']}{'[' + c.data.tags['transferlab.init'] + ']' if 'transferlab.init' in c.data.tags else ''}":
+               c.data.metrics.get("carbon/emissions_kg") for c in children}
+        gain = m["test/accuracy/pretrained"] - m["test/accuracy/scratch"]
+        gains.append(gain)
+        rows.append((seed, m["test/accuracy/pretrained"], m["test/accuracy/scratch"], gain, wall,
+                     co2.get("pretrain"), co2.get("finetune[pretrained]")))
+        if i == 0:
+            cached_wall = run(home, f"seed={seed}")
+    print("| seed | pretrained acc | scratch acc | margin (points) | wall s (cold pretrain) | pretrain g CO2e | fine-tune g CO2e |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for seed, p, s, g, w, cp, cf in rows:
+        print(f"| {seed} | {p:.4f} | {s:.4f} | {g * 100:+.1f} | {w:.0f} | {cp * 1000:.3f} | {cf * 1000:.4f} |")
+    print(f"\nmargin: mean {statistics.mean(gains) * 100:+.1f} points, min {min(gains) * 100:+.1f}")
+    print(f"second run of seed {args.seeds[0]} (prep + pretrain cached): {cached_wall:.0f} s "
+          f"vs {rows[0][4]:.0f} s cold ({cached_wall / rows[0][4]:.0%})")
+    print(f"state dir: {home}")
+
+
+if __name__ == "__main__":
+    main()
