@@ -19,7 +19,7 @@ from pipelines import stages
 from pipelines.config import compose
 from pipelines.errors import UserError
 from pipelines.preflight import check_inputs
-from pipelines.stages.common import StageContext
+from pipelines.stages.common import StageContext, stage_label
 from pipelines.tracking import TAG_KIND, Tracker, run_context, tracking_uri
 
 log = logging.getLogger("transferlab")
@@ -78,7 +78,8 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
         log.info("pipeline: MLflow parent run %s in %s", parent, tracking_uri(cfg))
         records: list[dict[str, Any]] = [prep_record := prep(cfg, parent)]
         summary: dict[str, Any] = {"parent_run_id": parent, "tracking_uri": tracking_uri(cfg),
-                                   "experiment": cfg["tracking"]["experiment"], "until": until}
+                                   "experiment": cfg["tracking"]["experiment"],
+                                   "experiment_id": tracker.experiment_id, "until": until}
         if until != "prep":
             records.append(pretrain_record := pretrain(cfg, prep_record, parent))
         if until in ("finetune", "evaluate"):
@@ -98,8 +99,8 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
         if until == "evaluate":
             parent_metrics.update({k: v for k, v in summary["evaluate"].items() if k.startswith("test/")})
         tracker.log_metrics(parent, parent_metrics)
-        summary["stages"] = [{"stage": r["stage"] if r["stage"] != "finetune" else f"finetune[{r['init']}]",
-                              "cache_hit": r.get("cache_hit", False), **r["carbon"]} for r in records]
+        summary["stages"] = [{"stage": stage_label(r), "cache_hit": r.get("cache_hit", False), **r["carbon"]}
+                             for r in records]
         summary["totals"] = totals
     summary["wall_s"] = time.perf_counter() - started
     return summary
@@ -110,7 +111,8 @@ def _publish_report(ev: dict[str, Any], summary: dict[str, Any]) -> None:
     from pathlib import Path
 
     where = summary["tracking_uri"]
-    link = (f"{where.rstrip('/')}/#/experiments/runs/{summary['parent_run_id']}" if where.startswith("http")
+    link = (f"{where.rstrip('/')}/#/experiments/{summary['experiment_id']}/runs/{summary['parent_run_id']}"
+            if where.startswith("http")
             else f"MLflow store `{where}`, parent run `{summary['parent_run_id']}`")
     text = Path(ev["report"]).read_text().split("![")[0]  # images live in MLflow, not in Prefect
     try:

@@ -113,3 +113,14 @@ def test_flow_rejects_bad_overrides_before_any_work(tmp_path: Path, prefect_harn
     with pytest.raises(ConfigError, match="no_such_key"):
         transfer_learning(overrides=tiny_overrides(tmp_path, "no_such_key=1"))
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_flow_run_carries_the_report_as_a_prefect_artifact(flow_home: tuple[Path, dict[str, Any]]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    _, summary = flow_home
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["transferlab-report"])))
+    assert artifacts, "no transferlab-report artifact"
+    assert any(summary["parent_run_id"] in (a.data or "") and "Downstream task" in (a.data or "") for a in artifacts)

@@ -51,6 +51,10 @@ class ThroughputMonitor(L.Callback):
         pl_module.log("train/mfu", tps * self.flops_per_token / self.peak_flops, on_step=True, on_epoch=False)
         self._tokens, self._t0 = 0, time.perf_counter()
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Validation time is not training throughput: restart the window after it.
+        self._tokens, self._t0 = 0, None
+
 
 class ProgressLog(L.Callback):
     """One log line every N steps instead of a progress bar.

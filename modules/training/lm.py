@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning as L
@@ -54,6 +53,3 @@ class LanguageModelPretraining(L.LightningModule):
         hp = self.hparams
         return adamw_with_schedule(self.model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.max_steps, "cosine")
 
-
-def perplexity(loss: float) -> float:
-    return math.exp(min(loss, 50.0))

@@ -96,6 +96,11 @@ def tracked_stage(ctx: StageContext, stage: str, run_name: str | None = None,
                 run.log_artifact(run.carbon.csv)
 
 
+def stage_label(rec: dict[str, Any]) -> str:
+    """How a stage record is named in reports and summaries: ``finetune[<init>]`` etc."""
+    return f"finetune[{rec['init']}]" if rec["stage"] == "finetune" else rec["stage"]
+
+
 def record(stage: str, run: StageRun, **fields: Any) -> dict[str, Any]:
     """The small JSON-able record a stage returns to the flow."""
     return {"stage": stage, "run_id": run.run_id, "carbon": run.carbon.as_dict(), **fields}

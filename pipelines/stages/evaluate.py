@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipelines.stages.common import StageContext, record, tracked_stage
+from pipelines.stages.common import StageContext, record, stage_label, tracked_stage
 
 log = logging.getLogger("transferlab")
 
@@ -31,8 +31,7 @@ def _produced_kg(ctx: StageContext, rec: dict[str, Any]) -> float | None:
 def stage_rows(ctx: StageContext, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for rec in records:
-        name = rec["stage"] if rec["stage"] != "finetune" else f"finetune[{rec['init']}]"
-        rows.append({"name": name, "cache_hit": rec.get("cache_hit", False), **rec["carbon"],
+        rows.append({"name": stage_label(rec), "cache_hit": rec.get("cache_hit", False), **rec["carbon"],
                      "produced_kg": _produced_kg(ctx, rec)})
     return rows
 
