@@ -1,0 +1,20 @@
+"""What goes into MLflow params: flattened, truncated, and without credentials."""
+
+from __future__ import annotations
+
+from pipelines.tracking import MAX_PARAM_CHARS, mlflow_params, redact
+
+
+def test_params_are_dotted_truncated_and_redacted() -> None:
+    cfg = {"tracking": {"uri": "http://alice:s3cret@mlflow.example:5000", "experiment": "x"},
+           "data": {"path": "p" * 2000}, "finetune": {"inits": ["pretrained", "scratch"]}}
+    params = mlflow_params(cfg)
+    assert params["tracking.uri"] == "http://***@mlflow.example:5000"
+    assert "s3cret" not in str(params)
+    assert len(params["data.path"]) == MAX_PARAM_CHARS and params["data.path"].endswith("...")
+    assert params["finetune.inits"] == "['pretrained', 'scratch']"
+
+
+def test_redact_leaves_plain_uris_alone() -> None:
+    assert redact("sqlite:////tmp/x/mlflow.db") == "sqlite:////tmp/x/mlflow.db"
+    assert redact("postgresql://bob:pw@db/mlflow") == "postgresql://***@db/mlflow"
