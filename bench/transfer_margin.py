@@ -2,6 +2,7 @@
 plus wall time of a first (cold) and second (cached) run.
 
     .venv/bin/python bench/transfer_margin.py --seeds 0 1 2
+    .venv/bin/python bench/transfer_margin.py experiment=quickstart_bert --seeds 0 1 2
 
 Each seed runs `transferlab run seed=S` as a user would (fresh state dir per benchmark,
 shared across seeds so prep is reused, as it would be for a user). Prints a Markdown table
@@ -46,11 +47,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--home", type=Path, default=None)
+    ap.add_argument("overrides", nargs="*", help="extra overrides for every run, e.g. experiment=quickstart_bert")
     args = ap.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="transferlab-bench-"))
     rows, gains = [], []
     for i, seed in enumerate(args.seeds):
-        wall = run(home, f"seed={seed}")
+        wall = run(home, f"seed={seed}", *args.overrides)
         parent, children = latest_parent(home)
         m = parent.data.metrics
         co2 = {f"{c.data.tags['transferlab.stage']}{'[' + c.data.tags['transferlab.init'] + ']' if 'transferlab.init' in c.data.tags else ''}":
@@ -60,7 +62,7 @@ def main() -> None:
         rows.append((seed, m["test/accuracy/pretrained"], m["test/accuracy/scratch"], gain, wall,
                      co2.get("pretrain"), co2.get("finetune[pretrained]")))
         if i == 0:
-            cached_wall = run(home, f"seed={seed}")
+            cached_wall = run(home, f"seed={seed}", *args.overrides)
     print("| seed | pretrained acc | scratch acc | margin (points) | wall s (cold pretrain) | pretrain g CO2e | fine-tune g CO2e |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for seed, p, s, g, w, cp, cf in rows:

@@ -30,6 +30,13 @@ def test_groups_from_design_exist() -> None:
     assert {"gpt2_tiny", "bert_tiny"} <= set(group_options("model"))
 
 
+def test_bert_quickstart_preset_switches_the_model_group() -> None:
+    cfg = compose(["experiment=quickstart_bert"])
+    assert cfg["model"]["name"] == "bert_tiny" and cfg["experiment_name"] == "quickstart_bert"
+    assert cfg["pretrain"]["mlm_probability"] == 0.4 and cfg["pretrain"]["max_steps"] == 2000
+    assert compose(["experiment=quickstart_bert", "pretrain.max_steps=5"])["pretrain"]["max_steps"] == 5
+
+
 def test_overrides_apply_and_types_coerce() -> None:
     cfg = compose(["model=bert_tiny", "pretrain.max_steps=7", "seed=3"])
     assert cfg["model"]["arch"] == "bert" and cfg["model"]["family"] == "masked"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.cache import StageCache
 from pipelines.carbon import CarbonResult, track_carbon
 from pipelines.tracking import (
     TAG_CACHE,
@@ -94,6 +95,24 @@ def tracked_stage(ctx: StageContext, stage: str, run_name: str | None = None,
                 run.set_tags({"transferlab.carbon": "missing"})
             if run.carbon.csv:
                 run.log_artifact(run.carbon.csv)
+
+
+def reuse(run: StageRun, cache: StageCache, fp: str, stage: str) -> dict[str, Any] | None:
+    """The finished output's record if the cache has one; says which it was in the log and MLflow."""
+    cached = cache.lookup(fp)
+    if cached is None:
+        log.info("%s: cache miss %s; computing", stage, fp)
+        run.mark_cache(False, fp)
+    else:
+        log.info("%s: cache hit %s; reusing %s instead of recomputing", stage, fp, cache.path(fp))
+        run.mark_cache(True, fp, cached.get("run_id"))
+    return cached
+
+
+def cache_fields(run: StageRun, cache: StageCache, fp: str, cached: dict[str, Any] | None) -> dict[str, Any]:
+    """The record fields every cached stage returns."""
+    return {"fingerprint": fp, "path": str(cache.path(fp)), "cache_hit": cached is not None,
+            "source_run_id": cached["run_id"] if cached else run.run_id}
 
 
 def stage_label(rec: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from pipelines.cache import StageCache, fingerprint, write_record
-from pipelines.stages.common import StageContext, record, tracked_stage
+from pipelines.stages.common import StageContext, cache_fields, record, reuse, tracked_stage
 
 log = logging.getLogger("transferlab")
 
@@ -43,14 +43,10 @@ def prep(ctx: StageContext) -> dict[str, Any]:
     fp = prep_fingerprint(cfg)
     cache = StageCache(ctx.home, "prep")
     with tracked_stage(ctx, "prep") as run:
-        cached = cache.lookup(fp)
+        cached = reuse(run, cache, fp, "prep")
         if cached is not None:
-            log.info("prep: cache hit %s, reusing %s (no re-tokenizing)", fp, cache.path(fp))
-            run.mark_cache(True, fp, cached.get("run_id"))
             stats = cached["stats"]
         else:
-            log.info("prep: cache miss %s; generating data and training the tokenizer", fp)
-            run.mark_cache(False, fp)
             with cache.build(fp) as tmp:
                 stats = prepare.prepare_data(tmp, cfg["data"], cfg["tokenizer"], cfg["model"]["family"],
                                           cfg["pretrain"]["block_size"], cfg["finetune"]["max_length"])
@@ -61,6 +57,4 @@ def prep(ctx: StageContext) -> dict[str, Any]:
                      stats["lm_blocks"]["train"], cfg["pretrain"]["block_size"], stats["labeled_rows"], stats["vocab_size"])
         run.log_metrics(_stats_metrics(stats))
         run.log_artifact(cache.path(fp) / "stats.json")
-    return record("prep", run, fingerprint=fp, path=str(cache.path(fp)), cache_hit=cached is not None,
-                  source_run_id=cached["run_id"] if cached else run.run_id,
-                  label_names=stats["label_names"])
+    return record("prep", run, **cache_fields(run, cache, fp, cached), label_names=stats["label_names"])

@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cache import StageCache, fingerprint, write_record
-from pipelines.stages.common import StageContext, StageRun, record, tracked_stage
+from pipelines.stages.common import (
+    StageContext,
+    StageRun,
+    cache_fields,
+    record,
+    reuse,
+    tracked_stage,
+)
 from pipelines.tracking import tracking_uri
 
 log = logging.getLogger("transferlab")
@@ -34,17 +41,13 @@ def pretrain(ctx: StageContext, prep_record: dict[str, Any]) -> dict[str, Any]:
     fp = pretrain_fingerprint(cfg, prep_record["fingerprint"])
     cache = StageCache(ctx.home, "pretrain")
     with tracked_stage(ctx, "pretrain") as run:
-        cached = cache.lookup(fp)
+        cached = reuse(run, cache, fp, "pretrain")
         if cached is not None:
-            log.info("pretrain: cache hit %s, reusing %s", fp, cache.path(fp))
-            run.mark_cache(True, fp, cached.get("run_id"))
             # The metrics of the model this pipeline uses, so the run reads complete.
             run.log_metrics({k: v for k, v in cached["metrics"].items() if k.startswith("val/")})
             metrics = cached["metrics"]
         else:
-            log.info("pretrain: cache miss %s; training %s for %d steps", fp, cfg["model"]["name"],
-                     cfg["pretrain"]["max_steps"])
-            run.mark_cache(False, fp)
+            log.info("pretrain: training %s for %d steps", cfg["model"]["name"], cfg["pretrain"]["max_steps"])
             with cache.build(fp) as tmp:
                 result = pretrain_language_model(Path(prep_record["path"]), tmp, cfg["model"], cfg["pretrain"],
                                                  cfg["trainer"], cfg["seed"], logger=lightning_logger(ctx, run))
@@ -56,6 +59,5 @@ def pretrain(ctx: StageContext, prep_record: dict[str, Any]) -> dict[str, Any]:
             run.log_artifact(final / "hf_model", "hf_model")
             if (final / "checkpoints" / "last.ckpt").exists():
                 run.log_artifact(final / "checkpoints" / "last.ckpt", "checkpoints")
-    return record("pretrain", run, fingerprint=fp, path=str(cache.path(fp)),
-                  hf_model=str(cache.path(fp) / "hf_model"), cache_hit=cached is not None,
-                  source_run_id=cached["run_id"] if cached else run.run_id, metrics=metrics)
+    return record("pretrain", run, **cache_fields(run, cache, fp, cached),
+                  hf_model=str(cache.path(fp) / "hf_model"), metrics=metrics)
