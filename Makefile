@@ -12,11 +12,13 @@ ARGS   ?=
 # Reinstall only when the dependency spec or the lock changes, so repeat runs start at once.
 # torch goes first and exactly pinned: any looser spec resolves to a multi-GB CUDA build.
 $(STAMP): pyproject.toml constraints.txt
+	@echo "transferlab: installing the locked stack into $(VENV) (first time: a few minutes)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
+	@echo "transferlab: $(VENV) is ready"
 
 install: $(STAMP)
 

@@ -7,7 +7,7 @@ nothing here knows about MLflow runs, caching or Prefect.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ class FinetuneResult:
     train_examples: int
     best_checkpoint: str | None
     epochs: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def pretrain_language_model(

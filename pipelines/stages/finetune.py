@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
                 writer = csv.writer(f)
                 writer.writerow(["index", "label", "prediction"])
                 writer.writerows(zip(range(len(result.labels)), result.labels, result.predictions, strict=True))
+            # The best weights live on in hf_model/; the Lightning checkpoint (with optimizer
+            # state, ~3x the size) has served its purpose once the test ran.
+            shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
         run.log_metrics({"data/train_examples": result.train_examples, "train/epochs": result.epochs})
         run.log_artifact(out / "predictions.csv")
         run.log_artifact(out / "hf_model", "hf_model")
