@@ -107,6 +107,7 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     progress_every_n_steps: int = 50
     deterministic: bool = False
+    peak_flops: float | None = None  # for train/mfu; null: a per-accelerator default
 
 
 @dataclass

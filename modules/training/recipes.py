@@ -27,8 +27,8 @@ from modules.training.trainer import make_trainer
 
 log = logging.getLogger("transferlab")
 
-# Dense peak FLOP/s used for MFU when the config gives none. CPU: measured fp32 matmul
-# peak of a 2-core AVX-512 machine (bench figures in docs/BENCHMARKS.md).
+# Dense peak FLOP/s for MFU when trainer.peak_flops is null. CPU: the fp32 matmul peak
+# measured on the 2-core AVX-512 reference machine (~200 GFLOP/s); GPU: H100 SXM bf16.
 DEFAULT_PEAK_FLOPS = {"cpu": 2.0e11, "gpu": 9.89e14, "cuda": 9.89e14}
 
 
@@ -59,7 +59,6 @@ def pretrain_language_model(
     trainer_cfg: dict[str, Any],
     seed: int,
     logger: Logger | bool = False,
-    peak_flops: float | None = None,
 ) -> PretrainResult:
     """Pretrain a fresh LM on the prepared blocks and export it with ``save_pretrained``."""
     L.seed_everything(seed, workers=True, verbose=False)
@@ -76,7 +75,7 @@ def pretrain_language_model(
     every = trainer_cfg["log_every_n_steps"]
     throughput = ThroughputMonitor(
         flops_per_token(n_params, model_cfg["n_layer"], model_cfg["n_embd"], pretrain_cfg["block_size"]),
-        peak_flops or DEFAULT_PEAK_FLOPS.get(trainer_cfg["accelerator"], DEFAULT_PEAK_FLOPS["cpu"]),
+        trainer_cfg["peak_flops"] or DEFAULT_PEAK_FLOPS.get(trainer_cfg["accelerator"], DEFAULT_PEAK_FLOPS["cpu"]),
         every,
     )
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0,
