@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from typing import Any
 
@@ -32,7 +33,7 @@ class ThroughputMonitor(L.Callback):
         self.flops_per_token, self.peak_flops, self.every = flops_per_token, peak_flops, every_n_steps
         self._tokens = 0
         self._t0: float | None = None
-        self.last_tokens_per_sec: float | None = None
+        self.history: list[float] = []  # tokens/s of each completed window
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if self._t0 is None:
@@ -46,10 +47,15 @@ class ThroughputMonitor(L.Callback):
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - self._t0
         tps = self._tokens / max(elapsed, 1e-9)
-        self.last_tokens_per_sec = tps
+        self.history.append(tps)
         pl_module.log("train/tokens_per_sec", tps, on_step=True, on_epoch=False)
         pl_module.log("train/mfu", tps * self.flops_per_token / self.peak_flops, on_step=True, on_epoch=False)
         self._tokens, self._t0 = 0, time.perf_counter()
+
+    def steady_tokens_per_sec(self) -> float | None:
+        """Median window throughput, leaving out the first window (allocator and cache warm-up)."""
+        windows = self.history[1:] or self.history
+        return float(statistics.median(windows)) if windows else None
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Validation time is not training throughput: restart the window after it.

@@ -93,8 +93,8 @@ def pretrain_language_model(
     if trainer.global_step % pretrain_cfg["val_every_n_steps"]:
         trainer.validate(module, datamodule=data, verbose=False)  # the final model's val loss
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
-    if throughput.last_tokens_per_sec is not None:
-        metrics["train/tokens_per_sec"] = throughput.last_tokens_per_sec
+    if throughput.steady_tokens_per_sec() is not None:
+        metrics["train/tokens_per_sec"] = throughput.steady_tokens_per_sec()
 
     hf_dir = out_dir / "hf_model"
     module.model.save_pretrained(str(hf_dir))
