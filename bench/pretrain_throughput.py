@@ -1,7 +1,7 @@
 """Benchmark: pretraining throughput of transferlab's pretrain recipe vs a plain
 ``transformers.Trainer``, same model, data, batch and precision, in one process.
 
-    .venv/bin/python bench/pretrain_throughput.py --repeats 3
+    .venv/bin/python bench/pretrain_throughput.py --repeats 3 [--compile]
 
 Model: GPT-2 with n_layer 4, n_embd 256, n_head 4, context 128; batch 16; byte-level
 BPE vocab 4096 trained on ../shared/data/tinyshakespeare.txt. Both sides run
@@ -16,6 +16,7 @@ import logging
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -78,13 +79,13 @@ def hf_trainer(prep: Path, steps: int, bf16: bool, workdir: Path) -> float:
     return statistics.median(windows.rates[1:] or windows.rates)
 
 
-def transferlab(prep: Path, steps: int, bf16: bool, workdir: Path) -> float:
+def transferlab(prep: Path, steps: int, bf16: bool, workdir: Path, compile: bool = False) -> float:
     pretrain = {"block_size": BLOCK, "batch_size": BATCH, "max_steps": steps, "lr": 1e-3, "weight_decay": 0.01,
                 "warmup_steps": 10, "grad_clip": 1.0, "val_every_n_steps": steps, "val_batches": 1,
                 "mlm_probability": 0.15}
     trainer = {"accelerator": "cpu", "devices": 1, "precision": "bf16-mixed" if bf16 else "32-true",
                "num_threads": None, "log_every_n_steps": WINDOW, "progress_every_n_steps": 10_000,
-               "deterministic": False, "peak_flops": None}
+               "deterministic": False, "peak_flops": None, "compile": compile}
     result = pretrain_language_model(prep, workdir, MODEL, pretrain, trainer, seed=0)
     return result.metrics["train/tokens_per_sec"]
 
@@ -94,6 +95,7 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare.txt")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="also measure transferlab with trainer.compile=true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from pipelines.runtime import quiet_libraries
@@ -104,17 +106,20 @@ def main() -> None:
     results: dict[tuple[str, str], list[float]] = {}
     for rep in range(args.repeats):
         for precision, bf16 in (("fp32", False), ("bf16", True)):
-            for name, fn in (("Trainer", hf_trainer), ("transferlab", transferlab)):
+            sides = [("Trainer", hf_trainer), ("transferlab", transferlab)]
+            if args.compile:
+                sides.append(("transferlab+compile", partial(transferlab, compile=True)))
+            for name, fn in sides:
                 tps = fn(root / "prep", args.steps, bf16, root / f"{name}-{precision}-{rep}")
                 results.setdefault((precision, name), []).append(tps)
                 print(f"repeat {rep} {precision} {name}: {tps:,.0f} tokens/s", flush=True)
     print(f"\n{torch.get_num_threads()} threads, torch {torch.__version__}, {args.steps} steps x {args.repeats} repeats\n")
-    print("| precision | Trainer tokens/s | transferlab tokens/s | ratio |")
-    print("|---|---:|---:|---:|")
-    for precision in ("fp32", "bf16"):
+    print("| precision | side | tokens/s | vs Trainer |")
+    print("|---|---|---:|---:|")
+    for (precision, name), values in results.items():
         hf = statistics.median(results[(precision, "Trainer")])
-        tl = statistics.median(results[(precision, "transferlab")])
-        print(f"| {precision} | {hf:,.0f} | {tl:,.0f} | {tl / hf:.2f}x |")
+        tps = statistics.median(values)
+        print(f"| {precision} | {name} | {tps:,.0f} | {tps / hf:.2f}x |")
 
 
 if __name__ == "__main__":

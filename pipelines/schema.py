@@ -108,6 +108,7 @@ class TrainerConfig:
     progress_every_n_steps: int = 50
     deterministic: bool = False
     peak_flops: float | None = None  # for train/mfu; null: a per-accelerator default
+    compile: bool = False  # torch.compile the LM for pretraining (opt-in: compiling costs ~20-40 s)
 
 
 @dataclass

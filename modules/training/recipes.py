@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from datasets import load_from_disk
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
@@ -66,6 +67,10 @@ def pretrain_language_model(
     tokenizer = AutoTokenizer.from_pretrained(str(prep_dir / "tokenizer"))
     model = build_lm(lm_config(model_cfg, tokenizer), family)
     n_params = count_parameters(model)
+    if trainer_cfg["compile"]:
+        # The compiled wrapper forwards attribute access, so save_pretrained below still
+        # writes the plain model's weights.
+        model = torch.compile(model)
     log.info("pretrain: %s (%s), %.2fM non-embedding parameters", model_cfg["name"], family, n_params / 1e6)
 
     data = LanguageModelingData(prep_dir / "lm", tokenizer, family, pretrain_cfg["batch_size"],
