@@ -93,6 +93,14 @@ def test_second_flow_run_reuses_prep_and_pretrain(flow_home: tuple[Path, dict[st
     children = _children(runs, second["parent_run_id"])
     cache_tags = {r.data.tags["transferlab.stage"]: r.data.tags.get("transferlab.cache") for r in children}
     assert cache_tags["prep"] == "hit" and cache_tags["pretrain"] == "hit"
+    # The report prices a reused stage at what building it cost in the first run.
+    first_pretrain = next(r for r in _children(runs, first["parent_run_id"])
+                          if r.data.tags["transferlab.stage"] == "pretrain")
+    built_g = first_pretrain.data.metrics["carbon/emissions_kg"] * 1000
+    pretrain_row = next(line for line in Path(second["report"]).read_text().splitlines()
+                        if line.startswith("| pretrain |"))
+    assert pretrain_row.split("|")[2].strip() == "hit"
+    assert float(pretrain_row.split("|")[-2]) == pytest.approx(built_g, rel=1e-3)
 
 
 def test_masked_lm_family_runs_through_the_flow(tmp_path: Path, prefect_harness: None) -> None:

@@ -56,6 +56,21 @@ def _rows(path: Path, key: str, encoding: str) -> tuple[list[str], list[dict[str
     return list(reader.fieldnames or []), list(reader)
 
 
+def _header(path: Path, key: str, encoding: str) -> list[str]:
+    """Column names from the first line only, so a pre-flight check stays cheap on big files."""
+    try:
+        with open(path, encoding=encoding) as f:
+            first = f.readline()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{key}: {path} is not valid {encoding} ({exc.reason}); "
+                        f"set data.encoding to the file's encoding") from exc
+    if path.suffix.lower() == ".jsonl":
+        return list(json.loads(first)) if first.strip() else []
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    return next(csv.reader([first], delimiter=delimiter, quoting=quoting), [])
+
+
 def _check_columns(header: list[str], path: Path, needed: dict[str, str]) -> None:
     for key, column in needed.items():
         if column not in header:
@@ -98,7 +113,7 @@ def check_local(cfg: dict[str, Any]) -> None:
     for key in ("labeled_path", "validation_path", "test_path"):
         if key == "labeled_path" or cfg[key]:
             path = _existing(cfg[key], f"data.{key}", LABELED_SUFFIXES)
-            header, _ = _rows(path, f"data.{key}", cfg["encoding"])
+            header = _header(path, f"data.{key}", cfg["encoding"])
             _check_columns(header, path, {"data.text_column": cfg["text_column"],
                                           "data.label_column": cfg["label_column"]})
 

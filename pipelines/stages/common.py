@@ -48,6 +48,7 @@ class StageRun:
     workdir: Path
     tracker: Tracker
     carbon: CarbonResult = field(default_factory=CarbonResult)
+    avoided_kg: float | None = None  # on a cache hit: what building the reused output cost
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         self.tracker.log_metrics(self.run_id, metrics, step)
@@ -66,11 +67,11 @@ class StageRun:
         if hit and source_run_id:
             # What this reuse avoided: the recorded cost of the run that built the output.
             try:
-                avoided = self.tracker.metric(source_run_id, "carbon/emissions_kg")
+                self.avoided_kg = self.tracker.metric(source_run_id, "carbon/emissions_kg")
             except Exception:  # source run in another store, or deleted
-                avoided = None
-            if avoided is not None:
-                self.log_metrics({"carbon/avoided_kg": avoided})
+                self.avoided_kg = None
+            if self.avoided_kg is not None:
+                self.log_metrics({"carbon/avoided_kg": self.avoided_kg})
 
 
 @contextmanager
@@ -112,7 +113,7 @@ def reuse(run: StageRun, cache: StageCache, fp: str, stage: str) -> dict[str, An
 def cache_fields(run: StageRun, cache: StageCache, fp: str, cached: dict[str, Any] | None) -> dict[str, Any]:
     """The record fields every cached stage returns."""
     return {"fingerprint": fp, "path": str(cache.path(fp)), "cache_hit": cached is not None,
-            "source_run_id": cached["run_id"] if cached else run.run_id}
+            "source_run_id": cached["run_id"] if cached else run.run_id, "avoided_kg": run.avoided_kg}
 
 
 def stage_label(rec: dict[str, Any]) -> str:

@@ -18,22 +18,12 @@ def _read_predictions(path: str) -> tuple[list[int], list[int]]:
     return [int(r["label"]) for r in rows], [int(r["prediction"]) for r in rows]
 
 
-def _produced_kg(ctx: StageContext, rec: dict[str, Any]) -> float | None:
-    """What building a stage's output cost: this run's figure, or the source run's on a cache hit."""
-    if not rec.get("cache_hit"):
-        return rec["carbon"]["emissions_kg"]
-    try:
-        return ctx.tracker.metric(rec["source_run_id"], "carbon/emissions_kg")
-    except Exception:
-        return None
-
-
-def stage_rows(ctx: StageContext, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
-    for rec in records:
-        rows.append({"name": stage_label(rec), "cache_hit": rec.get("cache_hit", False), **rec["carbon"],
-                     "produced_kg": _produced_kg(ctx, rec)})
-    return rows
+def stage_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Report rows; ``produced_kg`` is what building the output cost: this run's figure,
+    or on a cache hit the source run's (recorded by the stage as ``avoided_kg``)."""
+    return [{"name": stage_label(rec), "cache_hit": rec.get("cache_hit", False), **rec["carbon"],
+             "produced_kg": rec.get("avoided_kg") if rec.get("cache_hit") else rec["carbon"]["emissions_kg"]}
+            for rec in records]
 
 
 def evaluate(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: dict[str, Any],
@@ -68,7 +58,7 @@ def evaluate(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
             metrics["test/accuracy_gain"] = results["pretrained"]["accuracy"] - results["scratch"]["accuracy"]
         run.log_metrics(metrics)
 
-        rows = stage_rows(ctx, [prep_record, pretrain_record, *finetune_records])
+        rows = stage_rows([prep_record, pretrain_record, *finetune_records])
         comparison_png({k: v["accuracy"] for k, v in results.items()},
                        {r["name"]: r["produced_kg"] or 0.0 for r in rows},
                        f"{cfg['experiment_name']}: {cfg['model']['name']} on {cfg['data']['name']}",
