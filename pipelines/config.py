@@ -18,13 +18,13 @@ from pipelines.errors import ConfigError
 
 CONF_DIR = Path(os.environ.get("TRANSFERLAB_CONF", Path(__file__).resolve().parents[1] / "conf"))
 
-FAMILIES = {"causal", "masked"}
-ARCHS = {"gpt2": "causal", "bert": "masked"}
-TOKENIZER_KINDS = {"auto", "bpe", "wordpiece"}
+FAMILIES = {"causal", "masked", "seq2seq"}
+ARCHS = {"gpt2": "causal", "bert": "masked", "bart": "seq2seq"}
+TOKENIZER_KINDS = {"auto", "bpe", "wordpiece", "unigram", "pretrained"}
 INITS = {"pretrained", "scratch"}
 TASKS = {"classification"}
-DATA_SOURCES = {"synthetic", "local"}
-DATA_PATH_KEYS = ("corpus_path", "labeled_path", "validation_path", "test_path")
+DATA_SOURCES = {"synthetic", "local_text", "local_labeled", "hub"}
+DATA_PATH_KEYS = ("validation_path", "test_path")  # TODO(data sources): path/labeled_path globs
 
 
 def group_options(group: str) -> list[str]:
@@ -176,10 +176,8 @@ def validate(cfg: dict[str, Any]) -> None:
         "tokenizer.vocab_size", "model.n_layer", "model.n_embd", "model.n_head",
         "data.num_topics", "data.corpus_documents",
     )
-    if cfg["data"]["source"] == "local":
-        for key in ("corpus_path", "labeled_path"):
-            if not cfg["data"][key]:
-                raise ConfigError(f"missing value for 'data.{key}' (data=local needs data.{key}=<file>)")
+    if cfg["data"]["source"] in ("local_text", "local_labeled") and not cfg["data"]["path"]:
+        raise ConfigError(f"missing value for 'data.path' (data={cfg['data']['source']} needs data.path=<file or glob>)")
     if cfg["data"]["num_topics"] < 2:
         raise ConfigError("bad value for 'data.num_topics': needs at least 2 classes")
     if cfg["model"]["n_embd"] % cfg["model"]["n_head"]:

@@ -16,21 +16,36 @@ from omegaconf import MISSING
 
 @dataclass
 class DataConfig:
-    # Where text comes from: "synthetic" (built in) or "local" (your files).
+    # Where text comes from: synthetic (built in), local_text (your corpus), local_labeled
+    # (your labeled file; its texts are also the pretraining corpus) or hub (`datasets`).
     source: str = "synthetic"
     name: str = "synthetic"
-    # source=local (see conf/data/local.yaml); relative paths are taken from the cwd.
-    corpus_path: str | None = None
-    labeled_path: str | None = None
-    validation_path: str | None = None
-    test_path: str | None = None
-    text_column: str = "text"
-    label_column: str = "label"
+    # local_text / local_labeled: a file, a glob, or a list of files/globs (cwd-relative).
+    path: Any = None
+    # local_text only: an optional labeled file to fine-tune on (same rules as local_labeled).
+    labeled_path: Any = None
+    validation_path: str | None = None  # labeled validation split; null: cut from the train file
+    test_path: str | None = None  # labeled test split; null: cut from the train file
+    format: str = "auto"  # auto (from the suffix) | text | jsonl | csv | tsv | parquet
+    header: bool = True  # csv/tsv: first row names the columns
+    text_column: Any = "text"  # a column name, or a 0-based position
+    label_column: Any = "label"  # a column name, or a 0-based position
     encoding: str = "utf-8"
+    # source=hub: any `datasets` dataset (needs network; HF_HUB_OFFLINE=1 fails at once).
+    hub_path: str | None = None  # e.g. wikitext, stanfordnlp/sst2
+    hub_name: str | None = None  # the dataset's config, e.g. wikitext-2-raw-v1
+    revision: str | None = None
+    train_split: str = "train"
+    validation_split: str | None = "validation"  # null: cut deterministically from train
+    test_split: str | None = "test"  # null: cut deterministically from train
+    streaming: bool = False
+    max_documents: int | None = None  # cap on pretraining documents read (required when streaming)
+    # Splits a source does not provide are cut deterministically with `seed`.
     labeled_val_fraction: float = 0.1
     labeled_test_fraction: float = 0.2
-    # source=synthetic
+    val_fraction: float = 0.05  # share of corpus documents held out for LM validation
     seed: int = 1234
+    # source=synthetic
     num_topics: int = 4
     words_per_topic: int = 48
     neutral_words: int = 160
@@ -38,14 +53,15 @@ class DataConfig:
     labeled_train: int = 2000
     labeled_val: int = 400
     labeled_test: int = 1000
-    val_fraction: float = 0.05
     cue_rate: float = 0.7
 
 
 @dataclass
 class TokenizerConfig:
-    # auto: BPE for causal LMs, WordPiece for masked LMs.
-    kind: str = "auto"
+    # auto: the checkpoint's own tokenizer when model.init is not scratch; otherwise
+    # the family's classic choice (BPE causal, WordPiece masked, BPE seq2seq as in BART).
+    kind: str = "auto"  # auto | bpe | wordpiece | unigram | pretrained
+    path: str | None = None  # kind=pretrained: a local dir or hub id; null: model.init's
     vocab_size: int = 1024
     min_frequency: int = 2
 
@@ -53,12 +69,19 @@ class TokenizerConfig:
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    arch: str = MISSING  # a transformers model_type: gpt2, bert
-    family: str = MISSING  # causal | masked
+    arch: str = MISSING  # a transformers model_type built from scratch: gpt2, bert, bart
+    family: str = MISSING  # causal | masked | seq2seq
+    # Where the weights come from: scratch, a local HF directory, a hub id,
+    # runs:/<run_id>/hf_model, or models:/<name>/<version or alias>. Not scratch: the
+    # checkpoint's own config decides the architecture and pretraining continues from it.
+    init: str = "scratch"
+    init_path: str | None = None  # filled in by transferlab: model.init resolved to a local dir
+    trust_remote_code: bool = False
     n_layer: int = 2
     n_embd: int = 128
     n_head: int = 4
     n_inner: int = 512
+    n_decoder_layer: int | None = None  # seq2seq only; null: same as n_layer
     max_positions: int = 128
     dropout: float = 0.1
 
@@ -74,7 +97,13 @@ class PretrainConfig:
     grad_clip: float = 1.0
     val_every_n_steps: int = 200
     val_batches: int = 20
-    mlm_probability: float = 0.15
+    mlm_probability: float = 0.15  # masked LMs only
+    mask_ratio: float = 0.3  # seq2seq text infilling: share of tokens masked (BART)
+    poisson_lambda: float = 3.0  # seq2seq text infilling: mean masked span length
+    checkpoint_every_n_steps: int = 100  # resume granularity
+    keep_checkpoints: int = 2  # the newest N; an unreadable newest one falls back to the next
+    # Model Registry name for the final export; null: do not register.
+    register_as: str | None = None
 
 
 @dataclass
@@ -102,7 +131,10 @@ class EvaluateConfig:
 class TrainerConfig:
     accelerator: str = "cpu"
     devices: Any = 1
+    strategy: str = "auto"  # auto | ddp | fsdp | ... (Lightning strategy names)
+    num_nodes: int = 1
     precision: str = "32-true"
+    num_workers: int | None = None  # DataLoader workers; null: a default from the core count
     num_threads: int | None = None
     log_every_n_steps: int = 10
     progress_every_n_steps: int = 50
