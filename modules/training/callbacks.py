@@ -26,10 +26,11 @@ class ThroughputMonitor(L.Callback):
     """Logs ``train/tokens_per_sec`` and ``train/mfu`` every ``every_n_steps`` steps.
 
     Counting is host-side (``numel`` of the batch), so it never forces a device sync.
-    MFU = achieved model FLOPs/s over ``peak_flops`` (the device's dense peak).
+    MFU = achieved model FLOPs/s over ``peak_flops`` (the device's dense peak); with no
+    known peak (an unlisted GPU and no ``trainer.peak_flops``) MFU is not logged rather than guessed.
     """
 
-    def __init__(self, flops_per_token: float, peak_flops: float, every_n_steps: int = 10) -> None:
+    def __init__(self, flops_per_token: float, peak_flops: float | None, every_n_steps: int = 10) -> None:
         self.flops_per_token, self.peak_flops, self.every = flops_per_token, peak_flops, every_n_steps
         self._tokens = 0
         self._t0: float | None = None
@@ -49,7 +50,8 @@ class ThroughputMonitor(L.Callback):
         tps = self._tokens / max(elapsed, 1e-9)
         self.history.append(tps)
         pl_module.log("train/tokens_per_sec", tps, on_step=True, on_epoch=False)
-        pl_module.log("train/mfu", tps * self.flops_per_token / self.peak_flops, on_step=True, on_epoch=False)
+        if self.peak_flops:
+            pl_module.log("train/mfu", tps * self.flops_per_token / self.peak_flops, on_step=True, on_epoch=False)
         self._tokens, self._t0 = 0, time.perf_counter()
 
     def steady_tokens_per_sec(self) -> float | None:

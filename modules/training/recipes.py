@@ -23,15 +23,11 @@ from modules.data.sampling import stratified_subset
 from modules.models.factory import build_classifier, build_lm, count_parameters, lm_config
 from modules.training.callbacks import ProgressLog, ThroughputMonitor, flops_per_token
 from modules.training.classification import SequenceClassification
+from modules.training.hardware import default_num_workers, default_peak_flops, resolve_precision
 from modules.training.lm import LanguageModelPretraining
 from modules.training.trainer import make_trainer
 
 log = logging.getLogger("transferlab")
-
-# Dense peak FLOP/s for MFU when trainer.peak_flops is null. CPU: the fp32 matmul peak
-# measured on the 2-core AVX-512 reference machine (~200 GFLOP/s); GPU: H100 SXM bf16.
-DEFAULT_PEAK_FLOPS = {"cpu": 2.0e11, "gpu": 9.89e14, "cuda": 9.89e14}
-
 
 @dataclass
 class PretrainResult:
@@ -73,14 +69,17 @@ def pretrain_language_model(
         model = torch.compile(model)
     log.info("pretrain: %s (%s), %.2fM non-embedding parameters", model_cfg["name"], family, n_params / 1e6)
 
+    workers = trainer_cfg["num_workers"]
     data = LanguageModelingData(prep_dir / "lm", tokenizer, family, pretrain_cfg["batch_size"],
-                                pretrain_cfg["mlm_probability"], seed=seed)
+                                pretrain_cfg["mlm_probability"], seed=seed,
+                                num_workers=default_num_workers(trainer_cfg["accelerator"]) if workers is None else workers)
     module = LanguageModelPretraining(model, pretrain_cfg["lr"], pretrain_cfg["weight_decay"],
                                       pretrain_cfg["warmup_steps"], pretrain_cfg["max_steps"])
     every = trainer_cfg["log_every_n_steps"]
+    precision = resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])
     throughput = ThroughputMonitor(
         flops_per_token(n_params, model_cfg["n_layer"], model_cfg["n_embd"], pretrain_cfg["block_size"]),
-        trainer_cfg["peak_flops"] or DEFAULT_PEAK_FLOPS.get(trainer_cfg["accelerator"], DEFAULT_PEAK_FLOPS["cpu"]),
+        trainer_cfg["peak_flops"] or default_peak_flops(trainer_cfg["accelerator"], precision),
         every,
     )
     checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0,

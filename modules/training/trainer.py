@@ -10,6 +10,8 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import Logger
 
+from modules.training.hardware import resolve_precision
+
 
 def quiet_lightning() -> None:
     """Drop start-up chatter and warnings that are noise on a 2-core CPU box."""
@@ -38,7 +40,7 @@ def make_trainer(
     return L.Trainer(
         accelerator=trainer_cfg["accelerator"],
         devices=trainer_cfg["devices"],
-        precision=trainer_cfg["precision"],
+        precision=resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"]),
         deterministic=trainer_cfg["deterministic"],
         log_every_n_steps=trainer_cfg["log_every_n_steps"],
         default_root_dir=str(root_dir),
