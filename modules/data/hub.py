@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
+from itertools import islice
 from typing import Any
 
 from modules.data.errors import DataError
@@ -120,33 +121,34 @@ class _Reader:
         table = Table(f"{self.source} split {split!r}", _columns(self.splits[split]), [], True)
         return table.columns[table.index(spec, key)]
 
-    def rows(self, split: str, columns: list[Any], limit: int | None) -> Iterable[tuple[Any, ...]]:
+    def rows(self, split: str, columns: list[Any]) -> Iterator[tuple[Any, ...]]:
+        """The split's values of ``columns``; lazy for a stream, so a cap stops the download early."""
         ds = self.splits[split]
         keys = ["data.text_column", "data.label_column"]
         names = [self.column(split, spec, key) for spec, key in zip(columns, keys, strict=False)]
-        if self.cfg["streaming"] or not hasattr(ds, "select"):
-            ds = ds.take(limit) if limit else ds
-            return [tuple(ex[n] for n in names) for ex in ds]
-        if limit is not None and limit < len(ds):
-            ds = ds.select(range(limit))
-        return zip(*(ds[n] for n in names), strict=True)
+        if hasattr(ds, "select"):  # an in-memory Dataset: whole columns at once are fastest
+            return zip(*(ds[n] for n in names), strict=True)
+        return (tuple(ex[n] for n in names) for ex in ds)
 
     def texts(self, split: str, limit: int | None) -> list[str]:
-        out = [str(t).strip() for (t,) in self.rows(split, [self.cfg["text_column"]], limit) if t is not None]
-        return [t for t in out if t]
+        """Up to ``limit`` non-empty documents."""
+        texts = (str(t).strip() for (t,) in self.rows(split, [self.cfg["text_column"]]) if t is not None)
+        return list(islice((t for t in texts if t), limit))
 
     def labeled(self, split: str, limit: int | None, names: list[str] | None) -> list[tuple[str, str]]:
-        out = []
-        for text, label in self.rows(split, [self.cfg["text_column"], self.cfg["label_column"]], limit):
-            if text is None or label is None or not str(text).strip():
-                continue
-            if names is not None:  # ClassLabel ids; -1 marks an unlabeled row (e.g. GLUE test splits)
-                if not 0 <= int(label) < len(names):
+        """Up to ``limit`` (text, label name) rows; unlabeled rows are skipped."""
+        def keep() -> Iterator[tuple[str, str]]:
+            for text, label in self.rows(split, [self.cfg["text_column"], self.cfg["label_column"]]):
+                if text is None or label is None or not str(text).strip():
                     continue
-                label = names[int(label)]
-            if str(label).strip():
-                out.append((str(text).strip(), str(label).strip()))
-        return out
+                if names is not None:  # ClassLabel ids; -1 marks an unlabeled row (e.g. GLUE test splits)
+                    if not 0 <= int(label) < len(names):
+                        continue
+                    label = names[int(label)]
+                if str(label).strip():
+                    yield str(text).strip(), str(label).strip()
+
+        return list(islice(keep(), limit))
 
 
 def from_splits(splits: Mapping[str, Any], cfg: dict[str, Any]) -> RawData:
