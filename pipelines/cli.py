@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from pipelines.preflight import check_inputs
 
-        check_inputs(cfg)
+        check_inputs(cfg, args.command)
         from pipelines.runtime import prepare_environment
 
         prepare_environment(cfg)

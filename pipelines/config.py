@@ -24,7 +24,9 @@ TOKENIZER_KINDS = {"auto", "bpe", "wordpiece", "unigram", "pretrained"}
 INITS = {"pretrained", "scratch"}
 TASKS = {"classification"}
 DATA_SOURCES = {"synthetic", "local_text", "local_labeled", "hub"}
-DATA_PATH_KEYS = ("validation_path", "test_path")  # TODO(data sources): path/labeled_path globs
+# Data file keys: a path, a glob, or a list of them; made absolute at compose time.
+DATA_PATH_KEYS = ("path", "labeled_path", "validation_path", "test_path")
+DATA_FORMATS = {"auto", "text", "jsonl", "csv", "tsv", "parquet"}
 
 
 def group_options(group: str) -> list[str]:
@@ -112,9 +114,17 @@ def compose(overrides: list[str] | None = None) -> dict[str, Any]:
     # Absolute paths from here on: stages may run with another cwd (Prefect workers).
     container["paths"]["home"] = str(Path(container["paths"]["home"]).expanduser().resolve())
     for key in DATA_PATH_KEYS:
-        if container["data"][key]:
-            container["data"][key] = str(Path(container["data"][key]).expanduser().resolve())
+        container["data"][key] = _absolute_paths(container["data"][key])
     return container
+
+
+def _absolute_paths(value: Any) -> Any:
+    """Absolute form of a path, glob or list of them (``os.path.abspath`` keeps glob characters)."""
+    if not value:
+        return value
+    if isinstance(value, list):
+        return [os.path.abspath(os.path.expanduser(str(v))) for v in value]
+    return os.path.abspath(os.path.expanduser(str(value)))
 
 
 def _choice(cfg: dict[str, Any], dotted: str, allowed: set[str]) -> None:
@@ -176,8 +186,7 @@ def validate(cfg: dict[str, Any]) -> None:
         "tokenizer.vocab_size", "model.n_layer", "model.n_embd", "model.n_head",
         "data.num_topics", "data.corpus_documents",
     )
-    if cfg["data"]["source"] in ("local_text", "local_labeled") and not cfg["data"]["path"]:
-        raise ConfigError(f"missing value for 'data.path' (data={cfg['data']['source']} needs data.path=<file or glob>)")
+    _check_data(cfg["data"])
     if cfg["data"]["num_topics"] < 2:
         raise ConfigError("bad value for 'data.num_topics': needs at least 2 classes")
     if cfg["model"]["n_embd"] % cfg["model"]["n_head"]:
@@ -192,6 +201,40 @@ def validate(cfg: dict[str, Any]) -> None:
                 f"bad value for '{key}': {cfg[group][name]} exceeds "
                 f"model.max_positions={cfg['model']['max_positions']}"
             )
+
+
+def _check_data(data: dict[str, Any]) -> None:
+    """Data keys that must agree with ``data.source`` (files themselves are checked in pre-flight)."""
+    source = data["source"]
+    _choice({"data": data}, "data.format", DATA_FORMATS)
+    if source in ("local_text", "local_labeled") and not data["path"]:
+        raise ConfigError(f"missing value for 'data.path' (data={data['name']} needs data.path=<file, glob or list>)")
+    if source == "local_text" and not data["labeled_path"]:
+        for key in ("validation_path", "test_path"):
+            if data[key]:
+                raise ConfigError(f"bad value for 'data.{key}': a labeled split needs data.labeled_path "
+                                  "(the labeled train file) with data=local_text")
+    if source == "hub":
+        if not data["hub_path"]:
+            raise ConfigError(f"missing value for 'data.hub_path' (data={data['name']} needs a dataset id, "
+                              "e.g. data.hub_path=wikitext)")
+        if data["streaming"] and not data["max_documents"]:
+            raise ConfigError("missing value for 'data.max_documents' (data.streaming=true reads a stream: "
+                              "say how many documents, e.g. data.max_documents=100000)")
+    if data["max_documents"] is not None and data["max_documents"] <= 0:
+        raise ConfigError(f"bad value for 'data.max_documents': {data['max_documents']!r} (must be > 0)")
+    if not 0 < data["val_fraction"] < 1:
+        raise ConfigError(f"bad value for 'data.val_fraction': {data['val_fraction']!r} (must be in (0, 1))")
+    fractions = (data["labeled_val_fraction"], data["labeled_test_fraction"])
+    if not all(0 < f < 1 for f in fractions) or sum(fractions) >= 1:
+        raise ConfigError(f"bad value for 'data.labeled_val_fraction'/'data.labeled_test_fraction': {fractions} "
+                          "(each in (0, 1), together < 1)")
+    for key in ("text_column", "label_column"):
+        value = data[key]
+        if value is not None and not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise ConfigError(f"bad value for 'data.{key}': {value!r} (a column name or a 0-based position)")
+    if data["text_column"] is None:
+        raise ConfigError("missing value for 'data.text_column' (a column name or a 0-based position)")
 
 
 def to_yaml(cfg: dict[str, Any]) -> str:

@@ -68,7 +68,7 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
     """Run the stages up to ``until`` under one MLflow parent run; return a summary."""
     if until not in STAGES:
         raise UserError(f"unknown stage {until!r} (choices: {', '.join(STAGES)})")
-    check_inputs(cfg)  # before the parent run exists: bad input leaves nothing behind
+    check_inputs(cfg, until)  # before the parent run exists: bad input leaves nothing behind
     started = time.perf_counter()
     tracker = Tracker.from_config(cfg)
     name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}"

@@ -1,4 +1,8 @@
-"""Input checks that run before any work, so bad input never leaves state behind."""
+"""Input checks that run before any work, so bad input never leaves state behind.
+
+Called by the CLI and by ``run_pipeline`` before the MLflow tracker exists: every failure
+here is one line and exit code 2 with no run, no cache entry and no state dir created.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,37 @@ from typing import Any
 
 from pipelines.errors import UserError
 
+NEEDS_LABELS = ("finetune", "evaluate", "run")
 
-def check_inputs(cfg: dict[str, Any]) -> None:
-    """Raise ``UserError`` (one line) for missing/empty files or absent columns."""
+
+def check_inputs(cfg: dict[str, Any], until: str = "prep") -> None:
+    """Raise ``UserError`` for data that cannot serve the stages up to ``until``.
+
+    A finished prep output for this exact config and data means the data was validated
+    when it was built: only the (cheap) fingerprint is computed then. Otherwise the data
+    is loaded in full here, because only a full read finds a bad byte, an empty labeled
+    file or a one-class label column; prep reuses that load.
+    """
     from modules.data.errors import DataError
+    from modules.data.sources import check_data, has_labels
 
-    if cfg["data"]["source"] != "local":
-        return
-    from modules.data.local import check_local
-
+    data = cfg["data"]
+    if until in NEEDS_LABELS and not has_labels(data):
+        fix = ("set data.labeled_path=<labeled file>" if data["source"] == "local_text"
+               else "use a labeled source, e.g. data=sst2_local data.path=train.tsv")
+        raise UserError(f"data={data['name']} has no labels to fine-tune or evaluate on; {fix} "
+                        f"(or run `transferlab pretrain` only)")
     try:
-        check_local(cfg["data"])
+        if _prep_is_cached(cfg):
+            return
+        check_data(data)
     except DataError as exc:
         raise UserError(str(exc)) from exc
+
+
+def _prep_is_cached(cfg: dict[str, Any]) -> bool:
+    """Whether a finished prep output exists for this config (reads, never creates, state)."""
+    from pipelines.cache import StageCache
+    from pipelines.stages.prep import prep_fingerprint
+
+    return StageCache(cfg["paths"]["home"], "prep").lookup(prep_fingerprint(cfg)) is not None

@@ -118,6 +118,23 @@ class Tracker:
         else:
             self.client.log_artifact(run_id, str(path), artifact_path)
 
+    def log_input(self, run_id: str, name: str, digest: str, source: str | list[str], profile: dict[str, Any],
+                  source_type: str = "local", context: str = "train") -> None:
+        """A dataset input of the run (MLflow's Datasets tab): what was read, and its fingerprint.
+
+        ``digest`` is the content fingerprint (MLflow keeps at most 36 characters), ``source``
+        the files or hub id it came from, ``profile`` a few counts (rows, tokens).
+        """
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        sources = [source] if isinstance(source, str) else list(source)
+        dataset = Dataset(name=name, digest=digest[:36], source_type=source_type,
+                          source=json.dumps({"uris": sources}), profile=json.dumps(profile))
+        tags = [InputTag(key="mlflow.data.context", value=context)]
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset, tags=tags)])
+
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 

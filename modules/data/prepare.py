@@ -7,7 +7,7 @@ from typing import Any
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from modules.data.raw import RawData
+from modules.data.sources import load_raw
 from modules.data.tokenization import (
     pack_for_lm,
     tokenize_labeled,
@@ -15,21 +15,8 @@ from modules.data.tokenization import (
     train_tokenizer,
 )
 
-SYNTHETIC_KEYS = ("seed", "num_topics", "words_per_topic", "neutral_words", "corpus_documents", "labeled_train",
-                  "labeled_val", "labeled_test", "val_fraction", "cue_rate")
-
-
-def load_raw(data_cfg: dict[str, Any]) -> RawData:
-    """The raw corpus and labeled splits of the configured ``data.source``."""
-    if data_cfg["source"] == "synthetic":
-        from modules.data.synthetic import generate
-
-        return generate(**{k: data_cfg[k] for k in SYNTHETIC_KEYS})
-    if data_cfg["source"] == "local":
-        from modules.data.local import load_local
-
-        return load_local(data_cfg)
-    raise ValueError(f"unknown data.source {data_cfg['source']!r}")
+# Loading lives in modules/data/sources.py (one entry point over every data.source).
+__all__ = ["load_raw", "prepare_data"]
 
 
 def prepare_data(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: dict[str, Any], family: str,
@@ -48,18 +35,23 @@ def prepare_data(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: dict[st
     lm.save_to_disk(str(out_dir / "lm"))
 
     # ClassLabel keeps the id -> name mapping with the data, so no stage has to guess it.
-    features = Features({"text": Value("string"), "label": ClassLabel(names=data.label_names)})
-    labeled = DatasetDict({
-        split: tokenize_labeled(Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]},
-                                                  features=features), tokenizer, max_length)
-        for split, rows in data.labeled.items()
-    })
-    labeled.save_to_disk(str(out_dir / "labeled"))
+    # A source without labels (a plain corpus) writes no labeled/ at all: stats say has_labels.
+    labeled = DatasetDict()
+    if data.has_labels:
+        features = Features({"text": Value("string"), "label": ClassLabel(names=data.label_names)})
+        labeled = DatasetDict({
+            split: tokenize_labeled(Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]},
+                                                      features=features), tokenizer, max_length)
+            for split, rows in data.labeled.items()
+        })
+        labeled.save_to_disk(str(out_dir / "labeled"))
 
     return {
         "tokenizer_kind": kind,
         "vocab_size": len(tokenizer),
+        "has_labels": data.has_labels,
         "label_names": data.label_names,
+        "sources": data.sources,
         "corpus_documents": {s: len(t) for s, t in data.corpus.items()},
         "lm_blocks": {s: ds.num_rows for s, ds in lm.items()},
         "lm_tokens": {s: ds.num_rows * block_size for s, ds in lm.items()},

@@ -11,16 +11,19 @@ from pipelines.stages.common import StageContext, cache_fields, record, reuse, t
 
 log = logging.getLogger("transferlab")
 
+# MLflow dataset source types: hub data is a Hugging Face source, synthetic data is made by code.
+SOURCE_TYPES = {"hub": "hugging_face", "synthetic": "code", "local_text": "local", "local_labeled": "local"}
+
 
 def prep_fingerprint(cfg: dict[str, Any]) -> str:
     """Config subset + the content of any input files (a path alone says nothing)."""
-    from modules.data.local import file_digests
+    from modules.data.sources import inputs
     from modules.data.tokenization import tokenizer_kind_for
 
     family = cfg["model"]["family"]
     return fingerprint("prep", {
         "data": cfg["data"],
-        "data_files": file_digests(cfg["data"]),
+        "data_files": inputs(cfg["data"]),
         "tokenizer": {**cfg["tokenizer"], "kind": tokenizer_kind_for(family, cfg["tokenizer"]["kind"])},
         "family": family,
         "block_size": cfg["pretrain"]["block_size"],
@@ -36,8 +39,22 @@ def _stats_metrics(stats: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _log_inputs(run: Any, stats: dict[str, Any]) -> None:
+    """The prepared datasets as MLflow dataset inputs: digest = the data fingerprint."""
+    source = stats["sources"] or [f"transferlab:{stats['data_source']}"]
+    kind = SOURCE_TYPES.get(stats["data_source"], "local")
+    profile = {"documents": stats["corpus_documents"], "blocks": stats["lm_blocks"], "tokens": stats["lm_tokens"]}
+    run.tracker.log_input(run.run_id, f"{stats['data_name']}-lm", stats["data_fingerprint"], source, profile,
+                          source_type=kind, context="pretrain")
+    if stats["has_labels"]:
+        profile = {"rows": stats["labeled_rows"], "classes": len(stats["label_names"])}
+        run.tracker.log_input(run.run_id, f"{stats['data_name']}-labeled", stats["data_fingerprint"], source,
+                              profile, source_type=kind, context="finetune")
+
+
 def prep(ctx: StageContext) -> dict[str, Any]:
     from modules.data import prepare
+    from modules.data.sources import data_fingerprint
 
     cfg = ctx.cfg
     fp = prep_fingerprint(cfg)
@@ -50,11 +67,17 @@ def prep(ctx: StageContext) -> dict[str, Any]:
             with cache.build(fp) as tmp:
                 stats = prepare.prepare_data(tmp, cfg["data"], cfg["tokenizer"], cfg["model"]["family"],
                                           cfg["pretrain"]["block_size"], cfg["finetune"]["max_length"])
+                stats.update(data_name=cfg["data"]["name"], data_source=cfg["data"]["source"],
+                             data_fingerprint=data_fingerprint(cfg["data"]))
+                if not stats["has_labels"]:
+                    log.info("prep: data=%s has no labels; wrote the LM data only (no labeled/)", cfg["data"]["name"])
                 (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
                 write_record(tmp, {"stage": "prep", "fingerprint": fp, "run_id": run.run_id, "stats": stats})
             run.log_artifact(cache.path(fp) / "tokenizer")
             log.info("prep: %d LM blocks of %d tokens, %s labeled rows, vocab %d",
-                     stats["lm_blocks"]["train"], cfg["pretrain"]["block_size"], stats["labeled_rows"], stats["vocab_size"])
+                     stats["lm_blocks"]["train"], cfg["pretrain"]["block_size"], stats["labeled_rows"] or "no", stats["vocab_size"])
         run.log_metrics(_stats_metrics(stats))
+        _log_inputs(run, stats)
         run.log_artifact(cache.path(fp) / "stats.json")
-    return record("prep", run, **cache_fields(run, cache, fp, cached), label_names=stats["label_names"])
+    return record("prep", run, **cache_fields(run, cache, fp, cached), label_names=stats["label_names"],
+                  has_labels=stats["has_labels"])
