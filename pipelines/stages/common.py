@@ -90,7 +90,8 @@ def tracked_stage(ctx: StageContext, stage: str, run_name: str | None = None,
                      resume_run_id) as run_id:
         ctx.tracker.log_config(run_id, ctx.cfg)
         workdir = ctx.home / "runs" / run_id
-        workdir.mkdir(parents=True, exist_ok=True)
+        if is_rank_zero():  # other ranks only reuse prep and train; they write no run files
+            workdir.mkdir(parents=True, exist_ok=True)
         run = StageRun(run_id, workdir, ctx.tracker)
         carbon_cfg = ctx.cfg["carbon"] if is_rank_zero() else {**ctx.cfg["carbon"], "enabled": False}
         carbon = track_carbon(carbon_cfg, workdir / "carbon", ledger)
