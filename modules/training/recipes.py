@@ -23,7 +23,11 @@ from modules.data.datamodules import ClassificationData, LanguageModelingData
 from modules.data.sampling import stratified_subset
 from modules.models.factory import build_classifier, build_lm, count_parameters, lm_config
 from modules.training.callbacks import ProgressLog, ThroughputMonitor, flops_per_token
-from modules.training.checkpointing import AtomicCheckpointIO, latest_good_checkpoint, step_checkpoint_callback
+from modules.training.checkpointing import (
+    AtomicCheckpointIO,
+    latest_good_checkpoint,
+    step_checkpoint_callback,
+)
 from modules.training.classification import SequenceClassification
 from modules.training.lm import LanguageModelPretraining
 from modules.training.trainer import make_trainer
