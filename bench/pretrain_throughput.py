@@ -25,7 +25,12 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    DataCollatorForLanguageModeling,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 BLOCK, BATCH, WINDOW = 128, 16, 10
 CORPUS = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare.txt"

@@ -92,5 +92,75 @@ class StageCache:
                 raise RuntimeError(f"stage output {final} has no {RECORD}; refusing to publish it")
 
 
+class ResumableBuild:
+    """A deterministic work dir for an entry that may take hours: ``.partial-<fp>``.
+
+    Unlike :meth:`StageCache.build`, the dir survives failures and kills, so running the
+    same command again continues from what it holds (checkpoints, the MLflow run id, the
+    carbon of earlier attempts). An exclusive ``flock`` on ``lock`` inside it keeps two
+    live processes from building the same entry; the kernel drops it when its holder dies,
+    even by SIGKILL. :meth:`publish` renames the dir to the final entry; ``record.json``
+    must have been written into it last.
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, cache: StageCache, fp: str) -> None:
+        self.cache, self.fp = cache, fp
+        self.path = cache.root / f".partial-{fp}"
+        self._lock_fd: int | None = None
+
+    def __enter__(self) -> ResumableBuild:
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            from pipelines.errors import UserError
+
+            raise UserError(f"{self.path} is being built by another live process; wait for it or stop it") from None
+        self._lock_fd = fd
+        (self.path / RECORD).unlink(missing_ok=True)  # from a kill between record and rename
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    @property
+    def resuming(self) -> bool:
+        return (self.path / self.STATE).exists()
+
+    def state(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / self.STATE).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        tmp = self.path / f".{self.STATE}.tmp"
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        os.replace(tmp, self.path / self.STATE)
+
+    def publish(self) -> Path:
+        """Rename the finished work dir onto the final entry (record.json must exist)."""
+        final = self.cache.path(self.fp)
+        if not (self.path / RECORD).exists():
+            raise RuntimeError(f"stage output {self.path} has no {RECORD}; refusing to publish it")
+        if final.exists() and not (final / RECORD).exists():
+            shutil.rmtree(final)  # a leftover without a record is garbage
+        try:
+            os.rename(self.path, final)
+        except OSError:
+            if not (final / RECORD).exists():
+                raise
+            shutil.rmtree(self.path, ignore_errors=True)  # someone else published an equivalent one
+        return final
+
+
 def write_record(directory: Path, record: dict[str, Any]) -> None:
     (directory / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))

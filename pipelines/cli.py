@@ -79,6 +79,18 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.runtime import prepare_environment
 
         prepare_environment(cfg)
+        from pipelines.distributed import is_rank_zero
+
+        if not is_rank_zero():
+            # A rank > 0 that a launcher (Lightning's, torchrun, srun) started with the same
+            # command: no Prefect flow and no summary; rank 0 owns those.
+            import logging
+
+            logging.getLogger("transferlab").setLevel(logging.WARNING)  # rank 0 prints progress once
+            from pipelines.flows import run_pipeline
+
+            run_pipeline(cfg, "evaluate" if args.command == "run" else args.command)
+            return 0
         from pipelines.flows import run_stage, transfer_learning
 
         if args.command == "run":

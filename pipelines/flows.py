@@ -69,6 +69,10 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
     if until not in STAGES:
         raise UserError(f"unknown stage {until!r} (choices: {', '.join(STAGES)})")
     check_inputs(cfg, until)  # before the parent run exists: bad input leaves nothing behind
+    from pipelines.distributed import is_rank_zero, run_worker
+
+    if not is_rank_zero():  # another rank of a DDP/FSDP pretraining: train only, log nothing
+        return run_worker(cfg, until)
     started = time.perf_counter()
     tracker = Tracker.from_config(cfg)
     name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}"

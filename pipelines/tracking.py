@@ -29,6 +29,8 @@ TAG_FINGERPRINT = "transferlab.fingerprint"
 TAG_CACHE_SOURCE = "transferlab.cache_source_run"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
+TAG_EARLIER_PARENTS = "transferlab.earlier_parent_runs"  # comma-separated, oldest first
+TAG_ATTEMPTS = "transferlab.attempts"
 
 MAX_PARAM_CHARS = 500
 _SECRET_IN_URI = re.compile(r"(://)([^/@:]+):([^/@]+)@")
@@ -83,6 +85,10 @@ class Tracker:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Tracker:
+        from pipelines.distributed import is_rank_zero
+
+        if not is_rank_zero():
+            return NullTracker(tracking_uri(cfg), cfg["tracking"]["experiment"])
         return cls(tracking_uri(cfg), cfg["tracking"]["experiment"], artifact_root(cfg))
 
     def start_run(self, name: str, tags: dict[str, str], parent_run_id: str | None = None) -> str:
@@ -91,10 +97,39 @@ class Tracker:
             tags[TAG_PARENT] = parent_run_id
         return self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
 
+    def reopen_run(self, run_id: str, parent_run_id: str | None) -> None:
+        """Continue a run an earlier, killed pipeline started (resume).
+
+        The run goes back to RUNNING under the new parent; the earlier parent(s) are kept
+        in a tag, and an earlier parent still marked RUNNING (its process is dead) becomes
+        KILLED so the UI does not show a pipeline running forever.
+        """
+        run = self.client.get_run(run_id)
+        tags = run.data.tags
+        old_parent = tags.get(TAG_PARENT)
+        earlier = [p for p in tags.get(TAG_EARLIER_PARENTS, "").split(",") if p]
+        if old_parent and old_parent != parent_run_id and old_parent not in earlier:
+            earlier.append(old_parent)
+            try:
+                if self.client.get_run(old_parent).info.status == "RUNNING":
+                    self.client.set_terminated(old_parent, status="KILLED")
+            except Exception as exc:  # deleted meanwhile: nothing to mark
+                log.debug("earlier parent %s not updated: %s", old_parent, exc)
+        self.client.update_run(run_id, status="RUNNING")
+        new_tags = {TAG_ATTEMPTS: str(int(tags.get(TAG_ATTEMPTS, "1")) + 1)}
+        if earlier:
+            new_tags[TAG_EARLIER_PARENTS] = ",".join(earlier)
+        if parent_run_id:
+            new_tags[TAG_PARENT] = parent_run_id
+        self.set_tags(run_id, new_tags)
+
     def log_config(self, run_id: str, cfg: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        params = [Param(k, v) for k, v in mlflow_params(cfg).items()]
+        existing = self.client.get_run(run_id).data.params
+        # A reopened run keeps its params: MLflow refuses to change a logged value, and the
+        # fingerprinted keys are equal by construction. Keys that differ are left as they were.
+        params = [Param(k, v) for k, v in mlflow_params(cfg).items() if k not in existing]
         for i in range(0, len(params), 100):  # MLflow caps a batch at 100 params
             self.client.log_batch(run_id, params=params[i : i + 100])
         self.client.log_text(run_id, redact(to_yaml(cfg)), "config.yaml")
@@ -143,10 +178,51 @@ class Tracker:
         return run.data.metrics.get(key)
 
 
+class NullTracker(Tracker):
+    """Tracks nothing: for ranks > 0 of a distributed run, so one run is one MLflow run."""
+
+    def __init__(self, uri: str = "", experiment: str = "", artifact_location: str | None = None) -> None:
+        self.uri, self.experiment, self.artifact_location = uri, experiment, artifact_location
+        self.experiment_id = ""
+
+    def start_run(self, name: str, tags: dict[str, str], parent_run_id: str | None = None) -> str:
+        return f"norun-{name}"
+
+    def reopen_run(self, run_id: str, parent_run_id: str | None) -> None:
+        pass
+
+    def log_config(self, run_id: str, cfg: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        pass
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        pass
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        pass
+
+    def metric(self, run_id: str, key: str) -> float | None:
+        return None
+
+
 @contextmanager
-def run_context(tracker: Tracker, name: str, tags: dict[str, str], parent_run_id: str | None = None) -> Iterator[str]:
-    """A run that ends FINISHED, or FAILED (and re-raises) if the block raises."""
-    run_id = tracker.start_run(name, tags, parent_run_id)
+def run_context(tracker: Tracker, name: str, tags: dict[str, str], parent_run_id: str | None = None,
+                resume_run_id: str | None = None) -> Iterator[str]:
+    """A run that ends FINISHED, or FAILED (and re-raises) if the block raises.
+
+    With ``resume_run_id`` the existing run is reopened (see ``Tracker.reopen_run``)
+    instead of a new one being created.
+    """
+    if resume_run_id:
+        tracker.reopen_run(resume_run_id, parent_run_id)
+        run_id = resume_run_id
+    else:
+        run_id = tracker.start_run(name, tags, parent_run_id)
     try:
         yield run_id
     except KeyboardInterrupt:

@@ -124,8 +124,11 @@ def test_failed_pretrain_publishes_nothing_and_marks_the_run_failed(
     with pytest.raises(RuntimeError, match="simulated crash"):
         stages.pretrain(other, prep_rec)
     cache_root = ctx.home / "cache" / "pretrain"
+    # Nothing published a later run could reuse; only the .partial-<fp> work dir is kept,
+    # without a record, so running the same command again resumes (tests/test_resume.py).
     leftovers = [p.name for p in cache_root.iterdir() if not (p / "record.json").exists()]
-    assert leftovers == []  # no temp dir, no half-written entry a later run could reuse
+    assert [name for name in leftovers if not name.startswith(".partial-")] == []
+    assert all(not (cache_root / name / "record.json").exists() for name in leftovers)
     failed = ctx.tracker.client.search_runs([ctx.tracker.experiment_id], "attributes.status = 'FAILED'")
     assert any(r.data.tags.get("transferlab.stage") == "pretrain" for r in failed)
 

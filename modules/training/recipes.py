@@ -7,6 +7,7 @@ nothing here knows about MLflow runs, caching or Prefect.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,21 @@ from modules.data.datamodules import ClassificationData, LanguageModelingData
 from modules.data.sampling import stratified_subset
 from modules.models.factory import build_classifier, build_lm, count_parameters, lm_config
 from modules.training.callbacks import ProgressLog, ThroughputMonitor, flops_per_token
+from modules.training.checkpointing import (
+    AtomicCheckpointIO,
+    latest_good_checkpoint,
+    step_checkpoint_callback,
+)
 from modules.training.classification import SequenceClassification
 from modules.training.hardware import default_num_workers, default_peak_flops, resolve_precision
 from modules.training.lm import LanguageModelPretraining
 from modules.training.trainer import make_trainer
 
 log = logging.getLogger("transferlab")
+
+# Trainer settings for stages that never scale out (fine-tuning, evaluation).
+SINGLE_DEVICE = {"devices": 1, "strategy": "auto", "num_nodes": 1}
+
 
 @dataclass
 class PretrainResult:
@@ -36,6 +46,7 @@ class PretrainResult:
     parameters: int
     last_checkpoint: str | None
     hf_model: str
+    resumed_from_step: int | None = None  # the checkpoint's step when this attempt resumed
 
 
 @dataclass
@@ -56,8 +67,20 @@ def pretrain_language_model(
     trainer_cfg: dict[str, Any],
     seed: int,
     logger: Logger | bool = False,
+    after_checkpoint: Callable[[Path], None] | None = None,
 ) -> PretrainResult:
-    """Pretrain a fresh LM on the prepared blocks and export it with ``save_pretrained``."""
+    """Pretrain a fresh LM on the prepared blocks and export it with ``save_pretrained``.
+
+    Resumable: step checkpoints go to ``out_dir/checkpoints`` every
+    ``pretrain.checkpoint_every_n_steps`` (atomically, newest ``keep_checkpoints`` kept), and
+    if that directory already holds one, training continues from the newest intact one
+    (model, optimizer, LR schedule, global step), so the run ends at ``max_steps`` like an
+    uninterrupted one. The data order after a mid-epoch resume is not bit-identical: the
+    DataLoader is not stateful, so the interrupted epoch restarts its shuffled order.
+    ``after_checkpoint(path)`` runs after each saved checkpoint (in the saving rank only).
+    Under a multi-process strategy every rank calls this and reaches the same resume
+    point; only global rank 0 writes the export.
+    """
     L.seed_everything(seed, workers=True, verbose=False)
     family = model_cfg["family"]
     tokenizer = AutoTokenizer.from_pretrained(str(prep_dir / "tokenizer"))
@@ -82,29 +105,51 @@ def pretrain_language_model(
         trainer_cfg["peak_flops"] or default_peak_flops(trainer_cfg["accelerator"], precision),
         every,
     )
-    checkpoints = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0,
-                                  every_n_train_steps=pretrain_cfg["val_every_n_steps"])
+    ckpt_dir = out_dir / "checkpoints"
+    resume_from = latest_good_checkpoint(ckpt_dir)
+    checkpoints = step_checkpoint_callback(ckpt_dir, pretrain_cfg["checkpoint_every_n_steps"],
+                                           pretrain_cfg["keep_checkpoints"])
     trainer = make_trainer(
         trainer_cfg, out_dir, [throughput, ProgressLog("pretrain", trainer_cfg["progress_every_n_steps"]), checkpoints],
         logger,
+        plugins=[AtomicCheckpointIO(after_checkpoint)],
         max_steps=pretrain_cfg["max_steps"],
         val_check_interval=pretrain_cfg["val_every_n_steps"],
         check_val_every_n_epoch=None,
         limit_val_batches=pretrain_cfg["val_batches"],
         gradient_clip_val=pretrain_cfg["grad_clip"],
     )
-    trainer.fit(module, datamodule=data)
-    if trainer.global_step % pretrain_cfg["val_every_n_steps"]:
-        trainer.validate(module, datamodule=data, verbose=False)  # the final model's val loss
+    resumed_step = None
+    if resume_from is not None:
+        resumed_step = int(resume_from.stem.split("=")[1])
+        log.info("pretrain: resuming from %s (step %d of %d)", resume_from, resumed_step, pretrain_cfg["max_steps"])
+    trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+    if trainer.global_step % pretrain_cfg["val_every_n_steps"] or resumed_step == trainer.global_step:
+        # The final model's val loss (collective under DDP: every rank runs it). Also after a
+        # resume from the final step, where fit() had nothing left to do.
+        trainer.validate(module, datamodule=data, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
     if throughput.steady_tokens_per_sec() is not None:
         metrics["train/tokens_per_sec"] = throughput.steady_tokens_per_sec()
 
+    last = ckpt_dir / "last.ckpt"
+    trainer.save_checkpoint(last)  # every rank calls it; the strategy writes once
     hf_dir = out_dir / "hf_model"
-    module.model.save_pretrained(str(hf_dir))
-    tokenizer.save_pretrained(str(hf_dir))
-    last = out_dir / "checkpoints" / "last.ckpt"
-    return PretrainResult(trainer.global_step, metrics, n_params, str(last) if last.exists() else None, str(hf_dir))
+    if trainer.is_global_zero:
+        module.model.save_pretrained(str(hf_dir))
+        tokenizer.save_pretrained(str(hf_dir))
+    release_process_group()
+    return PretrainResult(trainer.global_step, metrics, n_params, str(last), str(hf_dir), resumed_step)
+
+
+def release_process_group() -> None:
+    """Tear down a DDP process group once pretraining is done.
+
+    Fine-tuning runs single-device in rank 0 after the other ranks have exited; a live
+    group would make torchmetrics and Lightning try to sync with processes that are gone.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def finetune_classifier(
@@ -141,7 +186,8 @@ def finetune_classifier(
     stop = EarlyStopping(monitor="val/loss", mode="min", patience=finetune_cfg["patience"])
     name = f"finetune[{init}]"
     trainer = make_trainer(
-        {**trainer_cfg, "log_every_n_steps": min(trainer_cfg["log_every_n_steps"], steps_per_epoch)},
+        # Scale-out is for pretraining: fine-tunes are small and run on one device in rank 0.
+        {**trainer_cfg, **SINGLE_DEVICE, "log_every_n_steps": min(trainer_cfg["log_every_n_steps"], steps_per_epoch)},
         out_dir, [best, stop, ProgressLog(name, trainer_cfg["progress_every_n_steps"])], logger,
         max_epochs=finetune_cfg["max_epochs"],
     )

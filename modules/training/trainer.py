@@ -33,13 +33,20 @@ def make_trainer(
     logger: Logger | bool,
     **overrides: Any,
 ) -> L.Trainer:
-    """A Trainer from the ``trainer`` config group plus recipe-specific overrides."""
+    """A Trainer from the ``trainer`` config group plus recipe-specific overrides.
+
+    ``strategy`` and ``num_nodes`` go straight to Lightning, so ``ddp``/``fsdp`` use
+    Lightning's own launchers (a subprocess per extra local device when started from a
+    script; the ranks torchrun or SLURM started otherwise).
+    """
     quiet_lightning()
     if trainer_cfg.get("num_threads"):
         torch.set_num_threads(int(trainer_cfg["num_threads"]))
     return L.Trainer(
         accelerator=trainer_cfg["accelerator"],
         devices=trainer_cfg["devices"],
+        strategy=trainer_cfg.get("strategy", "auto"),
+        num_nodes=trainer_cfg.get("num_nodes", 1),
         precision=resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"]),
         deterministic=trainer_cfg["deterministic"],
         log_every_n_steps=trainer_cfg["log_every_n_steps"],

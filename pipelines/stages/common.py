@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cache import StageCache
-from pipelines.carbon import CarbonResult, track_carbon
+from pipelines.carbon import AttemptLedger, CarbonResult, track_carbon
+from pipelines.distributed import is_rank_zero
 from pipelines.tracking import (
     TAG_CACHE,
     TAG_CACHE_SOURCE,
@@ -76,23 +77,30 @@ class StageRun:
 
 @contextmanager
 def tracked_stage(ctx: StageContext, stage: str, run_name: str | None = None,
-                  tags: dict[str, str] | None = None) -> Iterator[StageRun]:
+                  tags: dict[str, str] | None = None, resume_run_id: str | None = None,
+                  ledger: AttemptLedger | None = None) -> Iterator[StageRun]:
     """An MLflow child run with the config logged and a codecarbon tracker around the body.
 
     Carbon figures are logged even when the body fails: the energy was spent either way.
+    A resumable stage passes ``resume_run_id`` (continue that run instead of starting one)
+    and a carbon ``ledger`` (persist this attempt's figures, add the earlier attempts').
+    Ranks > 0 of a distributed run track no carbon (rank 0's tracker measures the node).
     """
-    with run_context(ctx.tracker, run_name or stage, {TAG_STAGE: stage, **(tags or {})}, ctx.parent_run_id) as run_id:
+    with run_context(ctx.tracker, run_name or stage, {TAG_STAGE: stage, **(tags or {})}, ctx.parent_run_id,
+                     resume_run_id) as run_id:
         ctx.tracker.log_config(run_id, ctx.cfg)
         workdir = ctx.home / "runs" / run_id
-        workdir.mkdir(parents=True, exist_ok=True)
+        if is_rank_zero():  # other ranks only reuse prep and train; they write no run files
+            workdir.mkdir(parents=True, exist_ok=True)
         run = StageRun(run_id, workdir, ctx.tracker)
-        carbon = track_carbon(ctx.cfg["carbon"], workdir / "carbon")
+        carbon_cfg = ctx.cfg["carbon"] if is_rank_zero() else {**ctx.cfg["carbon"], "enabled": False}
+        carbon = track_carbon(carbon_cfg, workdir / "carbon", ledger)
         try:
             with carbon as run.carbon:
                 yield run
         finally:
             run.log_metrics(run.carbon.metrics())
-            if ctx.cfg["carbon"]["enabled"] and run.carbon.missing:
+            if carbon_cfg["enabled"] and run.carbon.missing:
                 run.set_tags({"transferlab.carbon": "missing"})
             if run.carbon.csv:
                 run.log_artifact(run.carbon.csv)

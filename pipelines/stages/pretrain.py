@@ -1,4 +1,21 @@
-"""pretrain: train the LM on the prepared corpus and export it; cached by fingerprint."""
+"""pretrain: train the LM on the prepared corpus and export it; cached by fingerprint, resumable.
+
+A pretraining run can take hours and die at any moment (SIGKILL, preemption, OOM). It
+builds in a deterministic work dir, ``cache/pretrain/.partial-<fp>/`` (see
+``pipelines.cache.ResumableBuild``), that outlives the process:
+
+- ``checkpoints/step=*.ckpt`` — atomic Lightning checkpoints every
+  ``pretrain.checkpoint_every_n_steps``, newest ``pretrain.keep_checkpoints`` kept;
+- ``state.json`` — the MLflow child run id, so the rerun continues the same run;
+- ``carbon/attempt-*.json`` — each attempt's running carbon figures.
+
+Running the same command again resumes from the newest intact checkpoint, reopens the
+same MLflow run (step axis continues), sums carbon over attempts and, when training is
+done, renames the dir to ``cache/pretrain/<fp>`` with ``record.json`` written last.
+
+Under DDP/FSDP every rank calls :func:`pretrain`; only global rank 0 touches MLflow,
+carbon and the cache (:func:`_train_in_other_rank` is the rest).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +23,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipelines.cache import StageCache, fingerprint, write_record
+from pipelines.cache import ResumableBuild, StageCache, fingerprint, write_record
+from pipelines.carbon import AttemptLedger
+from pipelines.distributed import is_rank_zero
 from pipelines.stages.common import (
     StageContext,
     StageRun,
@@ -15,49 +34,121 @@ from pipelines.stages.common import (
     reuse,
     tracked_stage,
 )
-from pipelines.tracking import tracking_uri
+from pipelines.tracking import Tracker, tracking_uri
 
 log = logging.getLogger("transferlab")
 
 
 def pretrain_fingerprint(cfg: dict[str, Any], prep_fp: str) -> str:
-    trainer = {k: cfg["trainer"][k] for k in ("accelerator", "precision", "deterministic")}
+    # devices/strategy/num_nodes change the global batch (per-device batch x world size),
+    # so they are part of what the result depends on.
+    trainer = {k: cfg["trainer"][k] for k in ("accelerator", "precision", "deterministic", "devices", "strategy",
+                                              "num_nodes")}
     return fingerprint("pretrain", {"prep": prep_fp, "model": cfg["model"], "pretrain": cfg["pretrain"],
                                     "trainer": trainer, "seed": cfg["seed"]})
 
 
 def lightning_logger(ctx: StageContext, run: StageRun):
-    """Lightning's MLFlowLogger writing into the stage's own child run."""
+    """Lightning's MLFlowLogger writing into the stage's own child run.
+
+    On a resumed run this is the same run id as before, so the step axis continues.
+    """
     from lightning.pytorch.loggers import MLFlowLogger
 
     return MLFlowLogger(experiment_name=ctx.cfg["tracking"]["experiment"], tracking_uri=tracking_uri(ctx.cfg),
                         run_id=run.run_id)
 
 
-def pretrain(ctx: StageContext, prep_record: dict[str, Any]) -> dict[str, Any]:
+def _train(ctx: StageContext, prep_record: dict[str, Any], work_dir: Path, logger: Any = False,
+           after_checkpoint: Any = None):
+    """The one call into modules/ (all ranks)."""
     from modules.training.recipes import pretrain_language_model
 
     cfg = ctx.cfg
+    return pretrain_language_model(Path(prep_record["path"]), work_dir, cfg["model"], cfg["pretrain"],
+                                   cfg["trainer"], cfg["seed"], logger=logger, after_checkpoint=after_checkpoint)
+
+
+def _resumable_run_id(tracker: Tracker, state: dict[str, Any]) -> str | None:
+    """The earlier attempt's run id if that run still exists in this tracking store."""
+    run_id = state.get("run_id")
+    if not run_id:
+        return None
+    try:
+        run = tracker.client.get_run(run_id)
+    except Exception:  # another store (tracking.uri changed) or purged
+        log.warning("pretrain: earlier MLflow run %s not found; starting a new run", run_id)
+        return None
+    if run.info.lifecycle_stage == "deleted":
+        log.warning("pretrain: earlier MLflow run %s was deleted; starting a new run", run_id)
+        return None
+    return run_id
+
+
+def _prune_for_publish(work_dir: Path) -> None:
+    """Drop the step checkpoints (resume points) once ``last.ckpt`` holds the final state."""
+    from modules.training.checkpointing import step_checkpoints
+
+    ckpt_dir = work_dir / "checkpoints"
+    for _, path in step_checkpoints(ckpt_dir):
+        path.unlink()
+    for path in ckpt_dir.glob("*.corrupt"):
+        path.unlink()
+
+
+def _build(ctx: StageContext, prep_record: dict[str, Any], cache: StageCache, fp: str) -> dict[str, Any]:
+    """Train (or continue training) into the partial dir, then publish it (rank 0)."""
+    from modules.training.checkpointing import latest_good_checkpoint, set_aside
+
+    cfg = ctx.cfg
+    with ResumableBuild(cache, fp) as build:
+        resume_run_id = _resumable_run_id(ctx.tracker, build.state()) if build.resuming else None
+        ckpt_dir = build.path / "checkpoints"
+        set_aside(ckpt_dir, latest_good_checkpoint(ckpt_dir))  # before any rank can pick a bad one
+        with tracked_stage(ctx, "pretrain", resume_run_id=resume_run_id,
+                           ledger=AttemptLedger(build.path / "carbon")) as run:
+            build.save_state({"run_id": run.run_id, "fingerprint": fp})
+            run.mark_cache(False, fp)
+            if resume_run_id:
+                log.info("pretrain: resuming %s in MLflow run %s", build.path, run.run_id)
+            else:
+                log.info("pretrain: training %s for %d steps in %s", cfg["model"]["name"],
+                         cfg["pretrain"]["max_steps"], build.path)
+            result = _train(ctx, prep_record, build.path, lightning_logger(ctx, run))
+            metrics = result.metrics
+            run.log_metrics({"model/non_embedding_parameters": result.parameters})
+            if result.resumed_from_step is not None:
+                run.set_tags({"transferlab.resumed_from_step": str(result.resumed_from_step)})
+            _prune_for_publish(build.path)
+            run.log_artifact(build.path / "hf_model", "hf_model")
+            run.log_artifact(build.path / "checkpoints" / "last.ckpt", "checkpoints")
+        # After the run (and its carbon tracker, which writes into the work dir) has ended.
+        write_record(build.path, {"stage": "pretrain", "fingerprint": fp, "run_id": run.run_id,
+                                  "metrics": metrics, "steps": result.steps, "parameters": result.parameters})
+        final = build.publish()
+    return record("pretrain", run, **cache_fields(run, cache, fp, None), hf_model=str(final / "hf_model"),
+                  metrics=metrics)
+
+
+def _train_in_other_rank(ctx: StageContext, prep_record: dict[str, Any], cache: StageCache,
+                         fp: str) -> dict[str, Any]:
+    """Ranks > 0: the same training in the same work dir; no run, carbon, record or publish."""
+    if cache.lookup(fp) is None:  # rank 0 sees the same cache state, so it trains too
+        _train(ctx, prep_record, ResumableBuild(cache, fp).path)
+    return {"stage": "pretrain", "fingerprint": fp, "path": str(cache.path(fp))}
+
+
+def pretrain(ctx: StageContext, prep_record: dict[str, Any]) -> dict[str, Any]:
+    cfg = ctx.cfg
     fp = pretrain_fingerprint(cfg, prep_record["fingerprint"])
     cache = StageCache(ctx.home, "pretrain")
+    if not is_rank_zero():
+        return _train_in_other_rank(ctx, prep_record, cache, fp)
+    if cache.lookup(fp) is None:
+        return _build(ctx, prep_record, cache, fp)
     with tracked_stage(ctx, "pretrain") as run:
         cached = reuse(run, cache, fp, "pretrain")
-        if cached is not None:
-            # The metrics of the model this pipeline uses, so the run reads complete.
-            run.log_metrics({k: v for k, v in cached["metrics"].items() if k.startswith("val/")})
-            metrics = cached["metrics"]
-        else:
-            log.info("pretrain: training %s for %d steps", cfg["model"]["name"], cfg["pretrain"]["max_steps"])
-            with cache.build(fp) as tmp:
-                result = pretrain_language_model(Path(prep_record["path"]), tmp, cfg["model"], cfg["pretrain"],
-                                                 cfg["trainer"], cfg["seed"], logger=lightning_logger(ctx, run))
-                metrics = result.metrics
-                write_record(tmp, {"stage": "pretrain", "fingerprint": fp, "run_id": run.run_id,
-                                   "metrics": metrics, "steps": result.steps, "parameters": result.parameters})
-            run.log_metrics({"model/non_embedding_parameters": result.parameters})
-            final = cache.path(fp)
-            run.log_artifact(final / "hf_model", "hf_model")
-            if (final / "checkpoints" / "last.ckpt").exists():
-                run.log_artifact(final / "checkpoints" / "last.ckpt", "checkpoints")
+        # The metrics of the model this pipeline uses, so the run reads complete.
+        run.log_metrics({k: v for k, v in cached["metrics"].items() if k.startswith("val/")})
     return record("pretrain", run, **cache_fields(run, cache, fp, cached),
-                  hf_model=str(cache.path(fp) / "hf_model"), metrics=metrics)
+                  hf_model=str(cache.path(fp) / "hf_model"), metrics=cached["metrics"])
