@@ -226,9 +226,12 @@ def _download_mlflow(cfg: dict[str, Any], init: str) -> Path:
         log.info("model.init: downloading %s into %s", init, final)
         with atomic_dir(final) as tmp:
             try:
-                download_artifacts(artifact_uri=source, dst_path=str(tmp / "model"), tracking_uri=tracking_uri(cfg))
+                # Lands at dst/<last path part>; moved to a fixed name so the dir layout is known.
+                local = download_artifacts(artifact_uri=source, dst_path=str(tmp / "download"),
+                                           tracking_uri=tracking_uri(cfg))
             except MlflowException as exc:
                 raise UserError(f"model.init={init!r}: cannot download {source}: {str(exc).splitlines()[0]}") from exc
+            os.rename(local, tmp / "model")
             write_record(tmp, {"init": init, "source": source})
     return final / "model"
 

@@ -67,7 +67,8 @@ def pretrain_language_model(
     family = model_cfg["family"]
     tokenizer = AutoTokenizer.from_pretrained(str(prep_dir / "tokenizer"))
     if model_cfg.get("init_path"):
-        model = load_lm(model_cfg["init_path"], family, model_cfg["trust_remote_code"])
+        # from_pretrained returns eval mode, and Lightning keeps modules' modes: dropout back on.
+        model = load_lm(model_cfg["init_path"], family, model_cfg["trust_remote_code"]).train()
         if model.config.pad_token_id is None:  # classifiers built from the export need it
             model.config.pad_token_id = tokenizer.pad_token_id
     else:
