@@ -127,11 +127,8 @@ def _hub_download(init: str, local_only: bool) -> Path:
         raise UserError(f"model.init={init!r}: no such (accessible) model on the Hugging Face hub") from exc
     except HfHubHTTPError as exc:
         raise UserError(f"model.init={init!r}: hub error: {str(exc).splitlines()[0]}") from exc
-    except (OSError, ValueError) as exc:  # connection errors, bad repo id syntax
-        if isinstance(exc, ValueError) or "connect" in str(exc).lower():
-            raise UserError(unreachable if not isinstance(exc, ValueError)
-                            else f"model.init={init!r}: neither a directory nor a valid hub id") from exc
-        raise
+    except ValueError as exc:  # HFValidationError: not a valid repo id either
+        raise UserError(f"model.init={init!r}: neither an existing directory nor a valid hub id") from exc
 
 
 # ---------------------------------------------------------------------------- MLflow
