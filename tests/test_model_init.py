@@ -161,3 +161,20 @@ def test_missing_mlflow_uri_in_an_existing_store(tmp_path: Path) -> None:
     assert not (tmp_path / "cache").exists()  # nothing downloaded, nothing half-written
     runs = tracker.client.search_runs([tracker.experiment_id])
     assert [r.info.run_id for r in runs] == [run_id]
+
+
+def test_checkpoint_without_lm_head_gets_a_fresh_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A bare encoder (BertModel, as sentence-transformers ship them) loads as a masked LM."""
+    import logging
+
+    from transformers import BertConfig, BertModel
+
+    from modules.models.factory import load_lm
+
+    BertModel(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=32)).save_pretrained(str(tmp_path))
+    assert family_of(json.loads((tmp_path / "config.json").read_text())) == "masked"
+    with caplog.at_level(logging.WARNING, logger="transferlab"):
+        model = load_lm(tmp_path, "masked")
+    assert type(model).__name__ == "BertForMaskedLM"
+    assert any("start fresh (a new LM head)" in r.message for r in caplog.records)

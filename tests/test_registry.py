@@ -93,3 +93,11 @@ def test_continue_pretraining_from_the_registry(home: Path, first: tuple[StageCo
     assert pre["registered_model"]["version"] == "2"  # a new export: a new version
     mv = ctx.tracker.client.get_model_version(NAME, "2")
     assert mv.tags["transferlab.init"] == f"models:/{NAME}/1" and "2 pretraining steps" in mv.description
+
+
+def test_alias_resolves_to_its_version(home: Path, first: tuple[StageContext, dict[str, Any]]) -> None:
+    ctx, _ = first
+    ctx.tracker.client.set_registered_model_alias(NAME, "champion", "1")
+    paths = {resolve_init(compose(tiny_overrides(home, f"model.init={uri}")))["model"]["init_path"]
+             for uri in (f"models:/{NAME}/1", f"models:/{NAME}/champion", f"models:/{NAME}@champion")}
+    assert len(paths) == 1  # one download, keyed by the version the alias points at
