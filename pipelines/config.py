@@ -164,11 +164,13 @@ def validate(cfg: dict[str, Any]) -> None:
             f"unknown config key '{unknown[0]}' (see `transferlab config` for the valid keys)"
         )
     _choice(cfg, "data.source", DATA_SOURCES)
-    _choice(cfg, "model.arch", set(ARCHS))
-    _choice(cfg, "model.family", FAMILIES)
+    scratch = (cfg["model"]["init"] or "scratch") == "scratch"
+    if scratch:  # otherwise the checkpoint's config decides (pipelines.model_init)
+        _choice(cfg, "model.arch", set(ARCHS))
+        _choice(cfg, "model.family", FAMILIES)
     _choice(cfg, "tokenizer.kind", TOKENIZER_KINDS)
     _choice(cfg, "finetune.task", TASKS)
-    if ARCHS[cfg["model"]["arch"]] != cfg["model"]["family"]:
+    if scratch and ARCHS[cfg["model"]["arch"]] != cfg["model"]["family"]:
         raise ConfigError(
             f"bad value for 'model.family': {cfg['model']['family']!r} "
             f"(arch {cfg['model']['arch']!r} is a {ARCHS[cfg['model']['arch']]} LM)"
@@ -181,12 +183,18 @@ def validate(cfg: dict[str, Any]) -> None:
         )
     _positive(
         cfg,
-        "pretrain.block_size", "pretrain.batch_size", "pretrain.max_steps",
+        "pretrain.block_size", "pretrain.batch_size",
         "finetune.train_examples", "finetune.batch_size", "finetune.max_epochs",
         "tokenizer.vocab_size", "model.n_layer", "model.n_embd", "model.n_head",
         "data.num_topics", "data.corpus_documents",
     )
     _check_data(cfg["data"])
+    if cfg["pretrain"]["max_steps"] < 0 or (scratch and cfg["pretrain"]["max_steps"] == 0):
+        raise ConfigError(f"bad value for 'pretrain.max_steps': {cfg['pretrain']['max_steps']!r} (must be > 0; "
+                          "0 only with model.init=<checkpoint>, to fine-tune it without pretraining)")
+    from pipelines.registry import check_name
+
+    check_name(cfg["pretrain"]["register_as"])
     if cfg["data"]["num_topics"] < 2:
         raise ConfigError("bad value for 'data.num_topics': needs at least 2 classes")
     if cfg["model"]["n_embd"] % cfg["model"]["n_head"]:
@@ -196,7 +204,7 @@ def validate(cfg: dict[str, Any]) -> None:
         )
     for key in ("pretrain.block_size", "finetune.max_length"):
         group, name = key.split(".")
-        if cfg[group][name] > cfg["model"]["max_positions"]:
+        if scratch and cfg[group][name] > cfg["model"]["max_positions"]:  # checkpoints: model_init checks
             raise ConfigError(
                 f"bad value for '{key}': {cfg[group][name]} exceeds "
                 f"model.max_positions={cfg['model']['max_positions']}"

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from pipelines import stages
 from pipelines.config import compose
 from pipelines.errors import UserError
+from pipelines.model_init import resolve_init
 from pipelines.preflight import check_inputs
 from pipelines.stages.common import StageContext, stage_label
 from pipelines.tracking import TAG_KIND, Tracker, run_context, tracking_uri
@@ -69,6 +70,7 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
     if until not in STAGES:
         raise UserError(f"unknown stage {until!r} (choices: {', '.join(STAGES)})")
     check_inputs(cfg, until)  # before the parent run exists: bad input leaves nothing behind
+    resolve_init(cfg)  # model.init -> a local checkpoint dir (downloads); every rank needs it
     from pipelines.distributed import is_rank_zero, run_worker
 
     if not is_rank_zero():  # another rank of a DDP/FSDP pretraining: train only, log nothing

@@ -23,7 +23,9 @@ def check_inputs(cfg: dict[str, Any], until: str = "prep") -> None:
     """
     from modules.data.errors import DataError
     from modules.data.sources import check_data, has_labels
+    from pipelines.model_init import check_init
 
+    check_init(cfg)  # model.init: exists, config.json + safetensors, no unrequested custom code
     data = cfg["data"]
     if until in NEEDS_LABELS and not has_labels(data):
         fix = ("set data.labeled_path=<labeled file>" if data["source"] == "local_text"

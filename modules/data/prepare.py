@@ -19,6 +19,19 @@ from modules.data.tokenization import (
 __all__ = ["load_raw", "prepare_data"]
 
 
+def load_pretrained_tokenizer(path: str | None):
+    """A checkpoint's own tokenizer (its embeddings only fit its ids). GPT-2-style tokenizers
+    have no pad token; batching needs one, so EOS doubles as pad, as is customary."""
+    from transformers import AutoTokenizer
+
+    if not path:
+        raise ValueError("tokenizer.kind=pretrained needs tokenizer.path (or model.init)")
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
 def prepare_data(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: dict[str, Any], family: str,
                  block_size: int, max_length: int) -> dict[str, Any]:
     """Write ``tokenizer/``, ``lm/`` (packed blocks) and ``labeled/`` under ``out_dir``.
@@ -27,7 +40,11 @@ def prepare_data(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: dict[st
     """
     data = load_raw(data_cfg)
     kind = tokenizer_kind_for(family, tokenizer_cfg["kind"])
-    tokenizer = train_tokenizer(data.corpus["train"], kind, tokenizer_cfg["vocab_size"], tokenizer_cfg["min_frequency"])
+    if kind == "pretrained":
+        tokenizer = load_pretrained_tokenizer(tokenizer_cfg["path"])
+    else:
+        tokenizer = train_tokenizer(data.corpus["train"], kind, tokenizer_cfg["vocab_size"],
+                                    tokenizer_cfg["min_frequency"])
     tokenizer.save_pretrained(str(out_dir / "tokenizer"))
 
     corpus = DatasetDict({split: Dataset.from_dict({"text": texts}) for split, texts in data.corpus.items()})

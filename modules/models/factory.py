@@ -7,6 +7,7 @@ literally the pretrained model's config with new random weights.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     PretrainedConfig,
     PreTrainedModel,
@@ -61,19 +63,33 @@ def build_lm(config: PretrainedConfig, family: str) -> PreTrainedModel:
     return auto.from_config(config, attn_implementation="sdpa")
 
 
-def load_lm(path: str | Path, family: str) -> PreTrainedModel:
-    auto = AutoModelForCausalLM if family == "causal" else AutoModelForMaskedLM
-    return auto.from_pretrained(str(path), use_safetensors=True)
+LM_CLASSES = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "seq2seq": AutoModelForSeq2SeqLM}
 
 
-def build_classifier(source: str | Path, init: str, num_labels: int, dropout: float | None = None) -> PreTrainedModel:
+def load_lm(path: str | Path, family: str, trust_remote_code: bool = False) -> PreTrainedModel:
+    """The family's LM from a saved checkpoint (safetensors only: unpickling can run code).
+
+    A checkpoint saved without the LM head (a bare encoder such as ``BertModel``) gets a
+    freshly initialised head; the missing weights are logged as a warning.
+    """
+    model, info = LM_CLASSES[family].from_pretrained(str(path), use_safetensors=True,
+                                                     trust_remote_code=trust_remote_code, output_loading_info=True)
+    if info["missing_keys"]:
+        logging.getLogger("transferlab").warning(
+            "%s has no weights for %d tensors of the %s LM (e.g. %s): they start fresh (a new LM head)",
+            path, len(info["missing_keys"]), family, sorted(info["missing_keys"])[0])
+    return model
+
+
+def build_classifier(source: str | Path, init: str, num_labels: int, dropout: float | None = None,
+                     trust_remote_code: bool = False) -> PreTrainedModel:
     """A sequence classifier with the architecture of the checkpoint at ``source``.
 
     init="pretrained" loads its body weights (the classification head is new);
     init="scratch" keeps only its config, so both differ in nothing but the weights.
     """
     overrides: dict[str, Any] = {"num_labels": num_labels}
-    config = AutoConfig.from_pretrained(str(source), **overrides)
+    config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code, **overrides)
     if dropout is not None:
         for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob",
                     "attention_probs_dropout_prob", "summary_first_dropout"):
@@ -82,9 +98,10 @@ def build_classifier(source: str | Path, init: str, num_labels: int, dropout: fl
     if init == "pretrained":
         # from_pretrained returns eval mode; train mode keeps dropout on, as for scratch.
         return AutoModelForSequenceClassification.from_pretrained(
-            str(source), config=config, use_safetensors=True).train()
+            str(source), config=config, use_safetensors=True, trust_remote_code=trust_remote_code).train()
     if init == "scratch":
-        return AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
+        return AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa",
+                                                              trust_remote_code=trust_remote_code)
     raise ValueError(f"unknown init {init!r} (choices: pretrained, scratch)")
 
 

@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 
 from modules.data.datamodules import ClassificationData, LanguageModelingData
 from modules.data.sampling import stratified_subset
-from modules.models.factory import build_classifier, build_lm, count_parameters, lm_config
+from modules.models.factory import build_classifier, build_lm, count_parameters, lm_config, load_lm
 from modules.training.callbacks import ProgressLog, ThroughputMonitor, flops_per_token
 from modules.training.checkpointing import (
     AtomicCheckpointIO,
@@ -69,7 +69,8 @@ def pretrain_language_model(
     logger: Logger | bool = False,
     after_checkpoint: Callable[[Path], None] | None = None,
 ) -> PretrainResult:
-    """Pretrain a fresh LM on the prepared blocks and export it with ``save_pretrained``.
+    """Pretrain an LM on the prepared blocks and export it with ``save_pretrained``: a fresh
+    one, or with ``model.init_path`` set, continue pretraining that checkpoint (domain adaptation).
 
     Resumable: step checkpoints go to ``out_dir/checkpoints`` every
     ``pretrain.checkpoint_every_n_steps`` (atomically, newest ``keep_checkpoints`` kept), and
@@ -84,7 +85,13 @@ def pretrain_language_model(
     L.seed_everything(seed, workers=True, verbose=False)
     family = model_cfg["family"]
     tokenizer = AutoTokenizer.from_pretrained(str(prep_dir / "tokenizer"))
-    model = build_lm(lm_config(model_cfg, tokenizer), family)
+    if model_cfg.get("init_path"):
+        # from_pretrained returns eval mode, and Lightning keeps modules' modes: dropout back on.
+        model = load_lm(model_cfg["init_path"], family, model_cfg["trust_remote_code"]).train()
+        if model.config.pad_token_id is None:  # classifiers built from the export need it
+            model.config.pad_token_id = tokenizer.pad_token_id
+    else:
+        model = build_lm(lm_config(model_cfg, tokenizer), family)
     n_params = count_parameters(model)
     if trainer_cfg["compile"]:
         # The compiled wrapper forwards attribute access, so save_pretrained below still
@@ -150,6 +157,35 @@ def release_process_group() -> None:
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def export_checkpoint(init_dir: Path, prep_dir: Path, out_dir: Path, model_cfg: dict[str, Any]) -> PretrainResult:
+    """pretrain.max_steps=0: the checkpoint itself becomes the pretrained export, unchanged.
+
+    Copies config + safetensors (never pickles) into ``out_dir/hf_model`` with the prepared
+    tokenizer, after checking the weights load into the family's LM class.
+    """
+    import json
+    import shutil
+
+    model = load_lm(init_dir, model_cfg["family"], model_cfg["trust_remote_code"])
+    n_params = count_parameters(model)
+    del model
+    tokenizer = AutoTokenizer.from_pretrained(str(prep_dir / "tokenizer"))
+    hf_dir = out_dir / "hf_model"
+    hf_dir.mkdir(parents=True)
+    for f in init_dir.iterdir():
+        if f.is_file() and (f.suffix in (".safetensors", ".py") or f.name in ("config.json", "generation_config.json")
+                            or f.name.endswith(".safetensors.index.json")):
+            shutil.copy2(f, hf_dir / f.name)
+    config = json.loads((hf_dir / "config.json").read_text())
+    if config.get("pad_token_id") is None and tokenizer.pad_token_id is not None:
+        config["pad_token_id"] = tokenizer.pad_token_id  # GPT-2-style classifiers need it for batches
+        (hf_dir / "config.json").write_text(json.dumps(config, indent=2))
+    tokenizer.save_pretrained(str(hf_dir))
+    log.info("pretrain: max_steps=0; %s passed through as the pretrained model (%.2fM non-embedding parameters)",
+             init_dir, n_params / 1e6)
+    return PretrainResult(0, {}, n_params, None, str(hf_dir))
 
 
 def finetune_classifier(

@@ -23,6 +23,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pipelines import model_init, registry
 from pipelines.cache import ResumableBuild, StageCache, fingerprint, write_record
 from pipelines.carbon import AttemptLedger
 from pipelines.distributed import is_rank_zero
@@ -44,7 +45,9 @@ def pretrain_fingerprint(cfg: dict[str, Any], prep_fp: str) -> str:
     # so they are part of what the result depends on.
     trainer = {k: cfg["trainer"][k] for k in ("accelerator", "precision", "deterministic", "devices", "strategy",
                                               "num_nodes")}
-    return fingerprint("pretrain", {"prep": prep_fp, "model": cfg["model"], "pretrain": cfg["pretrain"],
+    # A checkpoint counts by its content digest, not its URI (an alias can move).
+    return fingerprint("pretrain", {"prep": prep_fp, "model": model_init.model_identity(cfg["model"]),
+                                    "pretrain": cfg["pretrain"],
                                     "trainer": trainer, "seed": cfg["seed"]})
 
 
@@ -90,13 +93,16 @@ def _prune_for_publish(work_dir: Path) -> None:
     from modules.training.checkpointing import step_checkpoints
 
     ckpt_dir = work_dir / "checkpoints"
+    if not ckpt_dir.is_dir():  # a pass-through trains nothing
+        return
     for _, path in step_checkpoints(ckpt_dir):
         path.unlink()
     for path in ckpt_dir.glob("*.corrupt"):
         path.unlink()
 
 
-def _build(ctx: StageContext, prep_record: dict[str, Any], cache: StageCache, fp: str) -> dict[str, Any]:
+def _build(ctx: StageContext, prep_record: dict[str, Any], cache: StageCache, fp: str,
+           passthrough: bool = False) -> dict[str, Any]:
     """Train (or continue training) into the partial dir, then publish it (rank 0)."""
     from modules.training.checkpointing import latest_good_checkpoint, set_aside
 
@@ -114,20 +120,31 @@ def _build(ctx: StageContext, prep_record: dict[str, Any], cache: StageCache, fp
             else:
                 log.info("pretrain: training %s for %d steps in %s", cfg["model"]["name"],
                          cfg["pretrain"]["max_steps"], build.path)
-            result = _train(ctx, prep_record, build.path, lightning_logger(ctx, run))
+            if passthrough:  # max_steps=0: the checkpoint itself is this pipeline's pretrained model
+                from modules.training.recipes import export_checkpoint
+
+                result = export_checkpoint(Path(cfg["model"]["init_path"]), Path(prep_record["path"]), build.path,
+                                           cfg["model"])
+            else:
+                result = _train(ctx, prep_record, build.path, lightning_logger(ctx, run))
             metrics = result.metrics
             run.log_metrics({"model/non_embedding_parameters": result.parameters})
-            if result.resumed_from_step is not None:
+            if getattr(result, "resumed_from_step", None) is not None:
                 run.set_tags({"transferlab.resumed_from_step": str(result.resumed_from_step)})
+            _tag_init(run, cfg)
             _prune_for_publish(build.path)
-            run.log_artifact(build.path / "hf_model", "hf_model")
-            run.log_artifact(build.path / "checkpoints" / "last.ckpt", "checkpoints")
+            if not passthrough:  # a pass-through is already stored where model.init points
+                run.log_artifact(build.path / "hf_model", "hf_model")
+            if (build.path / "checkpoints" / "last.ckpt").exists():
+                run.log_artifact(build.path / "checkpoints" / "last.ckpt", "checkpoints")
         # After the run (and its carbon tracker, which writes into the work dir) has ended.
         write_record(build.path, {"stage": "pretrain", "fingerprint": fp, "run_id": run.run_id,
                                   "metrics": metrics, "steps": result.steps, "parameters": result.parameters})
         final = build.publish()
+    # After the run ended, so the carbon figures are final.
+    registered = None if passthrough else _register(ctx, run, fp, prep_record, None, metrics)
     return record("pretrain", run, **cache_fields(run, cache, fp, None), hf_model=str(final / "hf_model"),
-                  metrics=metrics)
+                  metrics=metrics, registered_model=registered)
 
 
 def _train_in_other_rank(ctx: StageContext, prep_record: dict[str, Any], cache: StageCache,
@@ -138,17 +155,43 @@ def _train_in_other_rank(ctx: StageContext, prep_record: dict[str, Any], cache: 
     return {"stage": "pretrain", "fingerprint": fp, "path": str(cache.path(fp))}
 
 
+def _tag_init(run: StageRun, cfg: dict[str, Any]) -> None:
+    if not model_init.is_scratch(cfg["model"]):
+        run.set_tags({"transferlab.model_init": model_init.source_label(cfg["model"]["init"])})
+
+
+def _register(ctx: StageContext, run: StageRun, fp: str, prep_record: dict[str, Any], cached: dict[str, Any] | None,
+              metrics: dict[str, float]) -> dict[str, Any] | None:
+    """Register the export under pretrain.register_as (one version per fingerprint)."""
+    if not ctx.cfg["pretrain"]["register_as"]:
+        return None
+    source, carbon = run.run_id, run.carbon.as_dict()
+    if cached is not None:
+        source = cached["run_id"]
+        if registry.has_hf_model(ctx.tracker, source):
+            carbon = registry.source_carbon(ctx.tracker, source)
+        else:  # the building run is not in this store: this run carries the export
+            source = run.run_id
+            run.log_artifact(StageCache(ctx.home, "pretrain").path(fp) / "hf_model", "hf_model")
+    steps = (cached or {}).get("steps", ctx.cfg["pretrain"]["max_steps"])
+    return registry.register_export(ctx.tracker, ctx.cfg, run.run_id, source, fp, prep_record, steps, metrics, carbon)
+
+
 def pretrain(ctx: StageContext, prep_record: dict[str, Any]) -> dict[str, Any]:
-    cfg = ctx.cfg
+    cfg = model_init.resolve_init(ctx.cfg)  # no-op when the flow resolved it already
+    passthrough = model_init.passthrough(cfg)
     fp = pretrain_fingerprint(cfg, prep_record["fingerprint"])
     cache = StageCache(ctx.home, "pretrain")
     if not is_rank_zero():
         return _train_in_other_rank(ctx, prep_record, cache, fp)
     if cache.lookup(fp) is None:
-        return _build(ctx, prep_record, cache, fp)
+        return _build(ctx, prep_record, cache, fp, passthrough)
     with tracked_stage(ctx, "pretrain") as run:
         cached = reuse(run, cache, fp, "pretrain")
         # The metrics of the model this pipeline uses, so the run reads complete.
         run.log_metrics({k: v for k, v in cached["metrics"].items() if k.startswith("val/")})
+        _tag_init(run, cfg)
+    # After the run ended, so the carbon figures are final.
+    registered = None if passthrough else _register(ctx, run, fp, prep_record, cached, cached["metrics"])
     return record("pretrain", run, **cache_fields(run, cache, fp, cached),
-                  hf_model=str(cache.path(fp) / "hf_model"), metrics=cached["metrics"])
+                  hf_model=str(cache.path(fp) / "hf_model"), metrics=cached["metrics"], registered_model=registered)

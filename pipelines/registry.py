@@ -1,0 +1,137 @@
+"""Register the pretrained export in the MLflow Model Registry (``pretrain.register_as``).
+
+A model version points at the pretrain run's ``hf_model/`` artifact (a plain
+``save_pretrained`` directory: safetensors + tokenizer), so ``model.init=models:/<name>/<v>``
+downloads exactly what fine-tuning needs. MLflow 3 also supports versions backed by
+"logged models", but a plain source works with the sqlite/file stores: the store keeps
+``source`` as the version's storage location and hands it back from
+``get_model_version_download_uri``; no MLflow flavor is involved.
+
+One version per pretrain fingerprint: a cache hit (or a rebuilt identical output) whose
+fingerprint already has a version registers nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import UserError
+from pipelines.tracking import TAG_FINGERPRINT, redact
+
+log = logging.getLogger("transferlab")
+
+TAG_REGISTERED = "transferlab.registered_model"
+TAG_DATA_FP = "transferlab.data_fingerprint"
+TAG_TOKENIZER = "transferlab.tokenizer"
+
+
+def check_name(name: str | None) -> None:
+    """``pretrain.register_as`` must be a valid registered-model name (no '/' or ':')."""
+    if name is not None and (not str(name).strip() or any(c in str(name) for c in "/:")):
+        raise UserError(f"bad value for 'pretrain.register_as': {name!r} (a registered-model name cannot be "
+                        "empty or contain '/' or ':'; null disables registration)")
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "missing" if value is None else f"{value:.6g}{unit}"
+
+
+def find_version(client, name: str, fp: str):
+    """The version of ``name`` registered with fingerprint ``fp``, or None."""
+    for mv in client.search_model_versions(f"name='{name}'"):
+        if mv.tags.get(TAG_FINGERPRINT) == fp:
+            return mv
+    return None
+
+
+def register_export(
+    tracker,
+    cfg: dict[str, Any],
+    stage_run_id: str,
+    source_run_id: str,
+    fp: str,
+    prep_record: dict[str, Any],
+    steps: int,
+    metrics: dict[str, float],
+    carbon: dict[str, float | None],
+) -> dict[str, Any] | None:
+    """Register ``runs:/<source_run_id>/hf_model`` under ``pretrain.register_as``.
+
+    ``source_run_id`` is the run that logged ``hf_model/`` (this stage's run on a cache miss,
+    the building run on a hit). Returns ``{"name", "version", "new"}`` or None when
+    registration is off. Tags the stage run with ``transferlab.registered_model``.
+    """
+    name = cfg["pretrain"]["register_as"]
+    if not name:
+        return None
+    check_name(name)
+    client = tracker.client
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=f"transferlab pretrained exports ({cfg['experiment_name']})")
+    existing = find_version(client, name, fp)
+    if existing is not None:
+        log.info("pretrain: %s version %s already holds fingerprint %s; registering nothing new", name,
+                 existing.version, fp)
+        version, new = existing.version, False
+    else:
+        stats = _stats(prep_record)
+        tokenizer = f"{stats.get('tokenizer_kind', cfg['tokenizer']['kind'])}/{stats.get('vocab_size', '?')}"
+        model = cfg["model"]
+        tags = {
+            TAG_FINGERPRINT: fp,
+            TAG_DATA_FP: prep_record["fingerprint"],
+            TAG_TOKENIZER: tokenizer,
+            "transferlab.family": model["family"],
+            "transferlab.arch": model["arch"],
+            "transferlab.init": redact(model.get("init") or "scratch"),
+            "carbon/emissions_kg": _fmt(carbon.get("emissions_kg")),
+            "carbon/energy_kwh": _fmt(carbon.get("energy_kwh")),
+        }
+        description = (
+            f"{model['name']} ({model['family']} LM, arch {model['arch']}, init {tags['transferlab.init']}), "
+            f"{steps} pretraining steps, val/loss {_fmt(metrics.get('val/loss'))}; "
+            f"data {cfg['data']['name']} (prep fingerprint {prep_record['fingerprint']}), tokenizer {tokenizer}; "
+            f"carbon {_fmt(carbon.get('emissions_kg'), ' kg CO2e')}, {_fmt(carbon.get('energy_kwh'), ' kWh')}."
+        )
+        mv = client.create_model_version(name, source=f"runs:/{source_run_id}/hf_model", run_id=source_run_id,
+                                         tags=tags, description=description)
+        version, new = mv.version, True
+        log.info("pretrain: registered %s version %s (models:/%s/%s)", name, version, name, version)
+    tracker.set_tags(stage_run_id, {TAG_REGISTERED: f"{name}/{version}"})
+    return {"name": name, "version": str(version), "new": new, "uri": f"models:/{name}/{version}"}
+
+
+def _stats(prep_record: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return json.loads((Path(prep_record["path"]) / "stats.json").read_text())
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def has_hf_model(tracker, run_id: str) -> bool:
+    """Whether ``run_id`` is in this store and logged ``hf_model/`` (a cache entry can
+    outlive or come from another store)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return any(a.path == "hf_model" for a in tracker.client.list_artifacts(run_id))
+    except MlflowException:
+        return False
+
+
+def source_carbon(tracker, run_id: str) -> dict[str, float | None]:
+    """What building the export cost, from the run that built it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        metrics = tracker.client.get_run(run_id).data.metrics
+    except MlflowException:
+        return {"emissions_kg": None, "energy_kwh": None}
+    return {"emissions_kg": metrics.get("carbon/emissions_kg"), "energy_kwh": metrics.get("carbon/energy_kwh")}
