@@ -209,6 +209,9 @@ class NullTracker(Tracker):
     def metric(self, run_id: str, key: str) -> float | None:
         return None
 
+    def log_input(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
 
 @contextmanager
 def run_context(tracker: Tracker, name: str, tags: dict[str, str], parent_run_id: str | None = None,

@@ -18,3 +18,14 @@ def test_params_are_dotted_truncated_and_redacted() -> None:
 def test_redact_leaves_plain_uris_alone() -> None:
     assert redact("sqlite:////tmp/x/mlflow.db") == "sqlite:////tmp/x/mlflow.db"
     assert redact("postgresql://bob:pw@db/mlflow") == "postgresql://***@db/mlflow"
+
+
+def test_null_tracker_overrides_every_tracker_method() -> None:
+    """A rank > 0 must never reach MLflow: any Tracker method NullTracker inherits would."""
+    import inspect
+
+    from pipelines.tracking import NullTracker, Tracker
+
+    public = {n for n, f in inspect.getmembers(Tracker, inspect.isfunction) if not n.startswith("_")}
+    inherited = {n for n in public if getattr(NullTracker, n) is getattr(Tracker, n)}
+    assert inherited <= {"from_config"}, f"NullTracker inherits {sorted(inherited)} from Tracker"
