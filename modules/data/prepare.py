@@ -8,12 +8,7 @@ from typing import Any
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from modules.data.raw import RawData
-from modules.data.tokenization import (
-    pack_for_lm,
-    tokenize_labeled,
-    tokenizer_kind_for,
-    train_tokenizer,
-)
+from modules.data.tokenization import make_tokenizer, pack_for_lm, tokenize_labeled
 
 SYNTHETIC_KEYS = ("seed", "num_topics", "words_per_topic", "neutral_words", "corpus_documents", "labeled_train",
                   "labeled_val", "labeled_test", "val_fraction", "cue_rate")
@@ -33,14 +28,14 @@ def load_raw(data_cfg: dict[str, Any]) -> RawData:
 
 
 def prepare_data(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: dict[str, Any], family: str,
-                 block_size: int, max_length: int) -> dict[str, Any]:
+                 block_size: int, max_length: int, model_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``tokenizer/``, ``lm/`` (packed blocks) and ``labeled/`` under ``out_dir``.
 
     Returns the dataset statistics (row and token counts, label names) for logging.
     """
     data = load_raw(data_cfg)
-    kind = tokenizer_kind_for(family, tokenizer_cfg["kind"])
-    tokenizer = train_tokenizer(data.corpus["train"], kind, tokenizer_cfg["vocab_size"], tokenizer_cfg["min_frequency"])
+    # model_cfg: model.init / trust_remote_code for tokenizer.kind=pretrained (or auto + a checkpoint).
+    tokenizer, kind = make_tokenizer(data.corpus["train"], tokenizer_cfg, family, model_cfg)
     tokenizer.save_pretrained(str(out_dir / "tokenizer"))
 
     corpus = DatasetDict({split: Dataset.from_dict({"text": texts}) for split, texts in data.corpus.items()})
@@ -51,7 +46,7 @@ def prepare_data(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: dict[st
     features = Features({"text": Value("string"), "label": ClassLabel(names=data.label_names)})
     labeled = DatasetDict({
         split: tokenize_labeled(Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]},
-                                                  features=features), tokenizer, max_length)
+                                                  features=features), tokenizer, max_length, family)
         for split, rows in data.labeled.items()
     })
     labeled.save_to_disk(str(out_dir / "labeled"))

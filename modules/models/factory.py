@@ -14,6 +14,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     PretrainedConfig,
     PreTrainedModel,
@@ -51,19 +52,45 @@ def lm_config(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> 
             attention_probs_dropout_prob=model_cfg["dropout"],
             pad_token_id=tokenizer.pad_token_id,
         )
+    elif arch == "bart":
+        # n_layer is the encoder depth; the decoder has n_decoder_layer (null: as deep).
+        # BART starts decoding from </s> (decoder_start_token_id = eos, as facebook/bart-*),
+        # then predicts <s> x ... </s>: the labels are the whole original block.
+        kwargs = dict(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=model_cfg["max_positions"],
+            d_model=model_cfg["n_embd"],
+            encoder_layers=model_cfg["n_layer"],
+            decoder_layers=model_cfg.get("n_decoder_layer") or model_cfg["n_layer"],
+            encoder_attention_heads=model_cfg["n_head"],
+            decoder_attention_heads=model_cfg["n_head"],
+            encoder_ffn_dim=model_cfg["n_inner"],
+            decoder_ffn_dim=model_cfg["n_inner"],
+            dropout=model_cfg["dropout"],
+            attention_dropout=model_cfg["dropout"],
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.eos_token_id,
+            forced_eos_token_id=tokenizer.eos_token_id,
+        )
     else:
-        raise ValueError(f"unknown model.arch {arch!r} (choices: bert, gpt2)")
+        raise ValueError(f"unknown model.arch {arch!r} (choices: {', '.join(sorted(ARCH_FAMILY))})")
     return AutoConfig.for_model(arch, **kwargs)
 
 
+# The head each family pretrains with; the transformers Auto class that builds it.
+ARCH_FAMILY = {"gpt2": "causal", "bert": "masked", "bart": "seq2seq"}
+LM_AUTO = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "seq2seq": AutoModelForSeq2SeqLM}
+
+
 def build_lm(config: PretrainedConfig, family: str) -> PreTrainedModel:
-    auto = AutoModelForCausalLM if family == "causal" else AutoModelForMaskedLM
-    return auto.from_config(config, attn_implementation="sdpa")
+    """A freshly initialised LM; SDPA attention (GPT-2, BERT and BART all support it)."""
+    return LM_AUTO[family].from_config(config, attn_implementation="sdpa")
 
 
 def load_lm(path: str | Path, family: str) -> PreTrainedModel:
-    auto = AutoModelForCausalLM if family == "causal" else AutoModelForMaskedLM
-    return auto.from_pretrained(str(path), use_safetensors=True)
+    return LM_AUTO[family].from_pretrained(str(path), use_safetensors=True)
 
 
 def build_classifier(source: str | Path, init: str, num_labels: int, dropout: float | None = None) -> PreTrainedModel:
@@ -76,7 +103,7 @@ def build_classifier(source: str | Path, init: str, num_labels: int, dropout: fl
     config = AutoConfig.from_pretrained(str(source), **overrides)
     if dropout is not None:
         for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob",
-                    "attention_probs_dropout_prob", "summary_first_dropout"):
+                    "attention_probs_dropout_prob", "summary_first_dropout", "dropout", "attention_dropout"):
             if hasattr(config, key):
                 setattr(config, key, dropout)
     if init == "pretrained":

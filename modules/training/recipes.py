@@ -33,6 +33,14 @@ log = logging.getLogger("transferlab")
 DEFAULT_PEAK_FLOPS = {"cpu": 2.0e11, "gpu": 9.89e14, "cuda": 9.89e14}
 
 
+def attention_layers(model_cfg: dict[str, Any]) -> int:
+    """Attention blocks per token for the FLOP count: a seq2seq decoder layer has two
+    (self and cross attention) on top of the encoder's."""
+    if model_cfg["family"] != "seq2seq":
+        return model_cfg["n_layer"]
+    return model_cfg["n_layer"] + 2 * (model_cfg.get("n_decoder_layer") or model_cfg["n_layer"])
+
+
 @dataclass
 class PretrainResult:
     steps: int
@@ -74,12 +82,13 @@ def pretrain_language_model(
     log.info("pretrain: %s (%s), %.2fM non-embedding parameters", model_cfg["name"], family, n_params / 1e6)
 
     data = LanguageModelingData(prep_dir / "lm", tokenizer, family, pretrain_cfg["batch_size"],
-                                pretrain_cfg["mlm_probability"], seed=seed)
+                                pretrain_cfg["mlm_probability"], seed=seed,
+                                mask_ratio=pretrain_cfg["mask_ratio"], poisson_lambda=pretrain_cfg["poisson_lambda"])
     module = LanguageModelPretraining(model, pretrain_cfg["lr"], pretrain_cfg["weight_decay"],
                                       pretrain_cfg["warmup_steps"], pretrain_cfg["max_steps"])
     every = trainer_cfg["log_every_n_steps"]
     throughput = ThroughputMonitor(
-        flops_per_token(n_params, model_cfg["n_layer"], model_cfg["n_embd"], pretrain_cfg["block_size"]),
+        flops_per_token(n_params, attention_layers(model_cfg), model_cfg["n_embd"], pretrain_cfg["block_size"]),
         trainer_cfg["peak_flops"] or DEFAULT_PEAK_FLOPS.get(trainer_cfg["accelerator"], DEFAULT_PEAK_FLOPS["cpu"]),
         every,
     )
