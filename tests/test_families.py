@@ -50,7 +50,7 @@ def test_infilling_masks_mask_ratio_in_spans_of_one_mask_each(bart_tok) -> None:
     assert 1 - len(kept) / n == pytest.approx(0.3, abs=1e-3)  # exactly round(0.3 n) masked
     # One mask per span: never two masks in a row, and every kept stretch between two masks
     # is a contiguous, in-order piece of the original (nothing else was dropped or moved).
-    assert all(not (a == mask and b == mask) for a, b in zip(src, src[1:]))
+    assert all(not (a == mask and b == mask) for a, b in zip(src, src[1:], strict=False))
     assert kept == sorted(kept)
     for seg in _segments(src, mask):
         assert seg == list(range(seg[0], seg[0] + len(seg))) if seg else True
@@ -67,7 +67,7 @@ def test_zero_length_spans_insert_a_mask() -> None:
         sp = infill_spans(60, 0.3, 3.0, rng)
         assert sum(length for _, length in sp) == 18
         ends = [s + length for s, length in sp]
-        assert all(e < s for e, (s, _) in zip(ends, sp[1:]))  # non-touching
+        assert all(e < s for e, (s, _) in zip(ends, sp[1:], strict=False))  # non-touching
         assert ends[-1] <= 60
 
 

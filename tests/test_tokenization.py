@@ -96,7 +96,7 @@ def test_seq2seq_labeled_rows_end_with_exactly_one_eos() -> None:
     tok = train_tokenizer(DATA.corpus["train"], "bpe", 300, family="seq2seq")
     rows = Dataset.from_dict({"text": ["a long text " * 20, "with </s> inside </s>", "short"], "label": [0, 1, 0]})
     out = tokenize_labeled(rows, tok, 8, family="seq2seq")
-    for ids, mask in zip(out["input_ids"], out["attention_mask"]):
+    for ids, mask in zip(out["input_ids"], out["attention_mask"], strict=True):
         assert len(ids) <= 8 and ids[-1] == tok.eos_token_id and ids.count(tok.eos_token_id) == 1
         assert len(mask) == len(ids)
 

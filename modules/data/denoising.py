@@ -76,7 +76,7 @@ def infill_spans(n: int, mask_ratio: float, poisson_lambda: float, rng: np.rando
     gaps = np.diff(np.concatenate([[0], cuts]))  # (k,) the gap before each span
     spans: list[tuple[int, int]] = []
     pos = 0
-    for i, (gap, length) in enumerate(zip(gaps.tolist(), lengths)):
+    for i, (gap, length) in enumerate(zip(gaps.tolist(), lengths, strict=True)):
         pos += gap + (1 if i > 0 else 0)
         spans.append((pos, length))
         pos += length
@@ -126,7 +126,7 @@ class DataCollatorForTextInfilling:
         input_ids = torch.full((b, s), self.pad_id, dtype=torch.long)  # (B, S)
         attention_mask = torch.zeros((b, s), dtype=torch.long)  # (B, S)
         labels = torch.full((b, t), -100, dtype=torch.long)  # (B, T)
-        for i, (src, tgt) in enumerate(zip(corrupted, originals)):
+        for i, (src, tgt) in enumerate(zip(corrupted, originals, strict=True)):
             input_ids[i, : len(src)] = torch.tensor(src)
             attention_mask[i, : len(src)] = 1
             labels[i, : len(tgt)] = torch.tensor(tgt)
