@@ -175,6 +175,17 @@ def validate(cfg: dict[str, Any]) -> None:
             f"bad value for 'model.family': {cfg['model']['family']!r} "
             f"(arch {cfg['model']['arch']!r} is a {ARCHS[cfg['model']['arch']]} LM)"
         )
+    if cfg["tokenizer"]["kind"] == "pretrained" and not cfg["tokenizer"]["path"] and cfg["model"]["init"] == "scratch":
+        raise ConfigError("missing value for 'tokenizer.path' (tokenizer.kind=pretrained needs a local tokenizer dir "
+                          "or hub id, or a model.init checkpoint)")
+    n_dec = cfg["model"]["n_decoder_layer"]
+    if n_dec is not None and (cfg["model"]["family"] != "seq2seq" or n_dec <= 0):
+        raise ConfigError(f"bad value for 'model.n_decoder_layer': {n_dec!r} "
+                          "(a positive decoder depth, for family=seq2seq only; null: as n_layer)")
+    if not 0.0 < cfg["pretrain"]["mask_ratio"] < 1.0:
+        raise ConfigError(f"bad value for 'pretrain.mask_ratio': {cfg['pretrain']['mask_ratio']!r} (must be in (0, 1))")
+    if cfg["pretrain"]["poisson_lambda"] <= 0:
+        raise ConfigError(f"bad value for 'pretrain.poisson_lambda': {cfg['pretrain']['poisson_lambda']!r} (must be > 0)")
     bad_inits = [i for i in cfg["finetune"]["inits"] if i not in INITS]
     if bad_inits or not cfg["finetune"]["inits"]:
         raise ConfigError(

@@ -87,6 +87,7 @@ def test_console_script_reports_bad_group_option(tmp_path: Path) -> None:
     proc = subprocess.run([str(exe), "run", "model=nope"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "transferlab: error: unknown option 'nope' for config group 'model' (choices: bert_tiny, gpt2_tiny)"
+        "transferlab: error: unknown option 'nope' for config group 'model' "
+        "(choices: bart_small, bart_tiny, bert_small, bert_tiny, gpt2_small, gpt2_tiny)"
     ]
     assert not (tmp_path / ".transferlab").exists()  # rejected before any state was written

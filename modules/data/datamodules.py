@@ -13,9 +13,20 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from modules.data.denoising import DataCollatorForTextInfilling
+
+
+def lm_collator(tokenizer: PreTrainedTokenizerBase, family: str, mlm_probability: float = 0.15,
+                mask_ratio: float = 0.3, poisson_lambda: float = 3.0, seed: int | None = None):
+    """The collator that turns packed blocks into the family's objective: causal LM
+    (labels = inputs), masked LM (transformers' collator) or BART text infilling."""
+    if family == "seq2seq":
+        return DataCollatorForTextInfilling(tokenizer, mask_ratio, poisson_lambda, seed=seed)
+    return DataCollatorForLanguageModeling(tokenizer, mlm=family == "masked", mlm_probability=mlm_probability, seed=seed)
+
 
 class LanguageModelingData(L.LightningDataModule):
-    """Packed LM blocks; the collator builds labels for the causal or masked objective."""
+    """Packed LM blocks; the collator builds labels for the causal, masked or denoising objective."""
 
     def __init__(
         self,
@@ -26,14 +37,16 @@ class LanguageModelingData(L.LightningDataModule):
         mlm_probability: float = 0.15,
         seed: int = 0,
         num_workers: int = 0,
+        mask_ratio: float = 0.3,
+        poisson_lambda: float = 3.0,
     ) -> None:
         super().__init__()
         self.path, self.tokenizer, self.family = Path(path), tokenizer, family
         self.batch_size, self.num_workers = batch_size, num_workers
-        mlm = family == "masked"
-        self.train_collator = DataCollatorForLanguageModeling(tokenizer, mlm=mlm, mlm_probability=mlm_probability)
-        # A seeded collator makes the masked-LM validation loss comparable between checks.
-        self.val_collator = DataCollatorForLanguageModeling(tokenizer, mlm=mlm, mlm_probability=mlm_probability, seed=seed)
+        objective = dict(mlm_probability=mlm_probability, mask_ratio=mask_ratio, poisson_lambda=poisson_lambda)
+        self.train_collator = lm_collator(tokenizer, family, **objective)
+        # A seeded collator makes the masked/denoising validation loss comparable between checks.
+        self.val_collator = lm_collator(tokenizer, family, **objective, seed=seed)
 
     def setup(self, stage: str | None = None) -> None:
         self.splits = load_from_disk(str(self.path)).with_format("python")

@@ -53,17 +53,41 @@ def lm_config(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> 
             attention_probs_dropout_prob=model_cfg["dropout"],
             pad_token_id=tokenizer.pad_token_id,
         )
+    elif arch == "bart":
+        # n_layer is the encoder depth; the decoder has n_decoder_layer (null: as deep).
+        # BART starts decoding from </s> (decoder_start_token_id = eos, as facebook/bart-*),
+        # then predicts <s> x ... </s>: the labels are the whole original block.
+        kwargs = dict(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=model_cfg["max_positions"],
+            d_model=model_cfg["n_embd"],
+            encoder_layers=model_cfg["n_layer"],
+            decoder_layers=model_cfg.get("n_decoder_layer") or model_cfg["n_layer"],
+            encoder_attention_heads=model_cfg["n_head"],
+            decoder_attention_heads=model_cfg["n_head"],
+            encoder_ffn_dim=model_cfg["n_inner"],
+            decoder_ffn_dim=model_cfg["n_inner"],
+            dropout=model_cfg["dropout"],
+            attention_dropout=model_cfg["dropout"],
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.eos_token_id,
+            forced_eos_token_id=tokenizer.eos_token_id,
+        )
     else:
-        raise ValueError(f"unknown model.arch {arch!r} (choices: bert, gpt2)")
+        raise ValueError(f"unknown model.arch {arch!r} (choices: {', '.join(sorted(ARCH_FAMILY))})")
     return AutoConfig.for_model(arch, **kwargs)
 
 
+# The head each family pretrains with; the transformers Auto class that builds it.
+ARCH_FAMILY = {"gpt2": "causal", "bert": "masked", "bart": "seq2seq"}
+LM_AUTO = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "seq2seq": AutoModelForSeq2SeqLM}
+
+
 def build_lm(config: PretrainedConfig, family: str) -> PreTrainedModel:
-    auto = AutoModelForCausalLM if family == "causal" else AutoModelForMaskedLM
-    return auto.from_config(config, attn_implementation="sdpa")
-
-
-LM_CLASSES = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "seq2seq": AutoModelForSeq2SeqLM}
+    """A freshly initialised LM; SDPA attention (GPT-2, BERT and BART all support it)."""
+    return LM_AUTO[family].from_config(config, attn_implementation="sdpa")
 
 
 def load_lm(path: str | Path, family: str, trust_remote_code: bool = False) -> PreTrainedModel:
@@ -72,13 +96,22 @@ def load_lm(path: str | Path, family: str, trust_remote_code: bool = False) -> P
     A checkpoint saved without the LM head (a bare encoder such as ``BertModel``) gets a
     freshly initialised head; the missing weights are logged as a warning.
     """
-    model, info = LM_CLASSES[family].from_pretrained(str(path), use_safetensors=True,
+    model, info = LM_AUTO[family].from_pretrained(str(path), use_safetensors=True,
                                                      trust_remote_code=trust_remote_code, output_loading_info=True)
     if info["missing_keys"]:
         logging.getLogger("transferlab").warning(
             "%s has no weights for %d tensors of the %s LM (e.g. %s): they start fresh (a new LM head)",
             path, len(info["missing_keys"]), family, sorted(info["missing_keys"])[0])
     return model
+
+
+def fit_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Grow the embeddings when the tokenizer has more ids than the checkpoint (prep adds a
+    ``<pad>`` to tokenizers without one, e.g. GPT-2's); the new rows start fresh."""
+    if len(tokenizer) <= model.get_input_embeddings().num_embeddings:
+        return False
+    model.resize_token_embeddings(len(tokenizer))
+    return True
 
 
 def build_classifier(source: str | Path, init: str, num_labels: int, dropout: float | None = None,
@@ -92,7 +125,7 @@ def build_classifier(source: str | Path, init: str, num_labels: int, dropout: fl
     config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code, **overrides)
     if dropout is not None:
         for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob",
-                    "attention_probs_dropout_prob", "summary_first_dropout"):
+                    "attention_probs_dropout_prob", "summary_first_dropout", "dropout", "attention_dropout"):
             if hasattr(config, key):
                 setattr(config, key, dropout)
     if init == "pretrained":

@@ -1,4 +1,4 @@
-"""LightningModule for language-model pretraining (causal or masked)."""
+"""LightningModule for language-model pretraining (causal, masked or seq2seq denoising)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ class LanguageModelPretraining(L.LightningModule):
     """Wraps any transformers LM whose forward returns ``loss`` when given ``labels``.
 
     The objective lives in the batch, not here: the collator decides whether labels are
-    the inputs (causal; the model shifts them) or masked positions (MLM, -100 elsewhere).
+    the inputs (causal; the model shifts them), masked positions (MLM, -100 elsewhere) or
+    the original block behind a text-infilled encoder input (seq2seq; the model shifts
+    them into decoder inputs, -100 on padding).
     """
 
     def __init__(
@@ -39,15 +41,18 @@ class LanguageModelPretraining(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self.model(**batch).loss
-        # Weight by predicted tokens so the epoch mean is a per-token loss (MLM masks vary).
+        # Weight by predicted tokens so the epoch mean is a per-token loss (MLM masks vary;
+        # seq2seq labels are -100 on padding only).
         n_targets = (batch["labels"] != -100).sum()
         self.val_loss.update(loss, weight=n_targets)
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()
         self.val_loss.reset()
-        self.log("val/loss", loss)
-        self.log("val/perplexity", torch.exp(loss.clamp(max=50.0)))
+        # MeanMetric.compute() already all-reduces across DDP ranks, so every rank holds the
+        # global value; sync_dist only tells Lightning so (averaging equal values is a no-op).
+        self.log("val/loss", loss, sync_dist=True)
+        self.log("val/perplexity", torch.exp(loss.clamp(max=50.0)), sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

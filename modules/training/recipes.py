@@ -21,7 +21,14 @@ from transformers import AutoTokenizer
 
 from modules.data.datamodules import ClassificationData, LanguageModelingData
 from modules.data.sampling import stratified_subset
-from modules.models.factory import build_classifier, build_lm, count_parameters, lm_config, load_lm
+from modules.models.factory import (
+    build_classifier,
+    build_lm,
+    count_parameters,
+    fit_vocab,
+    lm_config,
+    load_lm,
+)
 from modules.training.callbacks import ProgressLog, ThroughputMonitor, flops_per_token
 from modules.training.checkpointing import (
     AtomicCheckpointIO,
@@ -37,6 +44,14 @@ log = logging.getLogger("transferlab")
 
 # Trainer settings for stages that never scale out (fine-tuning, evaluation).
 SINGLE_DEVICE = {"devices": 1, "strategy": "auto", "num_nodes": 1}
+
+
+def attention_layers(model_cfg: dict[str, Any]) -> int:
+    """Attention blocks per token for the FLOP count: a seq2seq decoder layer has two
+    (self and cross attention) on top of the encoder's."""
+    if model_cfg["family"] != "seq2seq":
+        return model_cfg["n_layer"]
+    return model_cfg["n_layer"] + 2 * (model_cfg.get("n_decoder_layer") or model_cfg["n_layer"])
 
 
 @dataclass
@@ -88,6 +103,7 @@ def pretrain_language_model(
     if model_cfg.get("init_path"):
         # from_pretrained returns eval mode, and Lightning keeps modules' modes: dropout back on.
         model = load_lm(model_cfg["init_path"], family, model_cfg["trust_remote_code"]).train()
+        fit_vocab(model, tokenizer)
         if model.config.pad_token_id is None:  # classifiers built from the export need it
             model.config.pad_token_id = tokenizer.pad_token_id
     else:
@@ -102,13 +118,14 @@ def pretrain_language_model(
     workers = trainer_cfg["num_workers"]
     data = LanguageModelingData(prep_dir / "lm", tokenizer, family, pretrain_cfg["batch_size"],
                                 pretrain_cfg["mlm_probability"], seed=seed,
+                                mask_ratio=pretrain_cfg["mask_ratio"], poisson_lambda=pretrain_cfg["poisson_lambda"],
                                 num_workers=default_num_workers(trainer_cfg["accelerator"]) if workers is None else workers)
     module = LanguageModelPretraining(model, pretrain_cfg["lr"], pretrain_cfg["weight_decay"],
                                       pretrain_cfg["warmup_steps"], pretrain_cfg["max_steps"])
     every = trainer_cfg["log_every_n_steps"]
     precision = resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])
     throughput = ThroughputMonitor(
-        flops_per_token(n_params, model_cfg["n_layer"], model_cfg["n_embd"], pretrain_cfg["block_size"]),
+        flops_per_token(n_params, attention_layers(model_cfg), model_cfg["n_embd"], pretrain_cfg["block_size"]),
         trainer_cfg["peak_flops"] or default_peak_flops(trainer_cfg["accelerator"], precision),
         every,
     )
@@ -160,21 +177,26 @@ def release_process_group() -> None:
 
 
 def export_checkpoint(init_dir: Path, prep_dir: Path, out_dir: Path, model_cfg: dict[str, Any]) -> PretrainResult:
-    """pretrain.max_steps=0: the checkpoint itself becomes the pretrained export, unchanged.
+    """pretrain.max_steps=0: the checkpoint itself becomes the pretrained export.
 
     Copies config + safetensors (never pickles) into ``out_dir/hf_model`` with the prepared
-    tokenizer, after checking the weights load into the family's LM class.
+    tokenizer, after checking the weights load into the family's LM class. Only when prep
+    added tokens (a ``<pad>`` for a tokenizer without one) are the weights re-saved, with
+    the embeddings grown to fit.
     """
     import json
     import shutil
 
     model = load_lm(init_dir, model_cfg["family"], model_cfg["trust_remote_code"])
     n_params = count_parameters(model)
-    del model
     tokenizer = AutoTokenizer.from_pretrained(str(prep_dir / "tokenizer"))
     hf_dir = out_dir / "hf_model"
     hf_dir.mkdir(parents=True)
-    for f in init_dir.iterdir():
+    if fit_vocab(model, tokenizer):  # prep added tokens (a <pad>): the weights change shape
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(str(hf_dir))
+    del model
+    for f in ([] if (hf_dir / "config.json").exists() else init_dir.iterdir()):
         if f.is_file() and (f.suffix in (".safetensors", ".py") or f.name in ("config.json", "generation_config.json")
                             or f.name.endswith(".safetensors.index.json")):
             shutil.copy2(f, hf_dir / f.name)

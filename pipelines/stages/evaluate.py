@@ -49,7 +49,8 @@ def evaluate(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
             images.append(png)
         lm = lm_perplexity(pretrain_record["hf_model"], Path(prep_record["path"]) / "lm", cfg["model"]["family"],
                            cfg["evaluate"]["batch_size"], cfg["evaluate"]["perplexity_batches"],
-                           cfg["pretrain"]["mlm_probability"], cfg["seed"])
+                           cfg["pretrain"]["mlm_probability"], cfg["seed"],
+                           cfg["pretrain"]["mask_ratio"], cfg["pretrain"]["poisson_lambda"])
         metrics = {"val/loss": lm["loss"], "val/perplexity": lm["perplexity"]}
         for init, m in results.items():
             metrics[f"test/accuracy/{init}"] = m["accuracy"]

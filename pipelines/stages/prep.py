@@ -18,17 +18,37 @@ SOURCE_TYPES = {"hub": "hugging_face", "synthetic": "code", "local_text": "local
 def prep_fingerprint(cfg: dict[str, Any]) -> str:
     """Config subset + the content of any input files (a path alone says nothing)."""
     from modules.data.sources import inputs
-    from modules.data.tokenization import tokenizer_kind_for
 
     family = cfg["model"]["family"]
     return fingerprint("prep", {
         "data": cfg["data"],
         "data_files": inputs(cfg["data"]),
-        "tokenizer": {**cfg["tokenizer"], "kind": tokenizer_kind_for(family, cfg["tokenizer"]["kind"])},
+        "tokenizer": _tokenizer_identity(cfg),
         "family": family,
         "block_size": cfg["pretrain"]["block_size"],
         "max_length": cfg["finetune"]["max_length"],
     })
+
+
+def _tokenizer_identity(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The tokenizer config with ``auto`` resolved; for a reused (pretrained) tokenizer, the
+    content of its local files too, since a directory's name says nothing of what is in it."""
+    import hashlib
+    from pathlib import Path
+
+    from modules.data.tokenization import pretrained_tokenizer_path, tokenizer_kind_for
+
+    family, model = cfg["model"]["family"], cfg["model"]
+    ident = {**cfg["tokenizer"], "kind": tokenizer_kind_for(family, cfg["tokenizer"]["kind"], model["init"])}
+    if ident["kind"] == "pretrained":
+        path = pretrained_tokenizer_path(cfg["tokenizer"], model)
+        ident["path"] = path
+        if Path(path).is_dir():
+            files = sorted(p for p in Path(path).iterdir()
+                           if p.is_file() and (p.name.startswith(("tokenizer", "special_tokens", "vocab", "merges"))
+                                               or p.suffix == ".model"))
+            ident["files"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    return ident
 
 
 def _stats_metrics(stats: dict[str, Any]) -> dict[str, float]:
@@ -66,7 +86,8 @@ def prep(ctx: StageContext) -> dict[str, Any]:
         else:
             with cache.build(fp) as tmp:
                 stats = prepare.prepare_data(tmp, cfg["data"], cfg["tokenizer"], cfg["model"]["family"],
-                                          cfg["pretrain"]["block_size"], cfg["finetune"]["max_length"])
+                                          cfg["pretrain"]["block_size"], cfg["finetune"]["max_length"],
+                                          model_cfg=cfg["model"])
                 stats.update(data_name=cfg["data"]["name"], data_source=cfg["data"]["source"],
                              data_fingerprint=data_fingerprint(cfg["data"]))
                 if not stats["has_labels"]:
