@@ -23,6 +23,11 @@ ARCHS = {"gpt2": "causal", "bert": "masked", "bart": "seq2seq"}
 TOKENIZER_KINDS = {"auto", "bpe", "wordpiece", "unigram", "pretrained"}
 INITS = {"pretrained", "scratch"}
 TASKS = {"classification"}
+# Peak pretraining LR when pretrain.lr is null. The post-LayerNorm BART stalls at 3e-3
+# (val/loss flat at the unigram plateau, ~4.98, for 600 steps) and learns at 1e-3; a
+# pretrained checkpoint is adapted gently (pipelines.model_init sets CONTINUE_LR).
+FAMILY_LR = {"causal": 3e-3, "masked": 3e-3, "seq2seq": 1e-3}
+CONTINUE_LR = 1e-4
 DATA_SOURCES = {"synthetic", "local_text", "local_labeled", "hub"}
 # Data file keys: a path, a glob, or a list of them; made absolute at compose time.
 DATA_PATH_KEYS = ("path", "labeled_path", "validation_path", "test_path")
@@ -111,6 +116,8 @@ def compose(overrides: list[str] | None = None) -> dict[str, Any]:
         GlobalHydra.instance().clear()
     assert isinstance(container, dict)
     validate(container)
+    if container["pretrain"]["lr"] is None and (container["model"]["init"] or "scratch") == "scratch":
+        container["pretrain"]["lr"] = FAMILY_LR[container["model"]["family"]]
     # Absolute paths from here on: stages may run with another cwd (Prefect workers).
     container["paths"]["home"] = str(Path(container["paths"]["home"]).expanduser().resolve())
     for key in DATA_PATH_KEYS:

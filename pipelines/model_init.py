@@ -292,6 +292,11 @@ def resolve_init(cfg: dict[str, Any]) -> dict[str, Any]:
         cfg["tokenizer"]["kind"] = "pretrained"
         cfg["tokenizer"]["path"] = str(path)
         log.info("model.init: tokenizer.kind=auto -> pretrained (the checkpoint's own tokenizer)")
+    if cfg["pretrain"]["lr"] is None:
+        from pipelines.config import CONTINUE_LR
+
+        cfg["pretrain"]["lr"] = CONTINUE_LR  # adapt a trained model gently; 3e-3 would wreck it
+        log.info("model.init: pretrain.lr=null -> %g for continued pretraining", CONTINUE_LR)
     for key in ("pretrain.block_size", "finetune.max_length"):
         group, name = key.split(".")
         if cfg[group][name] > model["max_positions"]:

@@ -91,7 +91,7 @@ class PretrainConfig:
     block_size: int = 64
     batch_size: int = 32
     max_steps: int = 1000
-    lr: float = 3e-3
+    lr: float | None = None  # null: the family's default (FAMILY_LR in pipelines/config.py)
     weight_decay: float = 0.01
     warmup_steps: int = 50
     grad_clip: float = 1.0

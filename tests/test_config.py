@@ -91,3 +91,15 @@ def test_console_script_reports_bad_group_option(tmp_path: Path) -> None:
         "(choices: bart_small, bart_tiny, bert_small, bert_tiny, gpt2_small, gpt2_tiny)"
     ]
     assert not (tmp_path / ".transferlab").exists()  # rejected before any state was written
+
+
+@pytest.mark.parametrize(("overrides", "lr"), [
+    ([], 3e-3),
+    (["model=bert_tiny"], 3e-3),
+    (["model=bart_tiny"], 1e-3),
+    (["model=bart_tiny", "pretrain.lr=5e-4"], 5e-4),
+])
+def test_pretrain_lr_defaults_by_family_unless_set(tmp_path: Path, overrides: list[str], lr: float) -> None:
+    from pipelines.config import compose
+
+    assert compose([f"paths.home={tmp_path}", *overrides])["pretrain"]["lr"] == lr

@@ -57,6 +57,7 @@ def test_local_dir_fills_arch_family_tokenizer(tmp_path: Path, gpt2_dir: Path) -
     assert (m["arch"], m["family"], m["init_path"]) == ("gpt2", "causal", str(gpt2_dir))
     assert (m["n_layer"], m["n_embd"], m["n_head"], m["max_positions"]) == (1, 32, 2, 64)
     assert cfg["tokenizer"] == {**cfg["tokenizer"], "kind": "pretrained", "path": str(gpt2_dir)}
+    assert cfg["pretrain"]["lr"] == 1e-4  # lr=null continues a trained model gently
     assert list(tmp_path.iterdir()) == []  # a local dir needs no state
 
 
