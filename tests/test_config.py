@@ -56,6 +56,7 @@ def test_overrides_apply_and_types_coerce() -> None:
         ("model.family=masked", ["model.family"]),
         ("model.n_head=3", ["model.n_head"]),
         ("finetune.max_length=4096", ["finetune.max_length", "max_positions"]),
+        ("pretrain.block_size=256", ["pretrain.block_size", "model.max_positions=128"]),
         ("finetune.inits=[pretrained,warm]", ["finetune.inits"]),
         ("pretrain.max_steps=0", ["pretrain.max_steps"]),
     ],

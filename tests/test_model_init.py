@@ -179,3 +179,10 @@ def test_checkpoint_without_lm_head_gets_a_fresh_one(tmp_path: Path, caplog: pyt
         model = load_lm(tmp_path, "masked")
     assert type(model).__name__ == "BertForMaskedLM"
     assert any("start fresh (a new LM head)" in r.message for r in caplog.records)
+
+
+def test_block_size_beyond_the_checkpoints_positions_fails(tmp_path: Path, gpt2_dir: Path) -> None:
+    cfg = compose(tiny_overrides(tmp_path, f"model.init={gpt2_dir}", "model.max_positions=512",
+                                 "pretrain.block_size=128"))
+    with pytest.raises(UserError, match=r"pretrain.block_size.*64 positions"):
+        resolve_init(cfg)

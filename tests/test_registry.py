@@ -14,7 +14,7 @@ from pipelines.config import compose
 from pipelines.model_init import resolve_init
 from pipelines.stages.common import StageContext
 
-NAME = "quickstart"  # pretrain.register_as defaults to ${experiment_name}
+NAME = "quickstart-gpt2_tiny"  # pretrain.register_as defaults to ${experiment_name}-${model.name}
 
 
 def _pipeline(home: Path, *extra: str, finetune: bool = False) -> tuple[StageContext, dict[str, Any], list[dict]]:
