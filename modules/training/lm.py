@@ -28,6 +28,8 @@ class LanguageModelPretraining(L.LightningModule):
         weight_decay: float,
         warmup_steps: int,
         max_steps: int,
+        grad_clip: float = 0.0,
+        fused_adamw: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"], logger=False)
@@ -38,6 +40,13 @@ class LanguageModelPretraining(L.LightningModule):
         loss = self.model(**batch).loss  # batch: input_ids/labels (B, T)
         self.log("train/loss", loss, on_step=True, on_epoch=False)
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Clipping here instead of through Trainer(gradient_clip_val): Lightning refuses its
+        # own clipping for a fused optimizer under mixed precision, although with bf16 (no
+        # grad scaler) the gradients are already true values at this point.
+        if self.hparams.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.hparams.grad_clip)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self.model(**batch).loss
@@ -56,5 +65,6 @@ class LanguageModelPretraining(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        return adamw_with_schedule(self.model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.max_steps, "cosine")
+        return adamw_with_schedule(self.model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.max_steps, "cosine",
+                                   fused=hp.fused_adamw)
 

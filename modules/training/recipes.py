@@ -120,10 +120,16 @@ def pretrain_language_model(
                                 pretrain_cfg["mlm_probability"], seed=seed,
                                 mask_ratio=pretrain_cfg["mask_ratio"], poisson_lambda=pretrain_cfg["poisson_lambda"],
                                 num_workers=default_num_workers(trainer_cfg["accelerator"]) if workers is None else workers)
-    module = LanguageModelPretraining(model, pretrain_cfg["lr"], pretrain_cfg["weight_decay"],
-                                      pretrain_cfg["warmup_steps"], pretrain_cfg["max_steps"])
-    every = trainer_cfg["log_every_n_steps"]
     precision = resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])
+    # Without a grad scaler (fp32, bf16) the module clips and AdamW runs fused. fp16's
+    # scaler needs Lightning's unscale-then-clip path, and FSDP's sharded gradients its
+    # global-norm clipping; both rule out a fused AdamW in Lightning.
+    lightning_clips = precision.startswith("16") or "fsdp" in str(trainer_cfg["strategy"]).lower()
+    module = LanguageModelPretraining(model, pretrain_cfg["lr"], pretrain_cfg["weight_decay"],
+                                      pretrain_cfg["warmup_steps"], pretrain_cfg["max_steps"],
+                                      grad_clip=0.0 if lightning_clips else pretrain_cfg["grad_clip"],
+                                      fused_adamw=not lightning_clips)
+    every = trainer_cfg["log_every_n_steps"]
     throughput = ThroughputMonitor(
         flops_per_token(n_params, attention_layers(model_cfg), model_cfg["n_embd"], pretrain_cfg["block_size"]),
         trainer_cfg["peak_flops"] or default_peak_flops(trainer_cfg["accelerator"], precision),
@@ -141,7 +147,7 @@ def pretrain_language_model(
         val_check_interval=pretrain_cfg["val_every_n_steps"],
         check_val_every_n_epoch=None,
         limit_val_batches=pretrain_cfg["val_batches"],
-        gradient_clip_val=pretrain_cfg["grad_clip"],
+        gradient_clip_val=pretrain_cfg["grad_clip"] if lightning_clips else None,
     )
     resumed_step = None
     if resume_from is not None:
