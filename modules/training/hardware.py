@@ -16,7 +16,7 @@ import torch
 # bench/peak_flops.py (2048x2048 matmuls) on the reference machine: 2 cores with AVX-512
 # and AMX, torch 2.13 CPU. AMX makes bf16 ~7x fp32 on large matmuls; a 256-wide model's
 # small matmuls reach only a fraction of it, which its MFU then shows honestly.
-CPU_PEAK_FLOPS = {"fp32": 3.4e11, "bf16": 2.4e12}
+CPU_PEAK_FLOPS = {"fp32": 4.0e11, "bf16": 2.4e12}
 # Vendor dense peaks (no sparsity), by a substring of torch.cuda.get_device_name().
 GPU_PEAK_FLOPS = {
     "H200": {"bf16": 9.89e14, "fp32": 6.7e13},
