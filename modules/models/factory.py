@@ -22,61 +22,36 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+# Each family-neutral ``model`` key under its transformers name, per architecture.
+# BART: n_layer is the encoder depth, the decoder has n_decoder_layer (null: as deep).
+ARCH_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
+    "gpt2": {"max_positions": ("n_positions",), "n_embd": ("n_embd",), "n_layer": ("n_layer",),
+             "n_head": ("n_head",), "n_inner": ("n_inner",),
+             "dropout": ("resid_pdrop", "embd_pdrop", "attn_pdrop")},
+    "bert": {"max_positions": ("max_position_embeddings",), "n_embd": ("hidden_size",),
+             "n_layer": ("num_hidden_layers",), "n_head": ("num_attention_heads",),
+             "n_inner": ("intermediate_size",), "dropout": ("hidden_dropout_prob", "attention_probs_dropout_prob")},
+    "bart": {"max_positions": ("max_position_embeddings",), "n_embd": ("d_model",), "n_layer": ("encoder_layers",),
+             "n_decoder_layer": ("decoder_layers",),
+             "n_head": ("encoder_attention_heads", "decoder_attention_heads"),
+             "n_inner": ("encoder_ffn_dim", "decoder_ffn_dim"), "dropout": ("dropout", "attention_dropout")},
+}
+
 
 def lm_config(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
     """Translate the family-neutral ``model`` config group into a transformers config."""
     arch = model_cfg["arch"]
-    if arch == "gpt2":
-        kwargs: dict[str, Any] = dict(
-            vocab_size=len(tokenizer),
-            n_positions=model_cfg["max_positions"],
-            n_embd=model_cfg["n_embd"],
-            n_layer=model_cfg["n_layer"],
-            n_head=model_cfg["n_head"],
-            n_inner=model_cfg["n_inner"],
-            resid_pdrop=model_cfg["dropout"],
-            embd_pdrop=model_cfg["dropout"],
-            attn_pdrop=model_cfg["dropout"],
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    elif arch == "bert":
-        kwargs = dict(
-            vocab_size=len(tokenizer),
-            max_position_embeddings=model_cfg["max_positions"],
-            hidden_size=model_cfg["n_embd"],
-            num_hidden_layers=model_cfg["n_layer"],
-            num_attention_heads=model_cfg["n_head"],
-            intermediate_size=model_cfg["n_inner"],
-            hidden_dropout_prob=model_cfg["dropout"],
-            attention_probs_dropout_prob=model_cfg["dropout"],
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    elif arch == "bart":
-        # n_layer is the encoder depth; the decoder has n_decoder_layer (null: as deep).
+    if arch not in ARCH_KEYS:
+        raise ValueError(f"unknown model.arch {arch!r} (choices: {', '.join(sorted(ARCH_KEYS))})")
+    values = {**model_cfg, "n_decoder_layer": model_cfg.get("n_decoder_layer") or model_cfg["n_layer"]}
+    kwargs: dict[str, Any] = {name: values[key] for key, names in ARCH_KEYS[arch].items() for name in names}
+    kwargs.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    if arch in ("gpt2", "bart"):
+        kwargs.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    if arch == "bart":
         # BART starts decoding from </s> (decoder_start_token_id = eos, as facebook/bart-*),
         # then predicts <s> x ... </s>: the labels are the whole original block.
-        kwargs = dict(
-            vocab_size=len(tokenizer),
-            max_position_embeddings=model_cfg["max_positions"],
-            d_model=model_cfg["n_embd"],
-            encoder_layers=model_cfg["n_layer"],
-            decoder_layers=model_cfg.get("n_decoder_layer") or model_cfg["n_layer"],
-            encoder_attention_heads=model_cfg["n_head"],
-            decoder_attention_heads=model_cfg["n_head"],
-            encoder_ffn_dim=model_cfg["n_inner"],
-            decoder_ffn_dim=model_cfg["n_inner"],
-            dropout=model_cfg["dropout"],
-            attention_dropout=model_cfg["dropout"],
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            decoder_start_token_id=tokenizer.eos_token_id,
-            forced_eos_token_id=tokenizer.eos_token_id,
-        )
-    else:
-        raise ValueError(f"unknown model.arch {arch!r} (choices: {', '.join(sorted(ARCH_FAMILY))})")
+        kwargs.update(decoder_start_token_id=tokenizer.eos_token_id, forced_eos_token_id=tokenizer.eos_token_id)
     return AutoConfig.for_model(arch, **kwargs)
 
 
