@@ -34,7 +34,31 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=OVERRIDE_HELP)
+    text = "compare runs side by side from MLflow: the params that differ and key metrics"
+    p = sub.add_parser("compare", help=text, description=text + " (reads MLflow only; starts no Prefect)")
+    p.add_argument("targets", nargs="+", metavar="RUN_ID|EXPERIMENT|OVERRIDE",
+                   help="two or more run ids, or one MLflow experiment name (its pipeline runs, newest first); "
+                        "KEY=VALUE arguments are Hydra overrides naming the store, e.g. paths.home=... tracking.uri=...")
+    p.add_argument("--max-runs", type=int, default=10, help="at most this many runs of an experiment (default 10)")
     return parser
+
+
+def compare_command(targets: list[str], max_runs: int) -> str:
+    """The ``compare`` table as text: run ids or an experiment name, plus store overrides."""
+    from pipelines import compare
+    from pipelines.config import compose
+    from pipelines.tracking import tracking_uri
+
+    overrides = [t for t in targets if "=" in t]
+    names = [t for t in targets if "=" not in t]
+    if max_runs < 2:
+        raise UserError(f"--max-runs must be at least 2 to compare, got {max_runs}")
+    uri = tracking_uri(compose(overrides))
+    if len(names) == 1:
+        runs = compare.runs_of_experiment(uri, names[0], max_runs)
+    else:
+        runs = compare.runs_by_id(uri, names)
+    return compare.render(compare.compare(runs))
 
 
 def _fmt_g(kg: float | None) -> str:
@@ -65,7 +89,19 @@ def print_summary(summary: dict[str, Any], out=sys.stdout) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # ``compare`` takes positionals on both sides of --max-runs N; argparse leaves the later ones over.
+    if extra and (args.command != "compare" or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "compare":  # reads MLflow only: no Prefect, no torch
+        args.targets += extra
+        try:
+            sys.stdout.write(compare_command(args.targets, args.max_runs))
+        except UserError as exc:
+            print(f"transferlab: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
         from pipelines.config import compose, to_yaml
 
