@@ -192,6 +192,6 @@ def render(comp: Comparison, width: int = 100) -> str:
                 out.append(line("  " + key, [c[j] for c in block]))
     n = len(comp.param_rows)
     out.append("")
-    out.append(f"{n} param{'s' * (n != 1)} differ, {comp.identical_params} identical (not shown); "
+    out.append(f"{n} param{' differs' if n == 1 else 's differ'}, {comp.identical_params} identical (not shown); "
                f"missing values are '{MISSING}'")
     return "\n".join(out) + "\n"
