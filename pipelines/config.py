@@ -28,6 +28,14 @@ TASKS = {"classification"}
 # pretrained checkpoint is adapted gently (pipelines.model_init sets CONTINUE_LR).
 FAMILY_LR = {"causal": 3e-3, "masked": 3e-3, "seq2seq": 1e-3}
 CONTINUE_LR = 1e-4
+# How a classifier fine-tunes (modules/models/freeze.py), and its peak LR when finetune.lr is
+# null. full: 1e-3, the rate the tiny presets were tuned with (docs/BENCHMARKS.md).
+# linear_probe: only the head trains (a logistic regression on fixed features): nothing
+# pretrained can be damaged and there are few steps to converge in, so 5x faster.
+# partial: in between; the head wants the faster rate, but the unfrozen top layers carry
+# pretrained features that a linear-probe-sized step would pull away from.
+STRATEGIES = {"full", "linear_probe", "partial"}
+STRATEGY_LR = {"full": 1e-3, "partial": 2e-3, "linear_probe": 5e-3}
 DATA_SOURCES = {"synthetic", "local_text", "local_labeled", "hub"}
 # Data file keys: a path, a glob, or a list of them; made absolute at compose time.
 DATA_PATH_KEYS = ("path", "labeled_path", "validation_path", "test_path")
@@ -118,6 +126,8 @@ def compose(overrides: list[str] | None = None) -> dict[str, Any]:
     validate(container)
     if container["pretrain"]["lr"] is None and (container["model"]["init"] or "scratch") == "scratch":
         container["pretrain"]["lr"] = FAMILY_LR[container["model"]["family"]]
+    if container["finetune"]["lr"] is None:
+        container["finetune"]["lr"] = STRATEGY_LR[container["finetune"]["strategy"]]
     # Absolute paths from here on: stages may run with another cwd (Prefect workers).
     container["paths"]["home"] = str(Path(container["paths"]["home"]).expanduser().resolve())
     for key in DATA_PATH_KEYS:
@@ -177,6 +187,7 @@ def validate(cfg: dict[str, Any]) -> None:
         _choice(cfg, "model.family", FAMILIES)
     _choice(cfg, "tokenizer.kind", TOKENIZER_KINDS)
     _choice(cfg, "finetune.task", TASKS)
+    _check_strategy(cfg, scratch)
     if scratch and ARCHS[cfg["model"]["arch"]] != cfg["model"]["family"]:
         raise ConfigError(
             f"bad value for 'model.family': {cfg['model']['family']!r} "
@@ -227,6 +238,24 @@ def validate(cfg: dict[str, Any]) -> None:
                 f"bad value for '{key}': {cfg[group][name]} exceeds "
                 f"model.max_positions={cfg['model']['max_positions']}"
             )
+
+
+def _check_strategy(cfg: dict[str, Any], scratch: bool) -> None:
+    """finetune.strategy and its knobs; a checkpoint's depth is checked when it is split."""
+    ft = cfg["finetune"]
+    _choice(cfg, "finetune.strategy", STRATEGIES)
+    if ft["trainable_layers"] < 1:
+        raise ConfigError(f"bad value for 'finetune.trainable_layers': {ft['trainable_layers']!r} (must be >= 1)")
+    if ft["lr"] is not None and ft["lr"] <= 0:
+        raise ConfigError(f"bad value for 'finetune.lr': {ft['lr']!r} (must be > 0; null: the strategy's default)")
+    model = cfg["model"]
+    if scratch and ft["strategy"] == "partial" and model["n_layer"] > 0:
+        depth = model["n_layer"]
+        if model["family"] == "seq2seq":
+            depth += model["n_decoder_layer"] or model["n_layer"]
+        if ft["trainable_layers"] > depth:
+            raise ConfigError(f"bad value for 'finetune.trainable_layers': {ft['trainable_layers']} exceeds the "
+                              f"model's {depth} transformer layers (finetune.strategy=full trains them all)")
 
 
 def _check_data(data: dict[str, Any]) -> None:

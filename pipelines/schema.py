@@ -113,8 +113,12 @@ class FinetuneConfig:
     inits: list[str] = field(default_factory=lambda: ["pretrained", "scratch"])
     max_length: int = 64
     batch_size: int = 16
-    max_epochs: int = 40
-    lr: float = 1e-3
+    max_epochs: int = 40  # a cap: early stopping on val/loss (patience) ends most runs sooner
+    # full | linear_probe (frozen body, only the classification head trains) | partial (the
+    # top `trainable_layers` transformer layers + head train); modules/models/freeze.py.
+    strategy: str = "full"
+    trainable_layers: int = 2  # strategy=partial only
+    lr: float | None = None  # null: the strategy's default (STRATEGY_LR in pipelines/config.py)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     patience: int = 6

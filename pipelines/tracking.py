@@ -24,6 +24,7 @@ TAG_KIND = "transferlab.kind"
 TAG_STAGE = "transferlab.stage"
 TAG_INIT = "transferlab.init"
 TAG_TASK = "transferlab.task"
+TAG_STRATEGY = "transferlab.strategy"  # finetune.strategy of a fine-tune run
 TAG_CACHE = "transferlab.cache"
 TAG_FINGERPRINT = "transferlab.fingerprint"
 TAG_CACHE_SOURCE = "transferlab.cache_source_run"

@@ -7,6 +7,7 @@ nothing here knows about MLflow runs, caching or Prefect.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from modules.models.factory import (
     lm_config,
     load_lm,
 )
+from modules.models.freeze import apply_strategy
 from modules.training.callbacks import ProgressLog, ThroughputMonitor, flops_per_token
 from modules.training.checkpointing import (
     AtomicCheckpointIO,
@@ -41,6 +43,9 @@ from modules.training.lm import LanguageModelPretraining
 from modules.training.trainer import make_trainer
 
 log = logging.getLogger("transferlab")
+# finetune.strategy=linear_probe/partial put the frozen body in eval mode on purpose
+# (modules/models/freeze.py); Lightning warns about any eval-mode module at fit start.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 # Trainer settings for stages that never scale out (fine-tuning, evaluation).
 SINGLE_DEVICE = {"devices": 1, "strategy": "auto", "num_nodes": 1}
@@ -72,6 +77,8 @@ class FinetuneResult:
     train_examples: int
     best_checkpoint: str | None
     epochs: int
+    strategy: str = "full"
+    trainable_parameters: int = 0  # parameters the optimizer updated (all of them for strategy=full)
 
 
 def pretrain_language_model(
@@ -242,6 +249,11 @@ def finetune_classifier(
                               tokenizer, finetune_cfg["batch_size"], eval_batch_size)
 
     model = build_classifier(source_model, init, num_labels, finetune_cfg["dropout"])
+    strategy = finetune_cfg["strategy"]
+    frozen = apply_strategy(model, strategy, finetune_cfg["trainable_layers"])
+    if init == "scratch" and strategy == "linear_probe":
+        log.warning("finetune[scratch]: strategy=linear_probe trains a head on a frozen *random* body; "
+                    "a baseline only, not a fine-tune")
     module = SequenceClassification(model, num_labels, finetune_cfg["lr"], finetune_cfg["weight_decay"],
                                     finetune_cfg["warmup_ratio"])
     steps_per_epoch = max(1, len(subset) // finetune_cfg["batch_size"])
@@ -255,7 +267,9 @@ def finetune_classifier(
         out_dir, [best, stop, ProgressLog(name, trainer_cfg["progress_every_n_steps"])], logger,
         max_epochs=finetune_cfg["max_epochs"],
     )
-    log.info("%s: %d labeled examples, %d classes", name, len(subset), num_labels)
+    log.info("%s: %d labeled examples, %d classes; strategy=%s, %d of %d parameters train (%d of %d layers), lr %g",
+             name, len(subset), num_labels, strategy, frozen.trainable_parameters, frozen.total_parameters,
+             frozen.trainable_layers, frozen.total_layers, finetune_cfg["lr"])
     trainer.fit(module, datamodule=data)
     trainer.test(module, datamodule=data, ckpt_path="best" if best.best_model_path else None, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("test/", "val/"))}
@@ -264,4 +278,4 @@ def finetune_classifier(
     module.model.save_pretrained(str(hf_dir))
     tokenizer.save_pretrained(str(hf_dir))
     return FinetuneResult(metrics, list(module.test_predictions), list(splits["test"]["label"]), len(subset),
-                          best.best_model_path or None, trainer.current_epoch)
+                          best.best_model_path or None, trainer.current_epoch, strategy, frozen.trainable_parameters)

@@ -11,7 +11,7 @@ from typing import Any
 from pipelines.cache import atomic_dir
 from pipelines.stages.common import StageContext, record, tracked_stage
 from pipelines.stages.pretrain import lightning_logger
-from pipelines.tracking import TAG_INIT, TAG_TASK
+from pipelines.tracking import TAG_INIT, TAG_STRATEGY, TAG_TASK
 
 log = logging.getLogger("transferlab")
 
@@ -22,7 +22,7 @@ def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
     from modules.training.recipes import finetune_classifier
 
     cfg = ctx.cfg
-    tags = {TAG_INIT: init, TAG_TASK: cfg["finetune"]["task"]}
+    tags = {TAG_INIT: init, TAG_TASK: cfg["finetune"]["task"], TAG_STRATEGY: cfg["finetune"]["strategy"]}
     with tracked_stage(ctx, "finetune", f"finetune-{init}", tags) as run:
         out = run.workdir / "output"
         with atomic_dir(out) as tmp:
@@ -36,8 +36,9 @@ def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
             # The best weights live on in hf_model/; the Lightning checkpoint (with optimizer
             # state, ~3x the size) has served its purpose once the test ran.
             shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
-        run.log_metrics({"data/train_examples": result.train_examples, "train/epochs": result.epochs})
+        run.log_metrics({"data/train_examples": result.train_examples, "train/epochs": result.epochs,
+                         "model/trainable_parameters": result.trainable_parameters})
         run.log_artifact(out / "predictions.csv")
         run.log_artifact(out / "hf_model", "hf_model")
-    return record("finetune", run, init=init, path=str(out), predictions=str(out / "predictions.csv"),
+    return record("finetune", run, init=init, strategy=result.strategy, path=str(out), predictions=str(out / "predictions.csv"),
                   metrics=result.metrics)
