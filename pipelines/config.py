@@ -21,7 +21,7 @@ CONF_DIR = Path(os.environ.get("TRANSFERLAB_CONF", Path(__file__).resolve().pare
 FAMILIES = {"causal", "masked", "seq2seq"}
 ARCHS = {"gpt2": "causal", "bert": "masked", "bart": "seq2seq"}
 TOKENIZER_KINDS = {"auto", "bpe", "wordpiece", "unigram", "pretrained"}
-INITS = {"pretrained", "scratch"}
+INITS = {"pretrained", "scratch", "zero_shot"}  # zero_shot: causal LMs only (prompt scoring)
 TASKS = {"classification"}
 # Peak pretraining LR when pretrain.lr is null. The post-LayerNorm BART stalls at 3e-3
 # (val/loss flat at the unigram plateau, ~4.98, for 600 steps) and learns at 1e-3; a
@@ -210,6 +210,11 @@ def validate(cfg: dict[str, Any]) -> None:
             f"bad value for 'finetune.inits': {cfg['finetune']['inits']!r} "
             f"(choose from: {', '.join(sorted(INITS))})"
         )
+    if scratch:  # a checkpoint's family is known once model.init resolved: the finetune stage checks it
+        check_zero_shot(cfg["finetune"], cfg["model"]["family"])
+    if "{text}" not in cfg["finetune"]["zero_shot_template"]:
+        raise ConfigError(f"bad value for 'finetune.zero_shot_template': {cfg['finetune']['zero_shot_template']!r} "
+                          "(must contain the placeholder {text})")
     _positive(
         cfg,
         "pretrain.block_size", "pretrain.batch_size",
@@ -238,6 +243,13 @@ def validate(cfg: dict[str, Any]) -> None:
                 f"bad value for '{key}': {cfg[group][name]} exceeds "
                 f"model.max_positions={cfg['model']['max_positions']}"
             )
+
+
+def check_zero_shot(finetune_cfg: dict[str, Any], family: str) -> None:
+    """init=zero_shot scores label words as an LM continuation: only a causal LM has one."""
+    if "zero_shot" in finetune_cfg["inits"] and family != "causal":
+        raise ConfigError(f"bad value for 'finetune.inits': zero_shot needs a causal LM, and model.family is "
+                          f"{family!r} (drop zero_shot, or use a causal model such as model=gpt2_tiny)")
 
 
 def _check_strategy(cfg: dict[str, Any], scratch: bool) -> None:

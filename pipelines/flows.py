@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import stages
-from pipelines.config import compose
+from pipelines.config import check_zero_shot, compose
 from pipelines.errors import UserError
 from pipelines.model_init import resolve_init
 from pipelines.preflight import check_inputs
@@ -71,6 +71,8 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
         raise UserError(f"unknown stage {until!r} (choices: {', '.join(STAGES)})")
     check_inputs(cfg, until)  # before the parent run exists: bad input leaves nothing behind
     resolve_init(cfg)  # model.init -> a local checkpoint dir (downloads); every rank needs it
+    if until in ("finetune", "evaluate"):  # a checkpoint's family is known now: fail before pretraining
+        check_zero_shot(cfg["finetune"], cfg["model"]["family"])
     from pipelines.distributed import is_rank_zero, run_worker
 
     if not is_rank_zero():  # another rank of a DDP/FSDP pretraining: train only, log nothing

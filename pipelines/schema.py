@@ -123,6 +123,13 @@ class FinetuneConfig:
     warmup_ratio: float = 0.1
     patience: int = 6
     dropout: float = 0.1
+    # init=zero_shot (causal LMs): no training; each test text is classified by the LM
+    # log-likelihood of each label's verbalisation after this prompt (modules/evaluation/zero_shot.py).
+    zero_shot_template: str = "{text}\nLabel:"
+    # One continuation per label, in label-id order; null: " <label name>" from the dataset.
+    zero_shot_verbalizers: list[str] | None = None
+    # true: mean instead of summed token log-prob, so multi-token labels are not penalised.
+    zero_shot_normalize: bool = False
 
 
 @dataclass

@@ -38,7 +38,8 @@ def comparison_png(accuracy: dict[str, float], co2_kg: dict[str, float], title: 
     so that small runs stay legible."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     names = list(accuracy)
-    bars = ax1.bar(names, [accuracy[k] for k in names], color=["tab:blue", "tab:gray", "tab:orange"][: len(names)])
+    colors = {"pretrained": "tab:blue", "scratch": "tab:gray", "zero_shot": "tab:orange"}
+    bars = ax1.bar(names, [accuracy[k] for k in names], color=[colors.get(k, "tab:purple") for k in names])
     ax1.bar_label(bars, fmt="%.3f")
     if chance is not None:
         ax1.axhline(chance, color="black", linestyle="--", linewidth=1)
@@ -46,7 +47,7 @@ def comparison_png(accuracy: dict[str, float], co2_kg: dict[str, float], title: 
     ax1.set_ylim(0, 1.12)
     ax1.set_ylabel("test accuracy")
     ax1.set_xlabel("initialisation")
-    ax1.set_title("Fine-tuned test accuracy")
+    ax1.set_title("Test accuracy per initialisation")
     stages = list(co2_kg)
     grams = [co2_kg[s] * 1000 for s in stages]
     bars = ax2.bar(stages, grams, color="tab:green")

@@ -36,6 +36,9 @@ def render_report(
         gain = results["pretrained"]["accuracy"] - results["scratch"]["accuracy"]
         lines += ["", f"Pretraining changes test accuracy by **{gain * 100:+.1f} points** over the same "
                       "architecture trained from scratch on the same labeled examples."]
+    if "zero_shot" in results:
+        lines += ["", "`zero_shot` trains nothing: the pretrained causal LM labels each test text by the "
+                      "likelihood of each label's verbalisation after a prompt (no labeled examples used)."]
     lines += ["", "## Pretrained language model", "",
               f"Validation loss {lm['loss']:.4f}, perplexity **{lm['perplexity']:.2f}** "
               f"(over {int(lm['tokens'])} predicted tokens).", ""]
@@ -46,7 +49,7 @@ def render_report(
         lines.append(f"| {row['name']} | {'hit' if row.get('cache_hit') else 'miss'} | {_g(row.get('emissions_kg'))} | "
                      f"{_wh(row.get('energy_kwh'))} | {_s(row.get('duration_s'))} | {_g(row.get('produced_kg'))} |")
     pre = next((r.get("produced_kg") for r in stages if r["name"] == "pretrain"), None)
-    ft = [r.get("produced_kg") for r in stages if r["name"].startswith("finetune")]
+    ft = [r.get("produced_kg") for r in stages if r["name"].startswith("finetune") and r["name"] != "finetune[zero_shot]"]
     if pre and ft and all(x is not None for x in ft):
         lines += ["", f"One fine-tune costs {100 * sum(ft) / len(ft) / pre:.1f}% of pretraining's CO2e."]
     lines += ["", *notes] if notes else []
