@@ -117,9 +117,10 @@ def pretrain_language_model(
         model = build_lm(lm_config(model_cfg, tokenizer), family)
     n_params = count_parameters(model)
     if trainer_cfg["compile"]:
-        # The compiled wrapper forwards attribute access, so save_pretrained below still
-        # writes the plain model's weights.
-        model = torch.compile(model)
+        # In place (nn.Module.compile), not torch.compile(model): the wrapper would prefix
+        # every checkpoint key with "_orig_mod.", so a run killed with compile on could not
+        # resume with it off (compile is not in the fingerprint) or the other way round.
+        model.compile()
     log.info("pretrain: %s (%s), %.2fM non-embedding parameters", model_cfg["name"], family, n_params / 1e6)
 
     workers = trainer_cfg["num_workers"]
@@ -233,6 +234,7 @@ def finetune_classifier(
     seed: int,
     eval_batch_size: int = 64,
     logger: Logger | bool = False,
+    trust_remote_code: bool = False,
 ) -> FinetuneResult:
     """Fine-tune ``init`` (pretrained weights or a fresh copy of the architecture) on a
     stratified ``train_examples`` subset, early-stopped on val/loss; test the best epoch."""
@@ -248,7 +250,7 @@ def finetune_classifier(
     data = ClassificationData({"train": subset, "validation": splits["validation"], "test": splits["test"]},
                               tokenizer, finetune_cfg["batch_size"], eval_batch_size)
 
-    model = build_classifier(source_model, init, num_labels, finetune_cfg["dropout"])
+    model = build_classifier(source_model, init, num_labels, finetune_cfg["dropout"], trust_remote_code)
     strategy = finetune_cfg["strategy"]
     frozen = apply_strategy(model, strategy, finetune_cfg["trainable_layers"])
     if init == "scratch" and strategy == "linear_probe":
