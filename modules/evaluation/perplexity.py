@@ -17,7 +17,8 @@ from modules.models.factory import load_lm
 @torch.inference_mode()
 def lm_perplexity(model_dir: str | Path, dataset_dir: str | Path, family: str, batch_size: int = 64,
                   max_batches: int | None = None, mlm_probability: float = 0.15, seed: int = 0,
-                  mask_ratio: float = 0.3, poisson_lambda: float = 3.0) -> dict[str, float]:
+                  mask_ratio: float = 0.3, poisson_lambda: float = 3.0,
+                  trust_remote_code: bool = False) -> dict[str, float]:
     """Token-weighted mean loss and perplexity over the LM validation split.
 
     What the number means depends on the family's objective: causal, next-token
@@ -30,7 +31,7 @@ def lm_perplexity(model_dir: str | Path, dataset_dir: str | Path, family: str, b
     usable by downstream code.
     """
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = load_lm(model_dir, family).eval()
+    model = load_lm(model_dir, family, trust_remote_code).eval()
     ds = load_from_disk(str(dataset_dir))["validation"].with_format("python")
     collator = lm_collator(tokenizer, family, mlm_probability, mask_ratio, poisson_lambda, seed=seed)
     total, count = 0.0, 0

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from modules.models.factory import load_lm
+
 DEFAULT_TEMPLATE = "{text}\nLabel:"
 
 
@@ -101,12 +103,14 @@ def zero_shot_classify(
             ids[i, : len(seq)] = torch.tensor(seq)
             attention[i, : len(seq)] = 1
             target[i, a:b] = True
-        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()  # [B, T, V]
-        # Position t predicts token t+1: log p(ids[:, 1:]) from logits[:, :-1].
-        log_probs = logits[:, :-1].log_softmax(-1)  # [B, T-1, V]
-        token_lp = log_probs.gather(-1, ids[:, 1:, None].to(device)).squeeze(-1)  # [B, T-1]
+        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits  # [B, T, V]
+        # Position t predicts token t+1, so the label tokens ids[:, 1:][mask] are scored by
+        # logits[:, :-1][mask]; the softmax runs over those M rows only, not all B*T.
         mask = target[:, 1:].to(device)  # [B, T-1]: the label's tokens (never position 0: prompt is non-empty)
-        summed = (token_lp * mask).sum(-1)  # [B]
+        picked = logits[:, :-1][mask].float().log_softmax(-1)  # [M, V]
+        token_lp = picked.gather(-1, ids[:, 1:].to(device)[mask][:, None]).squeeze(-1)  # [M]
+        rows = torch.arange(len(batch), device=device)[:, None].expand_as(mask)[mask]  # [M]: row of each token
+        summed = torch.zeros(len(batch), device=device).index_add_(0, rows, token_lp)  # [B]
         if normalize:
             summed = summed / mask.sum(-1)
         pair_scores.extend(summed.cpu().tolist())
@@ -126,11 +130,11 @@ class ZeroShotTest:
 
 
 def zero_shot_test(prep_dir: str | Path, source_model: str | Path, template: str, verbalizers: Sequence[str] | None,
-                   normalize: bool, batch_size: int) -> ZeroShotTest:
+                   normalize: bool, batch_size: int, trust_remote_code: bool = False) -> ZeroShotTest:
     """Zero-shot predictions on the prep's labeled test split (its raw ``text`` column)
     from the causal LM exported at ``source_model``."""
     from datasets import load_from_disk
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from modules.evaluation.metrics import classification_metrics
 
@@ -138,7 +142,7 @@ def zero_shot_test(prep_dir: str | Path, source_model: str | Path, template: str
     names = test.features["label"].names
     words = verbalize(names, verbalizers)
     tokenizer = AutoTokenizer.from_pretrained(str(source_model))
-    model = AutoModelForCausalLM.from_pretrained(str(source_model), use_safetensors=True)
+    model = load_lm(source_model, "causal", trust_remote_code)
     result = zero_shot_classify(model, tokenizer, test["text"], words, template, normalize, batch_size)
     labels = list(test["label"])
     m = classification_metrics(labels, result.predictions, len(names))

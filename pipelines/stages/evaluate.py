@@ -50,7 +50,8 @@ def evaluate(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
         lm = lm_perplexity(pretrain_record["hf_model"], Path(prep_record["path"]) / "lm", cfg["model"]["family"],
                            cfg["evaluate"]["batch_size"], cfg["evaluate"]["perplexity_batches"],
                            cfg["pretrain"]["mlm_probability"], cfg["seed"],
-                           cfg["pretrain"]["mask_ratio"], cfg["pretrain"]["poisson_lambda"])
+                           cfg["pretrain"]["mask_ratio"], cfg["pretrain"]["poisson_lambda"],
+                           trust_remote_code=cfg["model"]["trust_remote_code"])
         metrics = {"val/loss": lm["loss"], "val/perplexity": lm["perplexity"]}
         for init, m in results.items():
             metrics[f"test/accuracy/{init}"] = m["accuracy"]

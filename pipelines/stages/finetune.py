@@ -48,7 +48,7 @@ def zero_shot(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: d
         with atomic_dir(out) as tmp:
             result = zero_shot_test(prep_record["path"], hf_model, ft["zero_shot_template"],
                                     ft["zero_shot_verbalizers"], ft["zero_shot_normalize"],
-                                    cfg["evaluate"]["batch_size"])
+                                    cfg["evaluate"]["batch_size"], cfg["model"]["trust_remote_code"])
             _write_predictions(tmp / "predictions.csv", result.labels, result.predictions)
         run.log_metrics({**result.metrics, "data/train_examples": 0, "model/trainable_parameters": 0})
         run.log_artifact(out / "predictions.csv")
@@ -73,7 +73,8 @@ def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
         with atomic_dir(out) as tmp:
             result = finetune_classifier(Path(prep_record["path"]), Path(pretrain_record["hf_model"]), init, tmp,
                                          cfg["finetune"], cfg["trainer"], cfg["seed"],
-                                         cfg["evaluate"]["batch_size"], logger=lightning_logger(ctx, run))
+                                         cfg["evaluate"]["batch_size"], logger=lightning_logger(ctx, run),
+                                         trust_remote_code=cfg["model"]["trust_remote_code"])
             _write_predictions(tmp / "predictions.csv", result.labels, result.predictions)
             # The best weights live on in hf_model/; the Lightning checkpoint (with optimizer
             # state, ~3x the size) has served its purpose once the test ran.
