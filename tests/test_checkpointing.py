@@ -38,13 +38,12 @@ def test_atomic_save_leaves_no_partial_file_when_the_write_fails(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temp file left
 
 
-def test_after_save_hook_runs_once_per_complete_save(tmp_path: Path) -> None:
-    seen: list[Path] = []
-    io = AtomicCheckpointIO(after_save=seen.append)
-    _save(io, tmp_path / "step=00000010.ckpt", 10)
-    assert seen == [tmp_path / "step=00000010.ckpt"]
-    assert checkpoint_problem(seen[0]) is None
-    assert torch.load(seen[0], weights_only=True)["global_step"] == 10
+def test_complete_save_is_intact_under_its_final_name(tmp_path: Path) -> None:
+    target = tmp_path / "step=00000010.ckpt"
+    _save(AtomicCheckpointIO(), target, 10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+    assert checkpoint_problem(target) is None
+    assert torch.load(target, weights_only=True)["global_step"] == 10
 
 
 def test_truncated_newest_checkpoint_falls_back_to_previous_with_warning(tmp_path: Path,
