@@ -17,7 +17,8 @@ def check_inputs(cfg: dict[str, Any], until: str = "prep") -> None:
     """Raise ``UserError`` for data that cannot serve the stages up to ``until``.
 
     A finished prep output for this exact config and data means the data was validated
-    when it was built: only the (cheap) fingerprint is computed then. Otherwise the data
+    when it was built: only the fingerprint is computed then (it hashes the input files,
+    memoised per file on size and mtime, so the later stages do not read them again). Otherwise the data
     is loaded in full here, because only a full read finds a bad byte, an empty labeled
     file or a one-class label column; prep reuses that load.
     """

@@ -38,11 +38,6 @@ def as_list(value: Any) -> list[str]:
     return [str(value)]
 
 
-def absolute(pattern: str) -> str:
-    """Absolute form of a path or glob (``resolve`` would mangle a pattern's ``*``)."""
-    return os.path.abspath(os.path.expanduser(pattern))
-
-
 def expand(value: Any, key: str) -> list[Path]:
     """Files named by a path, a glob, or a list of either; each must exist and be non-empty."""
     out: list[Path] = []

@@ -1,4 +1,5 @@
-"""Prepare data for training: raw text -> trained tokenizer + tokenized datasets on disk."""
+"""Prepare data for training: raw text -> a tokenizer (trained, or a checkpoint's own) +
+tokenized datasets on disk (``lm/`` always, ``labeled/`` when the source has labels)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from modules.data.sources import load_raw
 from modules.data.tokenization import make_tokenizer, pack_for_lm, tokenize_labeled
 
 # Loading lives in modules/data/sources.py (one entry point over every data.source).
-__all__ = ["load_raw", "prepare_data"]
 
 
 def prepare_data(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: dict[str, Any], family: str,

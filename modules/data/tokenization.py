@@ -45,8 +45,6 @@ _SPECIAL_ORDER = {
     "masked": list(MASKED_SPECIAL.values()),
     "seq2seq": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
 }
-# Kept for callers of the first version, where the algorithm implied the specials.
-BPE_SPECIAL, WORDPIECE_SPECIAL = CAUSAL_SPECIAL, MASKED_SPECIAL
 
 TRAINED_KINDS = ("bpe", "wordpiece", "unigram")
 # The family each algorithm is classically paired with: the specials when none is given.

@@ -6,12 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def _g(kg: float | None) -> str:
-    return "missing" if kg is None else f"{kg * 1000:.4g}"
-
-
-def _wh(kwh: float | None) -> str:
-    return "missing" if kwh is None else f"{kwh * 1000:.4g}"
+def _milli(value: float | None) -> str:
+    """kg -> g, kWh -> Wh; a figure codecarbon did not produce reads "missing", never 0."""
+    return "missing" if value is None else f"{value * 1000:.4g}"
 
 
 def _s(sec: float | None) -> str:
@@ -46,8 +43,8 @@ def render_report(
               "| stage | cache | this run: g CO2e | Wh | s | building the output: g CO2e |",
               "|---|---|---:|---:|---:|---:|"]
     for row in stages:
-        lines.append(f"| {row['name']} | {'hit' if row.get('cache_hit') else 'miss'} | {_g(row.get('emissions_kg'))} | "
-                     f"{_wh(row.get('energy_kwh'))} | {_s(row.get('duration_s'))} | {_g(row.get('produced_kg'))} |")
+        lines.append(f"| {row['name']} | {'hit' if row.get('cache_hit') else 'miss'} | {_milli(row.get('emissions_kg'))} | "
+                     f"{_milli(row.get('energy_kwh'))} | {_s(row.get('duration_s'))} | {_milli(row.get('produced_kg'))} |")
     pre = next((r.get("produced_kg") for r in stages if r["name"] == "pretrain"), None)
     ft = [r.get("produced_kg") for r in stages if r["name"].startswith("finetune") and r["name"] != "finetune[zero_shot]"]
     if pre and ft and all(x is not None for x in ft):

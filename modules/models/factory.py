@@ -56,7 +56,6 @@ def lm_config(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> 
 
 
 # The head each family pretrains with; the transformers Auto class that builds it.
-ARCH_FAMILY = {"gpt2": "causal", "bert": "masked", "bart": "seq2seq"}
 LM_AUTO = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "seq2seq": AutoModelForSeq2SeqLM}
 
 

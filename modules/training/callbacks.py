@@ -25,7 +25,8 @@ def flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: int) -> f
 class ThroughputMonitor(L.Callback):
     """Logs ``train/tokens_per_sec`` and ``train/mfu`` every ``every_n_steps`` steps.
 
-    Counting is host-side (``numel`` of the batch), so it never forces a device sync.
+    Counting is host-side (``numel`` of the batch), so nothing syncs per step; on a GPU one
+    synchronize per window makes the window's wall time cover the work it counts.
     MFU = achieved model FLOPs/s over ``peak_flops`` (the device's dense peak); with no
     known peak (an unlisted GPU and no ``trainer.peak_flops``) MFU is not logged rather than guessed.
     """

@@ -17,7 +17,6 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +44,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` into a temp file, fsync, ``os.replace`` onto the final name.
-
-    ``after_save`` (optional) runs after each complete save, in the saving process (rank 0
-    under DDP); the pipeline uses it to persist resume state next to the checkpoint.
-    """
-
-    def __init__(self, after_save: Callable[[Path], None] | None = None) -> None:
-        super().__init__()
-        self.after_save = after_save
+    """``torch.save`` into a temp file, fsync, ``os.replace`` onto the final name."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
@@ -72,11 +63,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(final.parent)
-        if self.after_save is not None:
-            try:
-                self.after_save(final)
-            except Exception as exc:  # bookkeeping must never fail a training run
-                log.warning("after-checkpoint hook failed: %s", exc)
 
 
 def step_checkpoints(dirpath: Path) -> list[tuple[int, Path]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +88,6 @@ def pretrain_language_model(
     trainer_cfg: dict[str, Any],
     seed: int,
     logger: Logger | bool = False,
-    after_checkpoint: Callable[[Path], None] | None = None,
 ) -> PretrainResult:
     """Pretrain an LM on the prepared blocks and export it with ``save_pretrained``: a fresh
     one, or with ``model.init_path`` set, continue pretraining that checkpoint (domain adaptation).
@@ -100,7 +98,6 @@ def pretrain_language_model(
     (model, optimizer, LR schedule, global step), so the run ends at ``max_steps`` like an
     uninterrupted one. The data order after a mid-epoch resume is not bit-identical: the
     DataLoader is not stateful, so the interrupted epoch restarts its shuffled order.
-    ``after_checkpoint(path)`` runs after each saved checkpoint (in the saving rank only).
     Under a multi-process strategy every rank calls this and reaches the same resume
     point; only global rank 0 writes the export.
     """
@@ -150,7 +147,7 @@ def pretrain_language_model(
     trainer = make_trainer(
         trainer_cfg, out_dir, [throughput, ProgressLog("pretrain", trainer_cfg["progress_every_n_steps"]), checkpoints],
         logger,
-        plugins=[AtomicCheckpointIO(after_checkpoint)],
+        plugins=[AtomicCheckpointIO()],
         max_steps=pretrain_cfg["max_steps"],
         val_check_interval=pretrain_cfg["val_every_n_steps"],
         check_val_every_n_epoch=None,

@@ -33,9 +33,9 @@ def prep_fingerprint(cfg: dict[str, Any]) -> str:
 def _tokenizer_identity(cfg: dict[str, Any]) -> dict[str, Any]:
     """The tokenizer config with ``auto`` resolved; for a reused (pretrained) tokenizer, the
     content of its local files too, since a directory's name says nothing of what is in it."""
-    import hashlib
     from pathlib import Path
 
+    from modules.data.files import digest
     from modules.data.tokenization import pretrained_tokenizer_path, tokenizer_kind_for
 
     family, model = cfg["model"]["family"], cfg["model"]
@@ -47,7 +47,7 @@ def _tokenizer_identity(cfg: dict[str, Any]) -> dict[str, Any]:
             files = sorted(p for p in Path(path).iterdir()
                            if p.is_file() and (p.name.startswith(("tokenizer", "special_tokens", "vocab", "merges"))
                                                or p.suffix == ".model"))
-            ident["files"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+            ident["files"] = {p.name: digest(p) for p in files}
     return ident
 
 

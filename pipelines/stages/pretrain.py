@@ -62,14 +62,13 @@ def lightning_logger(ctx: StageContext, run: StageRun):
                         run_id=run.run_id)
 
 
-def _train(ctx: StageContext, prep_record: dict[str, Any], work_dir: Path, logger: Any = False,
-           after_checkpoint: Any = None):
+def _train(ctx: StageContext, prep_record: dict[str, Any], work_dir: Path, logger: Any = False):
     """The one call into modules/ (all ranks)."""
     from modules.training.recipes import pretrain_language_model
 
     cfg = ctx.cfg
     return pretrain_language_model(Path(prep_record["path"]), work_dir, cfg["model"], cfg["pretrain"],
-                                   cfg["trainer"], cfg["seed"], logger=logger, after_checkpoint=after_checkpoint)
+                                   cfg["trainer"], cfg["seed"], logger=logger)
 
 
 def _resumable_run_id(tracker: Tracker, state: dict[str, Any]) -> str | None:
