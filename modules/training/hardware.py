@@ -1,9 +1,10 @@
 """What the hardware can do: bf16 support, peak FLOP/s for MFU, loader workers.
 
 MFU only means something against the right peak: the dense matmul rate of the device in
-the precision the model trains in. CPU peaks vary by SKU and core count far more than GPU
-peaks do, so the CPU defaults below are what ``bench/peak_flops.py`` measured on the
-reference machine; run it on yours and set ``trainer.peak_flops`` to make MFU exact.
+the precision the model trains in. GPU peaks come from Lightning's vendor table
+(``get_available_flops``). CPU peaks vary by SKU and core count far more, so the CPU
+defaults below are what ``bench/peak_flops.py`` measured on the reference machine; run
+it on yours and set ``trainer.peak_flops`` to make MFU exact.
 """
 
 from __future__ import annotations
@@ -17,19 +18,6 @@ import torch
 # and AMX, torch 2.13 CPU. AMX makes bf16 ~7x fp32 on large matmuls; a 256-wide model's
 # small matmuls reach only a fraction of it, which its MFU then shows honestly.
 CPU_PEAK_FLOPS = {"fp32": 4.0e11, "bf16": 2.4e12}
-# Vendor dense peaks (no sparsity), by a substring of torch.cuda.get_device_name().
-GPU_PEAK_FLOPS = {
-    "H200": {"bf16": 9.89e14, "fp32": 6.7e13},
-    "H100": {"bf16": 9.89e14, "fp32": 6.7e13},
-    "A100": {"bf16": 3.12e14, "fp32": 1.95e13},
-    "L40S": {"bf16": 3.62e14, "fp32": 9.16e13},
-    "L4": {"bf16": 1.21e14, "fp32": 3.03e13},
-    "A10": {"bf16": 1.25e14, "fp32": 3.12e13},
-    "V100": {"bf16": 1.25e14, "fp32": 1.57e13},  # no bf16: fp16 tensor-core peak
-    "T4": {"bf16": 6.5e13, "fp32": 8.1e12},  # no bf16: fp16 tensor-core peak
-}
-
-
 def cpu_supports_bf16() -> bool:
     """AVX512-BF16 or AMX: bf16 matmuls run natively instead of being emulated (slower than fp32)."""
     try:
@@ -57,11 +45,12 @@ def default_peak_flops(accelerator: str, precision: str) -> float | None:
     """Dense peak FLOP/s for MFU; None when the device is unknown (MFU is then not logged)."""
     kind = _kind(precision)
     if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        name = torch.cuda.get_device_name()
-        for key, peaks in GPU_PEAK_FLOPS.items():
-            if key in name:
-                return peaks[kind]
-        return None
+        # Lightning's table of vendor dense peaks (it tells H100/H200 SXM from PCIe/NVL).
+        from lightning.fabric.utilities.throughput import get_available_flops
+
+        dtype = torch.float16 if precision.startswith("16") else torch.bfloat16 if kind == "bf16" else torch.float32
+        flops = get_available_flops(torch.device("cuda", torch.cuda.current_device()), dtype)
+        return float(flops) if flops else None
     return CPU_PEAK_FLOPS[kind]
 
 
