@@ -23,7 +23,7 @@ from typing import Any
 RECORD = "record.json"
 
 # Bump when a stage's output format or semantics change, so old cache entries are not reused.
-STAGE_VERSIONS = {"prep": 2, "pretrain": 1}
+STAGE_VERSIONS = {"prep": 3, "pretrain": 1, "finetune": 1}
 
 
 def code_version() -> str:

@@ -74,7 +74,7 @@ def print_summary(summary: dict[str, Any], out=sys.stdout) -> None:
         gain = ""
         if acc.get("pretrained") is not None and acc.get("scratch") is not None:
             gain = f"   ({(acc['pretrained'] - acc['scratch']) * 100:+.1f} points from pretraining)"
-        w(f"  test accuracy   {parts}{gain}\n")
+        w(f"  {'test ' + summary.get('metric', 'accuracy'):<15} {parts}{gain}\n")
     w("  CO2e per stage  " + " | ".join(
         f"{s['stage']} {_fmt_g(s['emissions_kg'])}{' (cache hit)' if s['cache_hit'] else ''}"
         for s in summary["stages"]) + "\n")

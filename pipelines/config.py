@@ -14,6 +14,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from modules.tasks import (  # a light module: no torch, so validation stays instant
+    TASKS,
+    family_error,
+)
 from pipelines.errors import ConfigError
 
 CONF_DIR = Path(os.environ.get("TRANSFERLAB_CONF", Path(__file__).resolve().parents[1] / "conf"))
@@ -22,7 +26,6 @@ FAMILIES = {"causal", "masked", "seq2seq"}
 ARCHS = {"gpt2": "causal", "bert": "masked", "bart": "seq2seq"}
 TOKENIZER_KINDS = {"auto", "bpe", "wordpiece", "unigram", "pretrained"}
 INITS = {"pretrained", "scratch", "zero_shot"}  # zero_shot: causal LMs only (prompt scoring)
-TASKS = {"classification"}
 # Peak pretraining LR when pretrain.lr is null. The post-LayerNorm BART stalls at 3e-3
 # (val/loss flat at the unigram plateau, ~4.98, for 600 steps) and learns at 1e-3; a
 # pretrained checkpoint is adapted gently (pipelines.model_init sets CONTINUE_LR).
@@ -39,7 +42,7 @@ STRATEGY_LR = {"full": 1e-3, "partial": 2e-3, "linear_probe": 5e-3}
 DATA_SOURCES = {"synthetic", "local_text", "local_labeled", "hub"}
 # Data file keys: a path, a glob, or a list of them; made absolute at compose time.
 DATA_PATH_KEYS = ("path", "labeled_path", "validation_path", "test_path")
-DATA_FORMATS = {"auto", "text", "jsonl", "csv", "tsv", "parquet"}
+DATA_FORMATS = {"auto", "text", "jsonl", "csv", "tsv", "parquet", "conll"}
 
 
 def group_options(group: str) -> list[str]:
@@ -204,14 +207,15 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"bad value for 'pretrain.mask_ratio': {cfg['pretrain']['mask_ratio']!r} (must be in (0, 1))")
     if cfg["pretrain"]["poisson_lambda"] <= 0:
         raise ConfigError(f"bad value for 'pretrain.poisson_lambda': {cfg['pretrain']['poisson_lambda']!r} (must be > 0)")
-    bad_inits = [i for i in cfg["finetune"]["inits"] if i not in INITS]
-    if bad_inits or not cfg["finetune"]["inits"]:
+    inits = cfg["finetune"]["inits"]
+    if not inits or len(set(inits)) != len(inits) or any(not isinstance(i, str) or not i.strip() for i in inits):
         raise ConfigError(
-            f"bad value for 'finetune.inits': {cfg['finetune']['inits']!r} "
-            f"(choose from: {', '.join(sorted(INITS))})"
+            f"bad value for 'finetune.inits': {inits!r} (a list of distinct entries from: "
+            f"{', '.join(sorted(INITS))}, or a checkpoint: a local dir, hub id, runs:/ or models:/ URI)"
         )
-    if scratch:  # a checkpoint's family is known once model.init resolved: the finetune stage checks it
+    if scratch:  # a checkpoint's family is known once model.init resolved: the flow checks it then
         check_zero_shot(cfg["finetune"], cfg["model"]["family"])
+        check_task(cfg["finetune"], cfg["model"]["family"])
     if "{text}" not in cfg["finetune"]["zero_shot_template"]:
         raise ConfigError(f"bad value for 'finetune.zero_shot_template': {cfg['finetune']['zero_shot_template']!r} "
                           "(must contain the placeholder {text})")
@@ -243,6 +247,16 @@ def validate(cfg: dict[str, Any]) -> None:
                 f"bad value for '{key}': {cfg[group][name]} exceeds "
                 f"model.max_positions={cfg['model']['max_positions']}"
             )
+
+
+def check_task(finetune_cfg: dict[str, Any], family: str) -> None:
+    """The model family must have a head for finetune.task (e.g. no token head on BART)."""
+    why = family_error(finetune_cfg["task"], family, "model.family")
+    if why:
+        raise ConfigError(f"bad value for 'finetune.task': {why}")
+    if "zero_shot" in finetune_cfg["inits"] and finetune_cfg["task"] != "classification":
+        raise ConfigError(f"bad value for 'finetune.inits': zero_shot scores label words, so it serves "
+                          f"finetune.task=classification only (task is {finetune_cfg['task']!r})")
 
 
 def check_zero_shot(finetune_cfg: dict[str, Any], family: str) -> None:

@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import stages
-from pipelines.config import check_zero_shot, compose
+from pipelines.config import check_task, check_zero_shot, compose
 from pipelines.errors import UserError
 from pipelines.model_init import resolve_init
 from pipelines.preflight import check_inputs
@@ -73,6 +73,7 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
     resolve_init(cfg)  # model.init -> a local checkpoint dir (downloads); every rank needs it
     if until in ("finetune", "evaluate"):  # a checkpoint's family is known now: fail before pretraining
         check_zero_shot(cfg["finetune"], cfg["model"]["family"])
+        check_task(cfg["finetune"], cfg["model"]["family"])
     from pipelines.distributed import is_rank_zero, run_worker
 
     if not is_rank_zero():  # another rank of a DDP/FSDP pretraining: train only, log nothing
@@ -94,7 +95,11 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
             tuned = [finetune.with_options(name=f"finetune[{init}]")(cfg, prep_record, pretrain_record, init, parent)
                      for init in cfg["finetune"]["inits"]]
             records += tuned
-            summary["accuracy"] = {r["init"]: r["metrics"].get("test/accuracy") for r in tuned}
+            from modules.tasks import HEADLINE
+
+            # The task's headline test metric per init (accuracy, entity F1 or chrF).
+            summary["metric"] = HEADLINE[cfg["finetune"]["task"]]
+            summary["accuracy"] = {r["init"]: r["metrics"].get(f"test/{summary['metric']}") for r in tuned}
         if until == "evaluate":
             records.append(ev := evaluate(cfg, prep_record, pretrain_record, tuned, parent))
             summary["report"] = ev["report"]

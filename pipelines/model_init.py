@@ -61,31 +61,31 @@ def kind_of(init: str) -> str:
 # ---------------------------------------------------------------------------- local dirs
 
 
-def check_checkpoint_dir(path: Path, init: str, trust_remote_code: bool) -> dict[str, Any]:
+def check_checkpoint_dir(path: Path, init: str, trust_remote_code: bool, key: str = "model.init") -> dict[str, Any]:
     """The checkpoint's ``config.json`` after the safety checks; one-line UserError otherwise."""
     if not path.is_dir():
-        raise UserError(f"model.init={init!r}: no such directory {path}")
+        raise UserError(f"{key}={init!r}: no such directory {path}")
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise UserError(f"model.init={init!r}: {path} has no config.json (not a Hugging Face model directory)")
+        raise UserError(f"{key}={init!r}: {path} has no config.json (not a Hugging Face model directory)")
     if not any(path.glob("*.safetensors")):
         pickles = [name for name in PICKLE_WEIGHTS if (path / name).exists()]
         if pickles:
-            raise UserError(f"model.init={init!r}: {path} has only pickle weights ({pickles[0]}); transferlab loads "
+            raise UserError(f"{key}={init!r}: {path} has only pickle weights ({pickles[0]}); transferlab loads "
                             f"safetensors only, since unpickling can run arbitrary code; {_CONVERT}")
-        raise UserError(f"model.init={init!r}: {path} has no *.safetensors weights")
+        raise UserError(f"{key}={init!r}: {path} has no *.safetensors weights")
     try:
         config = json.loads(config_file.read_text())
     except (OSError, ValueError) as exc:
-        raise UserError(f"model.init={init!r}: unreadable {config_file}: {exc}") from exc
+        raise UserError(f"{key}={init!r}: unreadable {config_file}: {exc}") from exc
     if not trust_remote_code:
         for name in ("config.json", "tokenizer_config.json"):
             file = path / name
             if file.is_file() and "auto_map" in (config if name == "config.json" else _json(file)):
-                raise UserError(f"model.init={init!r}: {file} has auto_map (custom model code that would run on "
+                raise UserError(f"{key}={init!r}: {file} has auto_map (custom model code that would run on "
                                 "load); set model.trust_remote_code=true only if you trust its source")
     if "model_type" not in config:
-        raise UserError(f"model.init={init!r}: {config_file} has no model_type")
+        raise UserError(f"{key}={init!r}: {config_file} has no model_type")
     return config
 
 
@@ -244,13 +244,7 @@ def check_init(cfg: dict[str, Any]) -> None:
     if kind == SCRATCH:
         return
     _check_tokenizer_kind(cfg)
-    if kind == "local":
-        check_checkpoint_dir(Path(init).expanduser().resolve(), init, model["trust_remote_code"])
-    elif kind == "hub":
-        if _hub_offline():
-            _hub_download(init, local_only=True)  # fine if the HF cache has it; one line if not
-    else:
-        _mlflow_source(cfg, init)
+    check_checkpoint_ref(cfg, init)
 
 
 def _check_tokenizer_kind(cfg: dict[str, Any]) -> None:
@@ -258,6 +252,33 @@ def _check_tokenizer_kind(cfg: dict[str, Any]) -> None:
     if kind not in ("auto", "pretrained"):
         raise UserError(f"bad value for 'tokenizer.kind': {kind!r} with model.init={cfg['model']['init']!r}: a "
                         "checkpoint's embeddings fit only its own tokenizer (use tokenizer.kind=auto or pretrained)")
+
+
+def locate_checkpoint(cfg: dict[str, Any], init: str, key: str = "model.init") -> Path:
+    """A checkpoint reference (local dir, hub id, runs:/, models:/) -> a checked local dir;
+    downloads go to the content-addressed init cache. Also used for the extra checkpoints
+    that ``finetune.inits`` may list next to pretrained and scratch."""
+    kind = kind_of(init)
+    if kind == "local":
+        path = Path(init).expanduser().resolve()
+    elif kind == "hub":
+        path = _hub_download(init, local_only=False)
+    else:
+        path = _download_mlflow(cfg, init)
+    check_checkpoint_dir(path, init, cfg["model"]["trust_remote_code"], key)
+    return path
+
+
+def check_checkpoint_ref(cfg: dict[str, Any], init: str, key: str = "model.init") -> None:
+    """Cheap pre-flight of one checkpoint reference: no downloads, nothing written."""
+    kind = kind_of(init)
+    if kind == "local":
+        check_checkpoint_dir(Path(init).expanduser().resolve(), init, cfg["model"]["trust_remote_code"], key)
+    elif kind == "hub":
+        if _hub_offline():
+            _hub_download(init, local_only=True)  # fine if the HF cache has it; one line if not
+    elif kind in ("runs", "models"):
+        _mlflow_source(cfg, init)
 
 
 def resolve_init(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -274,13 +295,8 @@ def resolve_init(cfg: dict[str, Any]) -> dict[str, Any]:
     if kind == SCRATCH or model.get("init_path"):
         return cfg
     _check_tokenizer_kind(cfg)
-    if kind == "local":
-        path = Path(init).expanduser().resolve()
-    elif kind == "hub":
-        path = _hub_download(init, local_only=False)
-    else:
-        path = _download_mlflow(cfg, init)
-    config = check_checkpoint_dir(path, init, model["trust_remote_code"])
+    path = locate_checkpoint(cfg, init)
+    config = _json(path / "config.json")
     family = family_of(config, init)
     before = (model["arch"], model["family"])
     model["init_path"] = str(path)

@@ -27,6 +27,13 @@ def check_inputs(cfg: dict[str, Any], until: str = "prep") -> None:
     from pipelines.model_init import check_init
 
     check_init(cfg)  # model.init: exists, config.json + safetensors, no unrequested custom code
+    if until in NEEDS_LABELS:
+        from pipelines.model_init import check_checkpoint_ref
+        from pipelines.stages.finetune import BUILTIN_INITS
+
+        for init in cfg["finetune"]["inits"]:  # extra checkpoints to tune next to pretrained/scratch
+            if init not in BUILTIN_INITS:
+                check_checkpoint_ref(cfg, init, "finetune.inits")
     data = cfg["data"]
     if until in NEEDS_LABELS and not has_labels(data):
         fix = ("set data.labeled_path=<labeled file>" if data["source"] == "local_text"
@@ -36,7 +43,7 @@ def check_inputs(cfg: dict[str, Any], until: str = "prep") -> None:
     try:
         if _prep_is_cached(cfg):
             return
-        check_data(data)
+        check_data(data, cfg["finetune"]["task"])
     except DataError as exc:
         raise UserError(str(exc)) from exc
 

@@ -86,7 +86,7 @@ def register_export(
         model = cfg["model"]
         tags = {
             TAG_FINGERPRINT: fp,
-            TAG_DATA_FP: prep_record["fingerprint"],
+            TAG_DATA_FP: prep_record["lm_fingerprint"],
             TAG_TOKENIZER: tokenizer,
             "transferlab.family": model["family"],
             "transferlab.arch": model["arch"],

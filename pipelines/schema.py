@@ -30,6 +30,11 @@ class DataConfig:
     header: bool = True  # csv/tsv: first row names the columns
     text_column: Any = "text"  # a column name, or a 0-based position
     label_column: Any = "label"  # a column name, or a 0-based position
+    # finetune.task=seq2seq: the input and output text columns (jsonl/csv/tsv/parquet).
+    source_column: Any = "source"
+    target_column: Any = "target"
+    # finetune.task=token_classification reads CoNLL-style files (data.format=conll or a
+    # .conll suffix): one token per line, its tag in the last column, blank line between sentences.
     encoding: str = "utf-8"
     # source=hub: any `datasets` dataset (needs network; HF_HUB_OFFLINE=1 fails at once).
     hub_path: str | None = None  # e.g. wikitext, stanfordnlp/sst2
@@ -130,6 +135,20 @@ class FinetuneConfig:
     zero_shot_verbalizers: list[str] | None = None
     # true: mean instead of summed token log-prob, so multi-token labels are not penalised.
     zero_shot_normalize: bool = False
+    # finetune.task=seq2seq: target tokens kept for training, and the generation budget.
+    max_target_length: int = 32
+    num_beams: int = 1  # 1: greedy decoding
+
+
+@dataclass
+class SweepConfig:
+    # The data_efficiency sweep (`transferlab sweep`, or experiment=data_efficiency): one
+    # pretrain, then one fine-tune per label budget x finetune.inits x seed.
+    enabled: bool = False
+    budgets: list[int] = field(default_factory=lambda: [16, 64, 256])  # labeled examples per point
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    parallel: int | None = None  # fine-tunes side by side (processes); null: from the CPU count
+    retries: int = 1  # a failed point is retried this often, then reported, not fatal
 
 
 @dataclass
@@ -183,6 +202,7 @@ class TransferLabConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

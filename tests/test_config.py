@@ -57,7 +57,7 @@ def test_overrides_apply_and_types_coerce() -> None:
         ("model.n_head=3", ["model.n_head"]),
         ("finetune.max_length=4096", ["finetune.max_length", "max_positions"]),
         ("pretrain.block_size=256", ["pretrain.block_size", "model.max_positions=128"]),
-        ("finetune.inits=[pretrained,warm]", ["finetune.inits"]),
+        ("finetune.inits=[pretrained,pretrained]", ["finetune.inits"]),
         ("pretrain.max_steps=0", ["pretrain.max_steps"]),
     ],
 )
@@ -67,6 +67,14 @@ def test_bad_config_exits_2_with_one_line(override: str, must_mention: list[str]
     assert len(err.splitlines()) == 1, err
     for word in must_mention:
         assert word in err
+
+
+def test_task_the_family_cannot_serve_names_the_families_that_can(capsys: pytest.CaptureFixture) -> None:
+    assert main(["config", "model=bart_tiny", "finetune.task=token_classification"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "finetune.task" in err and "seq2seq" in err and "causal, masked" in err
+    assert main(["config", "model=bert_tiny", "finetune.task=seq2seq"]) == 2
+    assert "causal, seq2seq" in capsys.readouterr().err
 
 
 def test_compose_raises_config_error_not_hydra_internals() -> None:

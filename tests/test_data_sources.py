@@ -243,7 +243,7 @@ def test_preflight_load_is_reused_by_prep_and_a_cached_prep_skips_it(tmp_path: P
     cfg = compose(tiny_overrides(tmp_path / "home", "data=sst2_local", f"data.path={path}"))
     loads = []
     real = sources._load
-    monkeypatch.setattr(sources, "_load", lambda c: loads.append(1) or real(c))
+    monkeypatch.setattr(sources, "_load", lambda c, task: loads.append(1) or real(c, task))
     check_inputs(cfg, "prep")
     check_inputs(cfg, "prep")  # the CLI and the flow both check: still one read
     rec = stages.prep(StageContext.create(cfg))

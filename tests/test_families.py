@@ -129,8 +129,7 @@ def test_pretrain_step_per_family(tmp_path: Path, preset: str) -> None:
     cfg = compose(tiny_overrides(tmp_path, f"model={preset}", "pretrain.max_steps=2", "pretrain.val_every_n_steps=2"))
     family = cfg["model"]["family"]
     prep = tmp_path / "prep"
-    prepare_data(prep, cfg["data"], cfg["tokenizer"], family, cfg["pretrain"]["block_size"],
-                 cfg["finetune"]["max_length"], model_cfg=cfg["model"])
+    prepare_data(prep, cfg["data"], cfg["tokenizer"], family, cfg["pretrain"]["block_size"], model_cfg=cfg["model"])
     result = pretrain_language_model(prep, tmp_path / "out", cfg["model"], cfg["pretrain"], cfg["trainer"], seed=0)
     assert result.steps == 2 and math.isfinite(result.metrics["val/loss"])
     load_lm(result.hf_model, family)
@@ -140,8 +139,11 @@ def test_pretrain_step_per_family(tmp_path: Path, preset: str) -> None:
     from datasets import load_from_disk
     from transformers import AutoTokenizer, DataCollatorWithPadding
 
+    from modules.tasks import get_task
+
     tok = AutoTokenizer.from_pretrained(result.hf_model)
-    rows = load_from_disk(str(prep / "labeled"))["train"].select(range(4))
+    raw = load_from_disk(str(prep / "labeled"))["train"].select(range(4))
+    rows = get_task("classification").tokenize(raw, tok, family, cfg["finetune"]["max_length"], cfg["finetune"])
     batch = DataCollatorWithPadding(tok)([{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]}
                                           for r in rows])
     if family == "seq2seq":  # BartForSequenceClassification pools the hidden state at the one final EOS

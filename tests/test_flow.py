@@ -82,17 +82,20 @@ def test_flow_summary_points_at_the_report_and_store(flow_home: tuple[Path, dict
                                                        "finetune[scratch]", "evaluate"]
 
 
-def test_second_flow_run_reuses_prep_and_pretrain(flow_home: tuple[Path, dict[str, Any]]) -> None:
+def test_second_flow_run_reuses_every_stage(flow_home: tuple[Path, dict[str, Any]]) -> None:
     from pipelines.flows import transfer_learning
 
     home, first = flow_home
     second = transfer_learning(overrides=tiny_overrides(home))
     hits = {s["stage"]: s["cache_hit"] for s in second["stages"]}
-    assert hits["prep"] and hits["pretrain"] and not hits["finetune[pretrained]"]
+    assert hits == {"prep": True, "pretrain": True, "finetune[pretrained]": True, "finetune[scratch]": True,
+                    "evaluate": False}
+    assert second["accuracy"] == first["accuracy"]  # the reused fine-tunes' own test metrics
     _, runs = _runs(home)
     children = _children(runs, second["parent_run_id"])
-    cache_tags = {r.data.tags["transferlab.stage"]: r.data.tags.get("transferlab.cache") for r in children}
-    assert cache_tags["prep"] == "hit" and cache_tags["pretrain"] == "hit"
+    cache_tags = {(r.data.tags["transferlab.stage"], r.data.tags.get("transferlab.init")):
+                  r.data.tags.get("transferlab.cache") for r in children}
+    assert set(cache_tags.values()) == {"hit", None}  # evaluate always runs: it has no cache tag
     # The report prices a reused stage at what building it cost in the first run.
     first_pretrain = next(r for r in _children(runs, first["parent_run_id"])
                           if r.data.tags["transferlab.stage"] == "pretrain")

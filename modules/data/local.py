@@ -45,20 +45,37 @@ def _corpus(docs: list[str], cfg: dict[str, Any], key: str) -> dict[str, list[st
     return cut_corpus(docs, cfg["val_fraction"], cfg["seed"], key)
 
 
-def load_local_text(cfg: dict[str, Any]) -> RawData:
+def task_splits(cfg: dict[str, Any], path_key: str, task: str) -> tuple[dict[str, list[Any]], list[str], list[str]]:
+    """The labeled file(s) read as rows of ``task``: (text, label) for classification, CoNLL
+    (tokens, tags) for token_classification, (source, target) pairs for seq2seq."""
+    if task == "token_classification":
+        from modules.data.conll import tagging_splits
+
+        return tagging_splits(cfg, path_key)
+    if task == "seq2seq":
+        from modules.data.pairs import pair_splits
+
+        splits, sources = pair_splits(cfg, path_key)
+        return splits, [], sources
+    return labeled_splits(cfg, path_key)
+
+
+def load_local_text(cfg: dict[str, Any], task: str = "classification") -> RawData:
     paths = expand(cfg["path"], "data.path")
     corpus = _corpus(read_texts(paths, "data.path", cfg), cfg, "data.path")
     sources = [str(p) for p in paths]
     if not cfg["labeled_path"]:
-        return RawData(corpus, {}, [], sources)
-    labeled, names, labeled_sources = labeled_splits(cfg, "labeled_path")
-    return RawData(corpus, labeled, names, sources + labeled_sources)
+        return RawData(corpus, {}, [], sources, task=task)
+    labeled, names, labeled_sources = task_splits(cfg, "labeled_path", task)
+    return RawData(corpus, labeled, names, sources + labeled_sources, task=task)
 
 
-def load_local_labeled(cfg: dict[str, Any]) -> RawData:
-    labeled, names, sources = labeled_splits(cfg, "path")
-    corpus = _corpus([text for text, _ in labeled["train"]], cfg, "data.path")
-    return RawData(corpus, labeled, names, sources)
+def load_local_labeled(cfg: dict[str, Any], task: str = "classification") -> RawData:
+    from modules.tasks import get_task
+
+    labeled, names, sources = task_splits(cfg, "path", task)
+    corpus = _corpus(get_task(task).corpus_texts(labeled["train"]), cfg, "data.path")
+    return RawData(corpus, labeled, names, sources, task=task)
 
 
 def input_files(cfg: dict[str, Any]) -> dict[str, list[str]]:

@@ -6,21 +6,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import Dataset, DatasetDict
 
 from modules.data.sources import load_raw
-from modules.data.tokenization import make_tokenizer, pack_for_lm, tokenize_labeled
+from modules.data.tokenization import make_tokenizer, pack_for_lm
 
 # Loading lives in modules/data/sources.py (one entry point over every data.source).
 
 
 def prepare_data(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: dict[str, Any], family: str,
-                 block_size: int, max_length: int, model_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``tokenizer/``, ``lm/`` (packed blocks) and ``labeled/`` under ``out_dir``.
+                 block_size: int, model_cfg: dict[str, Any] | None = None,
+                 task: str = "classification") -> dict[str, Any]:
+    """Write ``tokenizer/``, ``lm/`` (packed blocks) and ``labeled/`` (the rows of ``task``)
+    under ``out_dir``.
 
     Returns the dataset statistics (row and token counts, label names) for logging.
     """
-    data = load_raw(data_cfg)
+    from modules.tasks import get_task
+
+    data = load_raw(data_cfg, task)
     # model_cfg: model.init / trust_remote_code for tokenizer.kind=pretrained (or auto + a checkpoint).
     tokenizer, kind = make_tokenizer(data.corpus["train"], tokenizer_cfg, family, model_cfg)
     tokenizer.save_pretrained(str(out_dir / "tokenizer"))
@@ -29,22 +33,20 @@ def prepare_data(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: dict[st
     lm = DatasetDict({split: pack_for_lm(ds, tokenizer, block_size, family) for split, ds in corpus.items()})
     lm.save_to_disk(str(out_dir / "lm"))
 
-    # ClassLabel keeps the id -> name mapping with the data, so no stage has to guess it.
-    # A source without labels (a plain corpus) writes no labeled/ at all: stats say has_labels.
+    # Raw rows with typed columns (ClassLabel keeps the id -> name mapping with the data);
+    # fine-tuning tokenizes them with the tuned model's own tokenizer. A source without
+    # labels (a plain corpus) writes no labeled/ at all: stats say has_labels.
     labeled = DatasetDict()
     if data.has_labels:
-        features = Features({"text": Value("string"), "label": ClassLabel(names=data.label_names)})
-        labeled = DatasetDict({
-            split: tokenize_labeled(Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]},
-                                                      features=features), tokenizer, max_length, family)
-            for split, rows in data.labeled.items()
-        })
+        spec = get_task(task)
+        labeled = DatasetDict({split: spec.to_dataset(rows, data.label_names) for split, rows in data.labeled.items()})
         labeled.save_to_disk(str(out_dir / "labeled"))
 
     return {
         "tokenizer_kind": kind,
         "vocab_size": len(tokenizer),
         "has_labels": data.has_labels,
+        "task": task,
         "label_names": data.label_names,
         "sources": data.sources,
         "corpus_documents": {s: len(t) for s, t in data.corpus.items()},

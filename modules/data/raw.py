@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
 class RawData:
     corpus: dict[str, list[str]]  # "train"/"validation" -> documents for LM pretraining
-    labeled: dict[str, list[tuple[str, int]]]  # "train"/"validation"/"test" -> (text, label id); {} if none
-    label_names: list[str]  # label id -> name; [] when the source has no labels
+    # "train"/"validation"/"test" -> rows of the task ({} if none): classification (text, label id);
+    # token_classification (tokens, tag ids); seq2seq (source, target).
+    labeled: dict[str, list[Any]]
+    label_names: list[str]  # label / tag id -> name; [] when the task has none (seq2seq) or no labels
     # Where the data came from (file paths or a hub id), for the record and MLflow inputs.
     sources: list[str] = field(default_factory=list)
+    task: str = "classification"  # what the rows of ``labeled`` are (modules/tasks)
 
     @property
     def has_labels(self) -> bool:

@@ -53,42 +53,64 @@ def data_fingerprint(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _load(cfg: dict[str, Any]) -> RawData:
+def _synthetic(cfg: dict[str, Any], task: str) -> RawData:
+    """The synthetic corpus plus the labeled rows of ``task``, all from one lexicon, so a
+    model pretrained on the corpus knows the topic of every cue word any task uses."""
+    from modules.data.synthetic import generate
+
+    data = generate(**{k: cfg[k] for k in SYNTHETIC_KEYS})
+    sizes = {"train": cfg["labeled_train"], "validation": cfg["labeled_val"], "test": cfg["labeled_test"]}
+    if task == "token_classification":
+        from modules.data.synthetic_tagging import generate_tagging
+
+        rows, names = generate_tagging(data.lexicon, cfg["seed"], sizes)
+        return RawData(data.corpus, rows, names, task=task)
+    if task == "seq2seq":
+        from modules.data.synthetic_seq2seq import generate_pairs
+
+        return RawData(data.corpus, generate_pairs(data.lexicon, cfg["seed"], sizes), [], task=task)
+    return data
+
+
+def _load(cfg: dict[str, Any], task: str) -> RawData:
     source = cfg["source"]
     if source == "synthetic":
-        from modules.data.synthetic import generate
-
-        return generate(**{k: cfg[k] for k in SYNTHETIC_KEYS})
+        return _synthetic(cfg, task)
     if source == "local_text":
         from modules.data.local import load_local_text
 
-        return load_local_text(cfg)
+        return load_local_text(cfg, task)
     if source == "local_labeled":
         from modules.data.local import load_local_labeled
 
-        return load_local_labeled(cfg)
+        return load_local_labeled(cfg, task)
     if source == "hub":
+        if task != "classification":
+            from modules.data.errors import DataError
+
+            raise DataError(f"data.source=hub reads text + label columns (finetune.task=classification); for "
+                            f"finetune.task={task} download the data once and use data=local_labeled")
         from modules.data.hub import load_hub
 
         return load_hub(cfg)
     raise ValueError(f"unknown data.source {source!r}")
 
 
-def check_data(cfg: dict[str, Any]) -> None:
+def check_data(cfg: dict[str, Any], task: str = "classification") -> None:
     """Load and validate the data (raises ``DataError``); keep it for :func:`load_raw`."""
     if cfg["source"] == "synthetic":
         return  # generated: nothing the user can get wrong that the config check missed
-    key = data_fingerprint(cfg)
+    key = f"{data_fingerprint(cfg)}-{task}"
     if key not in _validated:
-        data = _load(cfg)
+        data = _load(cfg, task)
         _validated.clear()
         _validated[key] = data
 
 
-def load_raw(cfg: dict[str, Any]) -> RawData:
-    """The raw corpus and labeled splits of ``data.source`` (reusing a pre-flight load)."""
+def load_raw(cfg: dict[str, Any], task: str = "classification") -> RawData:
+    """The raw corpus and the labeled splits of ``task`` from ``data.source`` (reusing a pre-flight load)."""
     if cfg["source"] != "synthetic" and _validated:
-        data = _validated.pop(data_fingerprint(cfg), None)
+        data = _validated.pop(f"{data_fingerprint(cfg)}-{task}", None)
         if data is not None:
             return data
-    return _load(cfg)
+    return _load(cfg, task)

@@ -33,9 +33,9 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], label_names: Sequence[
 
 
 def comparison_png(accuracy: dict[str, float], co2_kg: dict[str, float], title: str, path: str | Path,
-                   chance: float | None = None) -> Path:
-    """Left: test accuracy per init (with the chance level). Right: CO2 per stage, in grams
-    so that small runs stay legible."""
+                   chance: float | None = None, metric: str = "test accuracy") -> Path:
+    """Left: the task's test metric per init (with the chance level). Right: CO2 per stage,
+    in grams so that small runs stay legible."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     names = list(accuracy)
     colors = {"pretrained": "tab:blue", "scratch": "tab:gray", "zero_shot": "tab:orange"}
@@ -45,9 +45,9 @@ def comparison_png(accuracy: dict[str, float], co2_kg: dict[str, float], title: 
         ax1.axhline(chance, color="black", linestyle="--", linewidth=1)
         ax1.text(len(names) - 0.5, chance, " chance", va="bottom", ha="right", fontsize=9)
     ax1.set_ylim(0, 1.12)
-    ax1.set_ylabel("test accuracy")
+    ax1.set_ylabel(metric)
     ax1.set_xlabel("initialisation")
-    ax1.set_title("Test accuracy per initialisation")
+    ax1.set_title(f"{metric[:1].upper()}{metric[1:]} per initialisation")
     stages = list(co2_kg)
     grams = [co2_kg[s] * 1000 for s in stages]
     bars = ax2.bar(stages, grams, color="tab:green")

@@ -22,16 +22,22 @@ def render_report(
     stages: Sequence[dict[str, Any]],
     images: Sequence[str],
     notes: Sequence[str] = (),
+    columns: Sequence[tuple[str, str]] = (("accuracy", "accuracy"), ("f1_macro", "macro-F1")),
 ) -> str:
-    """``results``: init -> {accuracy, f1_macro}; ``stages``: rows with name, emissions_kg,
-    energy_kwh, duration_s, cache_hit and produced_kg (what building the output cost)."""
+    """``results``: init -> task metrics; ``columns``: (metric, title) pairs shown, the
+    headline first; ``stages``: rows with name, emissions_kg, energy_kwh, duration_s,
+    cache_hit and produced_kg (what building the output cost)."""
+    headline, headline_title = columns[0]
     lines = [f"# {title}", ""]
-    lines += ["## Downstream task (test split)", "", "| init | accuracy | macro-F1 |", "|---|---:|---:|"]
+    lines += ["## Downstream task (test split)", "", "| init | " + " | ".join(t for _, t in columns) + " |",
+              "|---|" + "---:|" * len(columns)]
     for init, m in results.items():
-        lines.append(f"| {init} | {m['accuracy']:.4f} | {m['f1_macro']:.4f} |")
+        # zero_shot is scored as classification: a column it lacks reads "-"
+        cells = [f"{m[k]:.4f}" if k in m else "-" for k, _ in columns]
+        lines.append(f"| {init} | " + " | ".join(cells) + " |")
     if "pretrained" in results and "scratch" in results:
-        gain = results["pretrained"]["accuracy"] - results["scratch"]["accuracy"]
-        lines += ["", f"Pretraining changes test accuracy by **{gain * 100:+.1f} points** over the same "
+        gain = results["pretrained"][headline] - results["scratch"][headline]
+        lines += ["", f"Pretraining changes test {headline_title} by **{gain * 100:+.1f} points** over the same "
                       "architecture trained from scratch on the same labeled examples."]
     if "zero_shot" in results:
         lines += ["", "`zero_shot` trains nothing: the pretrained causal LM labels each test text by the "

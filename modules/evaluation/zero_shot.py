@@ -123,6 +123,7 @@ def zero_shot_classify(
 
 @dataclass
 class ZeroShotTest:
+    texts: list[str]
     labels: list[int]
     predictions: list[int]
     metrics: dict[str, float]  # test/accuracy, test/f1_macro
@@ -146,4 +147,4 @@ def zero_shot_test(prep_dir: str | Path, source_model: str | Path, template: str
     result = zero_shot_classify(model, tokenizer, test["text"], words, template, normalize, batch_size)
     labels = list(test["label"])
     m = classification_metrics(labels, result.predictions, len(names))
-    return ZeroShotTest(labels, result.predictions, {f"test/{k}": v for k, v in m.items()}, words)
+    return ZeroShotTest(list(test["text"]), labels, result.predictions, {f"test/{k}": v for k, v in m.items()}, words)

@@ -33,7 +33,7 @@ class SequenceClassification(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
         self.test_f1 = MulticlassF1Score(num_classes=num_labels, average="macro")
-        self.test_predictions: list[int] = []
+        self.test_outputs: list[int] = []
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(**batch)  # logits: (B, num_labels)
@@ -51,13 +51,13 @@ class SequenceClassification(L.LightningModule):
         self.log("val/accuracy", self.val_acc, on_epoch=True)
 
     def on_test_epoch_start(self) -> None:
-        self.test_predictions = []
+        self.test_outputs = []
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         _, preds = self._forward(batch)
         self.test_acc.update(preds, batch["labels"])
         self.test_f1.update(preds, batch["labels"])
-        self.test_predictions.extend(preds.tolist())
+        self.test_outputs.extend(preds.tolist())
         self.log("test/accuracy", self.test_acc, on_epoch=True)
         self.log("test/f1_macro", self.test_f1, on_epoch=True)
 

@@ -19,10 +19,8 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from transformers import AutoTokenizer
 
-from modules.data.datamodules import ClassificationData, LanguageModelingData
-from modules.data.sampling import stratified_subset
+from modules.data.datamodules import LanguageModelingData
 from modules.models.factory import (
-    build_classifier,
     build_lm,
     count_parameters,
     fit_vocab,
@@ -36,7 +34,6 @@ from modules.training.checkpointing import (
     latest_good_checkpoint,
     step_checkpoint_callback,
 )
-from modules.training.classification import SequenceClassification
 from modules.training.hardware import default_num_workers, default_peak_flops, resolve_precision
 from modules.training.lm import LanguageModelPretraining
 from modules.training.trainer import make_trainer
@@ -71,13 +68,13 @@ class PretrainResult:
 @dataclass
 class FinetuneResult:
     metrics: dict[str, float]
-    predictions: list[int]
-    labels: list[int]
+    predictions: list[dict[str, Any]]  # one row per test example (Task.prediction_rows)
     train_examples: int
     best_checkpoint: str | None
     epochs: int
     strategy: str = "full"
     trainable_parameters: int = 0  # parameters the optimizer updated (all of them for strategy=full)
+    label_names: list[str] | None = None
 
 
 def pretrain_language_model(
@@ -221,10 +218,12 @@ def export_checkpoint(init_dir: Path, prep_dir: Path, out_dir: Path, model_cfg: 
     return PretrainResult(0, {}, n_params, None, str(hf_dir))
 
 
-def finetune_classifier(
+def finetune_task(
+    task_name: str,
     prep_dir: Path,
     source_model: Path,
     init: str,
+    family: str,
     out_dir: Path,
     finetune_cfg: dict[str, Any],
     trainer_cfg: dict[str, Any],
@@ -233,28 +232,37 @@ def finetune_classifier(
     logger: Logger | bool = False,
     trust_remote_code: bool = False,
 ) -> FinetuneResult:
-    """Fine-tune ``init`` (pretrained weights or a fresh copy of the architecture) on a
-    stratified ``train_examples`` subset, early-stopped on val/loss; test the best epoch."""
+    """Fine-tune ``init`` (the checkpoint's weights, or a fresh copy of its architecture) on
+    a ``train_examples`` subset of the task's labeled rows, early-stopped on val/loss; test
+    the best epoch and return the test predictions as rows (``Task.prediction_rows``).
+
+    The rows are tokenized here with the tuned model's own tokenizer, so a checkpoint with
+    another vocabulary than the pipeline's tunes on exactly the same examples.
+    """
+    from modules.tasks import get_task
+
+    task = get_task(task_name)
     L.seed_everything(seed, workers=True, verbose=False)
     tokenizer = AutoTokenizer.from_pretrained(str(source_model))
-    splits = load_from_disk(str(prep_dir / "labeled"))
-    num_labels = splits["train"].features["label"].num_classes
-    pool = splits["train"]
+    raw = load_from_disk(str(prep_dir / "labeled"))
+    label_names = task.label_names(raw["train"])
+    pool = raw["train"]
     budget = finetune_cfg["train_examples"]
     if budget > len(pool):
         log.warning("finetune.train_examples=%d exceeds the labeled pool (%d); using all of it", budget, len(pool))
-    subset = pool.select(stratified_subset(pool["label"], budget, seed))
-    data = ClassificationData({"train": subset, "validation": splits["validation"], "test": splits["test"]},
-                              tokenizer, finetune_cfg["batch_size"], eval_batch_size)
+    subset = pool.select(task.subset(pool, budget, seed))
+    max_length = finetune_cfg["max_length"]
+    splits = {split: task.tokenize(ds, tokenizer, family, max_length, finetune_cfg)
+              for split, ds in (("train", subset), ("validation", raw["validation"]), ("test", raw["test"]))}
+    data = task.datamodule(splits, tokenizer, family, finetune_cfg["batch_size"], eval_batch_size)
 
-    model = build_classifier(source_model, init, num_labels, finetune_cfg["dropout"], trust_remote_code)
+    model = task.build_model(source_model, init, family, label_names, finetune_cfg["dropout"], trust_remote_code)
     strategy = finetune_cfg["strategy"]
     frozen = apply_strategy(model, strategy, finetune_cfg["trainable_layers"])
     if init == "scratch" and strategy == "linear_probe":
         log.warning("finetune[scratch]: strategy=linear_probe trains a head on a frozen *random* body; "
                     "a baseline only, not a fine-tune")
-    module = SequenceClassification(model, num_labels, finetune_cfg["lr"], finetune_cfg["weight_decay"],
-                                    finetune_cfg["warmup_ratio"])
+    module = task.lightning_module(model, tokenizer, family, label_names, finetune_cfg)
     steps_per_epoch = max(1, len(subset) // finetune_cfg["batch_size"])
     best = ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor="val/loss", mode="min", save_top_k=1,
                            filename="best")
@@ -266,15 +274,19 @@ def finetune_classifier(
         out_dir, [best, stop, ProgressLog(name, trainer_cfg["progress_every_n_steps"])], logger,
         max_epochs=finetune_cfg["max_epochs"],
     )
-    log.info("%s: %d labeled examples, %d classes; strategy=%s, %d of %d parameters train (%d of %d layers), lr %g",
-             name, len(subset), num_labels, strategy, frozen.trainable_parameters, frozen.total_parameters,
-             frozen.trainable_layers, frozen.total_layers, finetune_cfg["lr"])
+    log.info("%s: %s, %d labeled examples%s; strategy=%s, %d of %d parameters train (%d of %d layers), lr %g",
+             name, task_name, len(subset), f", {len(label_names)} classes" if label_names else "", strategy,
+             frozen.trainable_parameters, frozen.total_parameters, frozen.trainable_layers, frozen.total_layers,
+             finetune_cfg["lr"])
     trainer.fit(module, datamodule=data)
     trainer.test(module, datamodule=data, ckpt_path="best" if best.best_model_path else None, verbose=False)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("test/", "val/"))}
-    log.info("%s: stopped after %d epochs; test/accuracy %.4f", name, trainer.current_epoch, metrics.get("test/accuracy", float("nan")))
+    rows = task.prediction_rows(raw["test"], list(module.test_outputs), label_names)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics.update({f"test/{k}": v for k, v in task.score(rows, label_names).items()})
+    headline = f"test/{task.headline}"
+    log.info("%s: stopped after %d epochs; %s %.4f", name, trainer.current_epoch, headline, metrics[headline])
     hf_dir = out_dir / "hf_model"
     module.model.save_pretrained(str(hf_dir))
     tokenizer.save_pretrained(str(hf_dir))
-    return FinetuneResult(metrics, list(module.test_predictions), list(splits["test"]["label"]), len(subset),
-                          best.best_model_path or None, trainer.current_epoch, strategy, frozen.trainable_parameters)
+    return FinetuneResult(metrics, rows, len(subset), best.best_model_path or None, trainer.current_epoch, strategy,
+                          frozen.trainable_parameters, label_names)

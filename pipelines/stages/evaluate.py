@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,12 +9,6 @@ from typing import Any
 from pipelines.stages.common import StageContext, record, stage_label, tracked_stage
 
 log = logging.getLogger("transferlab")
-
-
-def _read_predictions(path: str) -> tuple[list[int], list[int]]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [int(r["label"]) for r in rows], [int(r["prediction"]) for r in rows]
 
 
 def stage_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -28,25 +21,31 @@ def stage_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def evaluate(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: dict[str, Any],
              finetune_records: list[dict[str, Any]]) -> dict[str, Any]:
-    from modules.evaluation.metrics import classification_metrics, confusion
+    from modules.evaluation.metrics import confusion
     from modules.evaluation.perplexity import lm_perplexity
     from modules.evaluation.plots import comparison_png, confusion_matrix_png
     from modules.evaluation.report import render_report
+    from modules.tasks import get_task
 
     cfg = ctx.cfg
+    task = get_task(cfg["finetune"]["task"])
     label_names = prep_record["label_names"]
+    headline = task.headline
     with tracked_stage(ctx, "evaluate") as run:
         out = run.workdir
         results: dict[str, dict[str, float]] = {}
         images: list[str] = []
         for rec in finetune_records:
-            labels, preds = _read_predictions(rec["predictions"])
             init = rec["init"]
-            results[init] = classification_metrics(labels, preds, len(label_names))
-            png = f"confusion_matrix_{init}.png"
-            confusion_matrix_png(confusion(labels, preds, len(label_names)), label_names,
-                                 f"Confusion matrix: init={init}, test split", out / png)
-            images.append(png)
+            spec = get_task("classification") if init == "zero_shot" else task
+            rows = spec.load_predictions(Path(rec["predictions"]))
+            results[init] = spec.score(rows, label_names)
+            if spec.name == "classification":
+                png = f"confusion_matrix_{init.replace(':', '_')}.png"
+                labels, preds = [r["label"] for r in rows], [r["prediction"] for r in rows]
+                confusion_matrix_png(confusion(labels, preds, len(label_names)), label_names,
+                                     f"Confusion matrix: init={init}, test split", out / png)
+                images.append(png)
         lm = lm_perplexity(pretrain_record["hf_model"], Path(prep_record["path"]) / "lm", cfg["model"]["family"],
                            cfg["evaluate"]["batch_size"], cfg["evaluate"]["perplexity_batches"],
                            cfg["pretrain"]["mlm_probability"], cfg["seed"],
@@ -54,27 +53,27 @@ def evaluate(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
                            trust_remote_code=cfg["model"]["trust_remote_code"])
         metrics = {"val/loss": lm["loss"], "val/perplexity": lm["perplexity"]}
         for init, m in results.items():
-            metrics[f"test/accuracy/{init}"] = m["accuracy"]
-            metrics[f"test/f1_macro/{init}"] = m["f1_macro"]
+            for key, value in m.items():
+                metrics[f"test/{key}/{init}"] = value
         if "pretrained" in results and "scratch" in results:
-            metrics["test/accuracy_gain"] = results["pretrained"]["accuracy"] - results["scratch"]["accuracy"]
+            metrics[f"test/{headline}_gain"] = results["pretrained"][headline] - results["scratch"][headline]
         run.log_metrics(metrics)
 
         rows = stage_rows([prep_record, pretrain_record, *finetune_records])
-        comparison_png({k: v["accuracy"] for k, v in results.items()},
+        comparison_png({k: v[headline] for k, v in results.items()},
                        {r["name"]: r["produced_kg"] or 0.0 for r in rows},
-                       f"{cfg['experiment_name']}: {cfg['model']['name']} on {cfg['data']['name']}",
-                       out / "comparison.png", chance=1 / len(label_names))
+                       f"{cfg['experiment_name']}: {cfg['model']['name']} on {cfg['data']['name']} ({task.name})",
+                       out / "comparison.png", chance=task.chance(label_names), metric=f"test {headline}")
         images.insert(0, "comparison.png")
         report = render_report(
-            f"transferlab report: {cfg['experiment_name']} ({cfg['model']['name']}, {cfg['data']['name']})",
-            results, lm, rows, images,
+            f"transferlab report: {cfg['experiment_name']} ({cfg['model']['name']}, {cfg['data']['name']}, {task.name})",
+            results, lm, rows, images, columns=task.report_columns,
             notes=[f"Labeled training examples: {cfg['finetune']['train_examples']}; seed {cfg['seed']}. "
                    "CO2 of a cached stage is what building its output cost when it ran."],
         )
         (out / "report.md").write_text(report)
         for name in ["report.md", *images]:
             run.log_artifact(out / name)
-        log.info("evaluate: %s", "  ".join(f"test/accuracy[{k}] {v['accuracy']:.4f}" for k, v in results.items()))
+        log.info("evaluate: %s", "  ".join(f"test/{headline}[{k}] {v[headline]:.4f}" for k, v in results.items()))
     return record("evaluate", run, path=str(out), report=str(out / "report.md"), metrics=metrics,
                   artifacts=["report.md", *images])

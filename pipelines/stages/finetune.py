@@ -1,87 +1,194 @@
-"""finetune: train a classifier from the pretrained export or from scratch, test it; or
-classify zero-shot with the pretrained causal LM (init=zero_shot)."""
+"""finetune: tune one init on the task's labeled subset and test it; cached by fingerprint.
+
+``init`` is ``pretrained`` (this pipeline's pretrained export), ``scratch`` (the same
+architecture with fresh weights), ``zero_shot`` (classification with a causal LM: prompt
+scoring, no training) or any checkpoint reference that ``model.init`` accepts (a local
+HF dir, a hub id, ``runs:/``, ``models:/``), tuned with its own tokenizer.
+
+A finished fine-tune is a content-addressed cache entry like prep and pretrain, so a sweep
+run again (or a point that finished before a crash) is reused, not recomputed; the reuse
+gets its own MLflow child run tagged ``transferlab.cache=hit`` with the metrics it reuses.
+"""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
-from pipelines.cache import atomic_dir
+from pipelines.cache import StageCache, fingerprint, write_record
 from pipelines.errors import UserError
-from pipelines.stages.common import StageContext, record, tracked_stage
+from pipelines.stages.common import (
+    StageContext,
+    StageRun,
+    cache_fields,
+    record,
+    reuse,
+    tracked_stage,
+)
 from pipelines.stages.pretrain import lightning_logger
 from pipelines.tracking import TAG_INIT, TAG_STRATEGY, TAG_TASK
 
 log = logging.getLogger("transferlab")
 
-
-def _write_predictions(path: Path, labels: list[int], predictions: list[int]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["index", "label", "prediction"])
-        writer.writerows(zip(range(len(labels)), labels, predictions, strict=True))
+BUILTIN_INITS = ("pretrained", "scratch", "zero_shot")
+TAG_INIT_SOURCE = "transferlab.init_source"  # init=checkpoint: which one (credentials redacted)
 
 
-def zero_shot(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: dict[str, Any]) -> dict[str, Any]:
-    """init=zero_shot: no training; the pretrained causal LM classifies the test split by
-    scoring each label's verbalisation after a prompt (modules/evaluation/zero_shot.py)."""
-    from modules.evaluation.zero_shot import zero_shot_test
-    from pipelines.config import check_zero_shot
+def init_label(init: str) -> str:
+    """How an init is named in run names, reports and records: ``checkpoint:<name>`` for a
+    checkpoint reference (its last path segment), the init itself otherwise."""
+    if init in BUILTIN_INITS:
+        return init
+    from pipelines.model_init import source_label
+
+    return f"checkpoint:{source_label(init).rstrip('/').split('/')[-1] or init}"
+
+
+def _source(cfg: dict[str, Any], pretrain_record: dict[str, Any], init: str) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint ``init`` tunes from (a local dir) and what identifies its content."""
+    from pipelines.model_init import content_digest, locate_checkpoint
+
+    if init in BUILTIN_INITS:
+        hf_model = Path(pretrain_record["hf_model"])
+        return hf_model, {"pretrain": pretrain_record.get("fingerprint") or content_digest(hf_model)}
+
+    path = locate_checkpoint(cfg, init, "finetune.inits")
+    return path, {"checkpoint": content_digest(path)}
+
+
+def finetune_fingerprint(cfg: dict[str, Any], prep_record: dict[str, Any], identity: dict[str, Any],
+                         init: str) -> str:
+    ft = cfg["finetune"]
+    keys = {k: v for k, v in ft.items() if k != "inits" and not k.startswith("zero_shot")}
+    if init == "zero_shot":
+        keys = {k: v for k, v in ft.items() if k.startswith("zero_shot") or k in ("task", "max_length")}
+    trainer = {k: cfg["trainer"][k] for k in ("accelerator", "precision", "deterministic")}
+    return fingerprint("finetune", {"prep": prep_record["fingerprint"], "source": identity, "init": init,
+                                    "finetune": keys, "seed": cfg["seed"], "trainer": trainer,
+                                    "eval_batch_size": cfg["evaluate"]["batch_size"]})
+
+
+def _family(source: Path) -> str:
     from pipelines.model_init import family_of
 
+    return family_of(json.loads((source / "config.json").read_text()), str(source))
+
+
+def check_task_family(task: str, family: str, what: str) -> None:
+    from modules.tasks import family_error
+
+    why = family_error(task, family, what)
+    if why:
+        raise UserError(why)
+
+
+def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: dict[str, Any], init: str) -> dict[str, Any]:
     cfg = ctx.cfg
     ft = cfg["finetune"]
-    hf_model = Path(pretrain_record["hf_model"])
-    # A model.init checkpoint's family is only known now (the config check covers scratch models).
-    check_zero_shot(ft, family_of(json.loads((hf_model / "config.json").read_text()), str(hf_model)))
+    task = ft["task"]
+    source, identity = _source(cfg, pretrain_record, init)
+    family = _family(source)
+    label = init_label(init)
+    check_task_family(task, family, f"the {'pretrained model' if init in BUILTIN_INITS else label} checkpoint")
+    if init == "zero_shot":
+        from pipelines.config import check_zero_shot
+
+        check_zero_shot(ft, family)
+    fp = finetune_fingerprint(cfg, prep_record, identity, init)
+    cache = StageCache(ctx.home, "finetune")
+    tags = {TAG_INIT: init if init in BUILTIN_INITS else "checkpoint", TAG_TASK: task}
+    if init != "zero_shot":
+        tags[TAG_STRATEGY] = ft["strategy"]
+    if init not in BUILTIN_INITS:
+        from pipelines.model_init import source_label
+
+        tags[TAG_INIT_SOURCE] = source_label(init)
+    with tracked_stage(ctx, "finetune", f"finetune-{label}", tags) as run:
+        cached = reuse(run, cache, fp, f"finetune[{label}]")
+        if cached is None:
+            with cache.build(fp) as tmp:
+                result = (_zero_shot(cfg, prep_record, source, tmp) if init == "zero_shot"
+                          else _train(ctx, run, prep_record, source, family, init, tmp))
+                result.update(stage="finetune", fingerprint=fp, run_id=run.run_id, init=label, task=task)
+                write_record(tmp, result)
+            cached_result, metrics = result, result["metrics"]
+            if init != "zero_shot":
+                run.log_artifact(cache.path(fp) / "hf_model", "hf_model")
+        else:
+            cached_result, metrics = cached, cached["metrics"]
+        run.log_metrics(metrics)  # all test metrics (per class too); a reused point reads complete in the UI
+        out = cache.path(fp)
+        counts = {"data/train_examples": cached_result["train_examples"],
+                  "model/trainable_parameters": cached_result["trainable_parameters"]}
+        if cached_result.get("epochs") is not None:
+            counts["train/epochs"] = cached_result["epochs"]
+        run.log_metrics(counts)
+        if cached_result.get("requested_examples") != cached_result["train_examples"] and init != "zero_shot":
+            run.set_tags({"transferlab.train_examples_clamped": f"{cached_result['requested_examples']}->"
+                                                                f"{cached_result['train_examples']}"})
+        run.log_artifact(out / cached_result["predictions_file"])
+    return record("finetune", run, **cache_fields(run, cache, fp, cached), init=label, task=task,
+                  strategy=cached_result.get("strategy"), predictions=str(out / cached_result["predictions_file"]),
+                  metrics=metrics, train_examples=cached_result["train_examples"],
+                  requested_examples=cached_result.get("requested_examples"),
+                  label_names=cached_result.get("label_names") or prep_record["label_names"])
+
+
+def _train(ctx: StageContext, run: StageRun, prep_record: dict[str, Any], source: Path, family: str, init: str,
+           out: Path) -> dict[str, Any]:
+    from modules.tasks import get_task
+    from modules.training.recipes import finetune_task
+
+    cfg = ctx.cfg
+    ft = dict(cfg["finetune"])
+    if init not in BUILTIN_INITS:  # a checkpoint: the "pretrained" weights are its own
+        positions = _max_positions(source)
+        if positions and ft["max_length"] > positions:
+            log.info("finetune[%s]: max_length %d -> %d (the checkpoint's positions)", init_label(init),
+                     ft["max_length"], positions)
+            ft["max_length"] = positions
+    weights = "scratch" if init == "scratch" else "pretrained"
+    result = finetune_task(ft["task"], Path(prep_record["path"]), source, weights, family, out, ft, cfg["trainer"],
+                           cfg["seed"], cfg["evaluate"]["batch_size"], logger=lightning_logger(ctx, run),
+                           trust_remote_code=cfg["model"]["trust_remote_code"])
+    task = get_task(ft["task"])
+    task.save_predictions(out / task.predictions_file, result.predictions)
+    # The best weights live on in hf_model/; the Lightning checkpoint (with optimizer state,
+    # ~3x the size) has served its purpose once the test ran.
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    return {"metrics": result.metrics, "train_examples": result.train_examples, "requested_examples": ft["train_examples"],
+            "epochs": result.epochs, "strategy": result.strategy, "trainable_parameters": result.trainable_parameters,
+            "label_names": result.label_names, "predictions_file": task.predictions_file}
+
+
+def _max_positions(source: Path) -> int | None:
+    config = json.loads((source / "config.json").read_text())
+    return config.get("max_position_embeddings") or config.get("n_positions")
+
+
+def _zero_shot(cfg: dict[str, Any], prep_record: dict[str, Any], source: Path, out: Path) -> dict[str, Any]:
+    """No training: the pretrained causal LM classifies the test split by scoring each
+    label's verbalisation after a prompt (modules/evaluation/zero_shot.py)."""
+    from modules.evaluation.zero_shot import zero_shot_test
+    from modules.tasks import get_task
+
+    ft = cfg["finetune"]
     names = prep_record["label_names"]
     if ft["zero_shot_verbalizers"] is not None and len(ft["zero_shot_verbalizers"]) != len(names):
         raise UserError(f"bad value for 'finetune.zero_shot_verbalizers': {len(ft['zero_shot_verbalizers'])} "
                         f"given for {len(names)} labels ({', '.join(names)}); one per label, in label-id order")
-    tags = {TAG_INIT: "zero_shot", TAG_TASK: ft["task"]}
-    with tracked_stage(ctx, "finetune", "finetune-zero_shot", tags) as run:
-        out = run.workdir / "output"
-        with atomic_dir(out) as tmp:
-            result = zero_shot_test(prep_record["path"], hf_model, ft["zero_shot_template"],
-                                    ft["zero_shot_verbalizers"], ft["zero_shot_normalize"],
-                                    cfg["evaluate"]["batch_size"], cfg["model"]["trust_remote_code"])
-            _write_predictions(tmp / "predictions.csv", result.labels, result.predictions)
-        run.log_metrics({**result.metrics, "data/train_examples": 0, "model/trainable_parameters": 0})
-        run.log_artifact(out / "predictions.csv")
-        log.info("finetune[zero_shot]: verbalizers %s; test/accuracy %.4f (chance %.4f)",
-                 result.verbalizers, result.metrics["test/accuracy"], 1 / len(names))
-    return record("finetune", run, init="zero_shot", strategy=None, path=str(out),
-                  predictions=str(out / "predictions.csv"), metrics=result.metrics)
-
-
-def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: dict[str, Any], init: str) -> dict[str, Any]:
-    """Both inits use the pretrained export's architecture and tokenizer; only the
-    weights differ (``init=scratch`` re-initialises them), on the same labeled subset.
-    ``init=zero_shot`` trains nothing (see ``zero_shot``)."""
-    if init == "zero_shot":
-        return zero_shot(ctx, prep_record, pretrain_record)
-    from modules.training.recipes import finetune_classifier
-
-    cfg = ctx.cfg
-    tags = {TAG_INIT: init, TAG_TASK: cfg["finetune"]["task"], TAG_STRATEGY: cfg["finetune"]["strategy"]}
-    with tracked_stage(ctx, "finetune", f"finetune-{init}", tags) as run:
-        out = run.workdir / "output"
-        with atomic_dir(out) as tmp:
-            result = finetune_classifier(Path(prep_record["path"]), Path(pretrain_record["hf_model"]), init, tmp,
-                                         cfg["finetune"], cfg["trainer"], cfg["seed"],
-                                         cfg["evaluate"]["batch_size"], logger=lightning_logger(ctx, run),
-                                         trust_remote_code=cfg["model"]["trust_remote_code"])
-            _write_predictions(tmp / "predictions.csv", result.labels, result.predictions)
-            # The best weights live on in hf_model/; the Lightning checkpoint (with optimizer
-            # state, ~3x the size) has served its purpose once the test ran.
-            shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
-        run.log_metrics({"data/train_examples": result.train_examples, "train/epochs": result.epochs,
-                         "model/trainable_parameters": result.trainable_parameters})
-        run.log_artifact(out / "predictions.csv")
-        run.log_artifact(out / "hf_model", "hf_model")
-    return record("finetune", run, init=init, strategy=result.strategy, path=str(out), predictions=str(out / "predictions.csv"),
-                  metrics=result.metrics)
+    result = zero_shot_test(prep_record["path"], source, ft["zero_shot_template"], ft["zero_shot_verbalizers"],
+                            ft["zero_shot_normalize"], cfg["evaluate"]["batch_size"], cfg["model"]["trust_remote_code"])
+    task = get_task("classification")
+    rows = [{"index": i, "text": t, "label": y, "prediction": p}
+            for i, (t, y, p) in enumerate(zip(result.texts, result.labels, result.predictions, strict=True))]
+    task.save_predictions(out / task.predictions_file, rows)
+    metrics = {f"test/{k}": v for k, v in task.score(rows, names).items()}
+    log.info("finetune[zero_shot]: verbalizers %s; test/accuracy %.4f (chance %.4f)",
+             result.verbalizers, metrics["test/accuracy"], 1 / len(names))
+    return {"metrics": metrics, "train_examples": 0, "requested_examples": 0, "epochs": None, "strategy": None,
+            "trainable_parameters": 0, "label_names": names, "predictions_file": task.predictions_file,
+            "verbalizers": result.verbalizers}

@@ -15,19 +15,26 @@ log = logging.getLogger("transferlab")
 SOURCE_TYPES = {"hub": "hugging_face", "synthetic": "code", "local_text": "local", "local_labeled": "local"}
 
 
-def prep_fingerprint(cfg: dict[str, Any]) -> str:
-    """Config subset + the content of any input files (a path alone says nothing)."""
+def lm_fingerprint(cfg: dict[str, Any]) -> str:
+    """What the tokenizer and the packed LM blocks depend on: config subset + the content of
+    any input files (a path alone says nothing). Pretraining is keyed on this, so switching
+    the downstream task of generated data reuses the pretrained model."""
     from modules.data.sources import inputs
 
-    family = cfg["model"]["family"]
-    return fingerprint("prep", {
+    return fingerprint("prep-lm", {
         "data": cfg["data"],
         "data_files": inputs(cfg["data"]),
         "tokenizer": _tokenizer_identity(cfg),
-        "family": family,
+        "family": cfg["model"]["family"],
         "block_size": cfg["pretrain"]["block_size"],
-        "max_length": cfg["finetune"]["max_length"],
+        # A local labeled file is also the corpus, read the way the task reads it.
+        "task": None if cfg["data"]["source"] == "synthetic" else cfg["finetune"]["task"],
     })
+
+
+def prep_fingerprint(cfg: dict[str, Any]) -> str:
+    """The LM data plus the task's labeled rows."""
+    return fingerprint("prep", {"lm": lm_fingerprint(cfg), "task": cfg["finetune"]["task"]})
 
 
 def _tokenizer_identity(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -86,8 +93,8 @@ def prep(ctx: StageContext) -> dict[str, Any]:
         else:
             with cache.build(fp) as tmp:
                 stats = prepare.prepare_data(tmp, cfg["data"], cfg["tokenizer"], cfg["model"]["family"],
-                                          cfg["pretrain"]["block_size"], cfg["finetune"]["max_length"],
-                                          model_cfg=cfg["model"])
+                                          cfg["pretrain"]["block_size"], model_cfg=cfg["model"],
+                                          task=cfg["finetune"]["task"])
                 stats.update(data_name=cfg["data"]["name"], data_source=cfg["data"]["source"],
                              data_fingerprint=data_fingerprint(cfg["data"]))
                 if not stats["has_labels"]:
@@ -101,4 +108,4 @@ def prep(ctx: StageContext) -> dict[str, Any]:
         _log_inputs(run, stats)
         run.log_artifact(cache.path(fp) / "stats.json")
     return record("prep", run, **cache_fields(run, cache, fp, cached), label_names=stats["label_names"],
-                  has_labels=stats["has_labels"])
+                  has_labels=stats["has_labels"], lm_fingerprint=lm_fingerprint(cfg), task=cfg["finetune"]["task"])

@@ -179,7 +179,7 @@ def _register(ctx: StageContext, run: StageRun, fp: str, prep_record: dict[str, 
 def pretrain(ctx: StageContext, prep_record: dict[str, Any]) -> dict[str, Any]:
     cfg = model_init.resolve_init(ctx.cfg)  # no-op when the flow resolved it already
     passthrough = model_init.passthrough(cfg)
-    fp = pretrain_fingerprint(cfg, prep_record["fingerprint"])
+    fp = pretrain_fingerprint(cfg, prep_record["lm_fingerprint"])
     cache = StageCache(ctx.home, "pretrain")
     if not is_rank_zero():
         return _train_in_other_rank(ctx, prep_record, cache, fp)

@@ -1,0 +1,45 @@
+"""Fine-tuning tasks: what each downstream task needs from data, model, training and scoring.
+
+One module per task (``classification``, ``token_classification``, ``seq2seq``), each
+exposing ``TASK``, an instance of :class:`modules.tasks.base.Task`. The names and the
+family table below are importable without torch, so config validation stays instant.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from modules.tasks.base import Task
+
+# Which pretrained LM families can serve a task with a transformers head:
+# token classification needs a per-token head (GPT-2 and BERT have one, BART does not);
+# sequence-to-sequence needs a decoder (BART's, or a causal LM continuing the source).
+TASK_FAMILIES: dict[str, tuple[str, ...]] = {
+    "classification": ("causal", "masked", "seq2seq"),
+    "token_classification": ("causal", "masked"),
+    "seq2seq": ("causal", "seq2seq"),
+}
+# The metric a task is judged by (learning curves, gains, sweeps), without the "test/" prefix.
+HEADLINE: dict[str, str] = {
+    "classification": "accuracy",
+    "token_classification": "entity_f1",
+    "seq2seq": "chrf",
+}
+TASKS = tuple(TASK_FAMILIES)
+
+
+def get_task(name: str) -> Task:
+    if name not in TASK_FAMILIES:
+        raise ValueError(f"unknown finetune.task {name!r} (choices: {', '.join(TASKS)})")
+    return import_module(f"modules.tasks.{name}").TASK
+
+
+def family_error(task: str, family: str, what: str) -> str | None:
+    """The one-line reason ``what`` (a family-``family`` checkpoint) cannot serve ``task``, or None."""
+    allowed = TASK_FAMILIES[task]
+    if family in allowed:
+        return None
+    return (f"finetune.task={task} needs a {' or '.join(allowed)} model, and {what} is a {family} LM "
+            f"(families that can serve {task}: {', '.join(allowed)})")
