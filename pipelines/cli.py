@@ -19,6 +19,7 @@ COMMANDS = {
     "pretrain": "pretrain the language model (runs or reuses prep first)",
     "finetune": "fine-tune from the pretrained export and from scratch (runs or reuses upstream stages)",
     "evaluate": "evaluate and write the report (runs or reuses upstream stages)",
+    "sweep": "the data_efficiency sweep: pretrain once, fine-tune over label budgets x inits x seeds, report",
     "config": "print the composed, validated config and exit",
 }
 OVERRIDE_HELP = "Hydra overrides, e.g. model=bert_tiny pretrain.max_steps=200 seed=1"
@@ -88,6 +89,27 @@ def print_summary(summary: dict[str, Any], out=sys.stdout) -> None:
         w(f"  look at it      mlflow ui --backend-store-uri {uri}\n")
 
 
+def print_sweep_summary(summary: dict[str, Any], out=sys.stdout) -> None:
+    w = out.write
+    points = summary["points"]
+    w(f"\ntransferlab: sweep of {len(points)} fine-tunes finished in {summary['wall_s']:.1f} s "
+      f"({summary['cache_hits']} reused from cache, {len(summary['failed'])} failed)\n")
+    by_init: dict[str, dict[int, list[float]]] = {}
+    for p in points:
+        if p["metric"] is not None:
+            by_init.setdefault(p["init"], {}).setdefault(p["budget"], []).append(p["metric"])
+    for init, curve in by_init.items():
+        cells = "  ".join(f"n={b}: {sum(v) / len(v):.4f}" for b, v in sorted(curve.items()))
+        w(f"  test {summary['metric']:<10} {init:<12} {cells}\n")
+    if summary["failed"]:
+        w(f"  failed          {', '.join(summary['failed'])}\n")
+    if "carbon/emissions_kg" in summary["totals"]:
+        w(f"  CO2e total      {_fmt_g(summary['totals']['carbon/emissions_kg'])}\n")
+    w(f"  report          {summary['report']}\n")
+    uri = summary["tracking_uri"]
+    w(f"  MLflow          {uri}  (experiment '{summary['experiment']}', parent run {summary['parent_run_id']})\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -111,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from pipelines.preflight import check_inputs
 
-        check_inputs(cfg, args.command)
+        check_inputs(cfg, "finetune" if args.command == "sweep" else args.command)
         from pipelines.runtime import prepare_environment
 
         prepare_environment(cfg)
@@ -129,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from pipelines.flows import run_stage, transfer_learning
 
+        if args.command == "sweep" or (args.command == "run" and cfg["sweep"]["enabled"]):
+            from pipelines.sweep import data_efficiency
+
+            summary = data_efficiency(overrides=[*args.overrides, "sweep.enabled=true"])
+            print_sweep_summary(summary)
+            return 0
         if args.command == "run":
             summary = transfer_learning(overrides=args.overrides)
         else:

@@ -54,7 +54,7 @@ def evaluate(cfg: dict[str, Any], prep_record: dict[str, Any], pretrain_record: 
     return stages.evaluate(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, finetune_records)
 
 
-def _totals(records: list[dict[str, Any]]) -> dict[str, float]:
+def carbon_totals(records: list[dict[str, Any]]) -> dict[str, float]:
     """Pipeline carbon totals; a figure missing in any stage is left out, not summed as 0."""
     out: dict[str, float] = {}
     for key, metric in (("emissions_kg", "carbon/emissions_kg"), ("energy_kwh", "carbon/energy_kwh"),
@@ -107,7 +107,7 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
             for name_ in ev["artifacts"]:  # the report and the plots it links to
                 tracker.log_artifact(parent, f"{ev['path']}/{name_}")
             _publish_report(ev, summary)
-        totals = _totals(records)
+        totals = carbon_totals(records)
         parent_metrics = dict(totals)
         if until == "evaluate":
             parent_metrics.update({k: v for k, v in summary["evaluate"].items() if k.startswith("test/")})

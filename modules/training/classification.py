@@ -6,7 +6,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy
 from transformers import PreTrainedModel
 
 from modules.training.optim import adamw_with_schedule
@@ -31,8 +31,6 @@ class SequenceClassification(L.LightningModule):
         self.save_hyperparameters(ignore=["model"], logger=False)
         self.model = model
         self.val_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
-        self.test_f1 = MulticlassF1Score(num_classes=num_labels, average="macro")
         self.test_outputs: list[int] = []
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,12 +52,10 @@ class SequenceClassification(L.LightningModule):
         self.test_outputs = []
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # Test metrics are computed once, from the saved predictions (Task.score), so MLflow,
+        # the report and the sweep all show the same numbers.
         _, preds = self._forward(batch)
-        self.test_acc.update(preds, batch["labels"])
-        self.test_f1.update(preds, batch["labels"])
         self.test_outputs.extend(preds.tolist())
-        self.log("test/accuracy", self.test_acc, on_epoch=True)
-        self.log("test/f1_macro", self.test_f1, on_epoch=True)
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

@@ -108,4 +108,5 @@ def prep(ctx: StageContext) -> dict[str, Any]:
         _log_inputs(run, stats)
         run.log_artifact(cache.path(fp) / "stats.json")
     return record("prep", run, **cache_fields(run, cache, fp, cached), label_names=stats["label_names"],
-                  has_labels=stats["has_labels"], lm_fingerprint=lm_fingerprint(cfg), task=cfg["finetune"]["task"])
+                  has_labels=stats["has_labels"], lm_fingerprint=lm_fingerprint(cfg), task=cfg["finetune"]["task"],
+                  labeled_rows=stats["labeled_rows"])

@@ -1,0 +1,328 @@
+"""The ``data_efficiency`` sweep: pretrain once, then fine-tune over label budgets x inits x seeds.
+
+Why a sweep: one pretrained-vs-scratch comparison at one label budget says little; the
+reason to pretrain is that it needs fewer labels for the same quality, which only a
+learning curve shows, and whether it pays back its own CO2 depends on how many fine-tunes
+reuse it. The report answers both (modules/evaluation/sweep_report.py).
+
+How it runs: prep and pretrain as in the main pipeline (cache hits when present), then
+every point is a Prefect task. With ``sweep.parallel`` > 1 the points run side by side in
+worker processes (Prefect's ProcessPoolTaskRunner: each worker trains on its own main
+thread, so Lightning's signal handling works, and the cores are split between them);
+with 1 they run one after another in the flow's process. A failing point is retried
+``sweep.retries`` times (bad input is not retried: it would fail the same way) and then
+reported as failed without stopping the others. Every finished point is a fine-tune cache
+entry, so running the sweep again reuses it (a cache hit, with its own MLflow child run).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from pipelines import stages
+from pipelines.config import check_task, check_zero_shot, compose
+from pipelines.errors import UserError
+from pipelines.flows import carbon_totals, prep, pretrain
+from pipelines.model_init import resolve_init
+from pipelines.preflight import check_inputs
+from pipelines.stages.common import StageContext
+from pipelines.tracking import TAG_KIND, Tracker, run_context, tracking_uri
+
+log = logging.getLogger("transferlab")
+
+
+@dataclass(frozen=True)
+class Point:
+    init: str
+    budget: int  # labeled examples the fine-tune uses (after clamping to the pool)
+    seed: int
+    requested: int | str  # what sweep.budgets said
+
+    @property
+    def name(self) -> str:
+        if self.init == "zero_shot":
+            return "finetune[zero_shot]"
+        return f"finetune[{self.init}, n={self.budget}, seed={self.seed}]"
+
+
+def default_parallel() -> int:
+    """Two cores per fine-tune: the tiny models gain little from more threads, and two
+    processes on a 2-core machine would only fight over the cores."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+def plan(sweep_cfg: dict[str, Any], inits: list[str], pool: int) -> list[Point]:
+    """Every (budget, init, seed) point; budgets over the labeled pool (or ``all``) become
+    the pool size, with a warning, and budgets that end up equal are run once."""
+    budgets: list[tuple[int, int | str]] = []
+    for requested in sweep_cfg["budgets"]:
+        budget = pool if requested == "all" else min(int(requested), pool)
+        if requested != "all" and budget < int(requested):
+            log.warning("sweep: budget %s exceeds the %d labeled training examples; using %d (recorded in the "
+                        "report and on the runs)", requested, pool, pool)
+        if budget not in [b for b, _ in budgets]:
+            budgets.append((budget, requested))
+        else:
+            log.warning("sweep: budget %s is the same as an earlier one after clamping to %d; run once", requested,
+                        budget)
+    points = [Point(init, budget, seed, requested) for budget, requested in budgets
+              for init in inits if init != "zero_shot" for seed in sweep_cfg["seeds"]]
+    if "zero_shot" in inits:  # no labels and no randomness: one point
+        points.append(Point("zero_shot", 0, sweep_cfg["seeds"][0], 0))
+    return points
+
+
+def point_config(cfg: dict[str, Any], point: Point, threads: int, parallel: int) -> dict[str, Any]:
+    out = copy.deepcopy(cfg)
+    out["seed"] = point.seed
+    out["finetune"]["inits"] = [point.init]
+    # The requested budget: the recipe clamps it to the pool and the run records both
+    # (param finetune.train_examples, metric data/train_examples, tag ..._clamped).
+    out["finetune"]["train_examples"] = max(point.requested if isinstance(point.requested, int) else point.budget, 1)
+    out["trainer"]["num_threads"] = out["trainer"]["num_threads"] or threads
+    out["trainer"]["num_workers"] = 0 if out["trainer"]["num_workers"] is None else out["trainer"]["num_workers"]
+    if parallel > 1:
+        # Side by side, a machine-wide measurement would count the other points' load too:
+        # each point measures its own process.
+        out["carbon"]["tracking_mode"] = "process"
+    return out
+
+
+def _bad_input_is_final(task_: Any, task_run: Any, state: Any) -> bool:
+    """Retry a failed point unless it failed on bad input, which fails the same way again."""
+    from modules.data.errors import DataError
+
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, (UserError, DataError))
+
+
+def _worker_init() -> None:
+    """Once per worker process: quiet the libraries and import the training stack now, so
+    the seconds of importing torch/Lightning/transformers are not timed (and charged as
+    CO2) inside the first fine-tune's tracked stage."""
+    from pipelines.runtime import quiet_libraries
+
+    quiet_libraries()
+    import modules.training.recipes  # noqa: F401
+    import pipelines.stages.finetune  # noqa: F401
+
+
+@task(cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_bad_input_is_final)
+def sweep_point(cfg: dict[str, Any], prep_record: dict[str, Any], pretrain_record: dict[str, Any], init: str,
+                parent_run_id: str) -> dict[str, Any]:
+    return stages.finetune(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, init)
+
+
+@contextmanager
+def _shared_api() -> Iterator[None]:
+    """Point the worker processes at this flow's Prefect API.
+
+    Under Prefect's temporary (ephemeral) server the URL is in no setting, so each worker
+    would start a server of its own (seconds each) and report its task runs there, out of
+    the flow run's sight. The runner hands ``os.environ`` to its workers: set the URL there
+    for as long as the workers live.
+    """
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    url = None if os.environ.get("PREFECT_API_URL") or ctx is None else str(ctx.client.api_url)
+    if url:
+        os.environ["PREFECT_API_URL"] = url
+    try:
+        yield
+    finally:
+        if url:
+            os.environ.pop("PREFECT_API_URL", None)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def run_points(cfg: dict[str, Any], points: list[Point], prep_record: dict[str, Any],
+               pretrain_record: dict[str, Any], parent: str) -> list[tuple[Point, dict[str, Any] | None, str | None]]:
+    """(point, finetune record or None, one-line error or None) for every point, in order."""
+    parallel = min(cfg["sweep"]["parallel"] or default_parallel(), len(points))
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    retries = cfg["sweep"]["retries"]
+    log.info("sweep: %d fine-tunes, %d side by side (%d threads each), %d retr%s per point", len(points), parallel,
+             threads, retries, "y" if retries == 1 else "ies")
+    calls = [(p, sweep_point.with_options(name=p.name, retries=retries),
+              dict(cfg=point_config(cfg, p, threads, parallel), prep_record=prep_record,
+                   pretrain_record=pretrain_record, init=p.init, parent_run_id=parent)) for p in points]
+    out: list[tuple[Point, dict[str, Any] | None, str | None]] = []
+    if parallel == 1:  # in this process, on the main thread
+        for point, call, params in calls:
+            try:
+                out.append((point, call(**params), None))
+            except Exception as exc:  # reported as a failed point; the sweep goes on
+                log.warning("sweep: %s failed after %d retries: %s", point.name, retries, _one_line(exc))
+                out.append((point, None, _one_line(exc)))
+        return out
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    with _shared_api(), ProcessPoolTaskRunner(max_workers=parallel, initializer=_worker_init) as runner:
+        futures = [(point, runner.submit(call, parameters=params)) for point, call, params in calls]
+        for point, future in futures:
+            future.wait()
+            state = future.state
+            if state.is_completed():
+                out.append((point, future.result(), None))
+            else:
+                exc = state.result(raise_on_failure=False)
+                why = _one_line(exc) if isinstance(exc, BaseException) else str(state.message)
+                log.warning("sweep: %s failed after %d retries: %s", point.name, retries, why)
+                out.append((point, None, why))
+    return out
+
+
+def run_sweep(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Prep, pretrain, every sweep point and the report under one MLflow parent run."""
+    check_inputs(cfg, "finetune")  # before the parent run exists: bad input leaves nothing behind
+    resolve_init(cfg)
+    check_zero_shot(cfg["finetune"], cfg["model"]["family"])
+    check_task(cfg["finetune"], cfg["model"]["family"])
+    started = time.perf_counter()
+    tracker = Tracker.from_config(cfg)
+    name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}-sweep"
+    tags = {TAG_KIND: "sweep", "transferlab.experiment": cfg["experiment_name"], "transferlab.flow": "data_efficiency",
+            "transferlab.task": cfg["finetune"]["task"]}
+    with run_context(tracker, name, tags) as parent:
+        tracker.log_config(parent, cfg)
+        log.info("sweep: MLflow parent run %s in %s", parent, tracking_uri(cfg))
+        prep_record = prep(cfg, parent)
+        pretrain_record = pretrain(cfg, prep_record, parent)
+        pool = prep_record["labeled_rows"]["train"]
+        points = plan(cfg["sweep"], cfg["finetune"]["inits"], pool)
+        results = run_points(cfg, points, prep_record, pretrain_record, parent)
+        report = write_report(cfg, tracker, parent, prep_record, pretrain_record, results)
+        records = [prep_record, pretrain_record] + [r for _, r, _ in results if r is not None]
+        totals = carbon_totals(records)
+        tracker.log_metrics(parent, {**totals, **report["metrics"]})
+        for step, metrics in report["curve"]:  # MLflow draws these as learning curves: step = labeled examples
+            tracker.log_metrics(parent, metrics, step=step)
+        failed = [p.name for p, r, _ in results if r is None]
+        if failed:
+            tracker.set_tags(parent, {"transferlab.failed_points": str(len(failed))})
+    summary = {"parent_run_id": parent, "tracking_uri": tracking_uri(cfg), "experiment": cfg["tracking"]["experiment"],
+               "experiment_id": tracker.experiment_id, "until": "sweep", "report": report["path"],
+               "metric": report["metric"], "points": report["points"], "failed": failed, "totals": totals,
+               "stages": [{"stage": s, "cache_hit": r.get("cache_hit", False), **r["carbon"]}
+                          for s, r in (("prep", prep_record), ("pretrain", pretrain_record))],
+               "cache_hits": sum(1 for _, r, _ in results if r and r.get("cache_hit")),
+               "wall_s": time.perf_counter() - started}
+    return summary
+
+
+def _cost(name: str, rec: dict[str, Any], tracker: Tracker) -> Any:
+    from modules.evaluation.sweep_report import StageCost
+
+    carbon = rec["carbon"]
+    hit = rec.get("cache_hit", False)
+    produced_kwh = carbon["energy_kwh"]
+    if hit:
+        produced_kwh = _source_metric(tracker, rec.get("source_run_id"), "carbon/energy_kwh")
+    return StageCost(name, hit, carbon["emissions_kg"], carbon["energy_kwh"], carbon["duration_s"],
+                     rec.get("avoided_kg") if hit else carbon["emissions_kg"], produced_kwh)
+
+
+def _source_metric(tracker: Tracker, run_id: str | None, key: str) -> float | None:
+    if not run_id:
+        return None
+    try:
+        return tracker.metric(run_id, key)
+    except Exception:  # the source run is in another store, or deleted
+        return None
+
+
+def write_report(cfg: dict[str, Any], tracker: Tracker, parent: str, prep_record: dict[str, Any],
+                 pretrain_record: dict[str, Any], results: list[tuple[Point, dict[str, Any] | None, str | None]]
+                 ) -> dict[str, Any]:
+    """The learning curve, the tables and break-even as parent-run artifacts and a Prefect artifact."""
+    from modules.evaluation.learning_curve import learning_curve_png
+    from modules.evaluation.sweep_report import SweepPoint, render_sweep_report, summarize
+    from modules.tasks import get_task
+
+    task = get_task(cfg["finetune"]["task"])
+    metric = task.headline
+    points: list[SweepPoint] = []
+    for p, rec, error in results:
+        if rec is None:
+            points.append(SweepPoint(p.init, p.budget, p.seed, "failed", None, None, None, None, error=error,
+                                     requested_budget=_requested(p)))
+            continue
+        carbon, hit = rec["carbon"], rec.get("cache_hit", False)
+        produced_kwh = _source_metric(tracker, rec.get("source_run_id"), "carbon/energy_kwh") if hit \
+            else carbon["energy_kwh"]
+        points.append(SweepPoint(p.init, rec["train_examples"], p.seed, "ok", rec["metrics"].get(f"test/{metric}"),
+                                 carbon["emissions_kg"], carbon["energy_kwh"], carbon["duration_s"], hit,
+                                 rec.get("avoided_kg") if hit else carbon["emissions_kg"], produced_kwh,
+                                 rec["run_id"], requested_budget=_requested(p)))
+    stage_costs = [_cost("prep", prep_record, tracker), _cost("pretrain", pretrain_record, tracker)]
+    out = Path(cfg["paths"]["home"]) / "runs" / parent / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    title = (f"data_efficiency: {cfg['model']['name']} on {cfg['data']['name']} ({task.name}), "
+             f"test {metric} vs labeled examples")
+    learning_curve_png(points, f"test {metric}", title, out / "learning_curve.png",
+                       chance=task.chance(prep_record["label_names"]))
+    text = render_sweep_report(
+        f"transferlab sweep: {cfg['experiment_name']} ({cfg['model']['name']}, {cfg['data']['name']}, {task.name})",
+        f"test {metric}", points, stage_costs, ["learning_curve.png"],
+        notes=[f"Seeds {list(cfg['sweep']['seeds'])}; inits {list(cfg['finetune']['inits'])}; "
+               f"strategy {cfg['finetune']['strategy']}. A cached stage or point costs nothing in this run; "
+               "'building the output' is what it cost when it ran."],
+    )
+    (out / "report.md").write_text(text)
+    for name in ("report.md", "learning_curve.png"):
+        tracker.log_artifact(parent, out / name)
+    _publish(cfg, tracker, parent, text)
+    rows = summarize(points)
+    curve: dict[int, dict[str, float]] = {}
+    for row in rows:
+        if row["mean"] is not None and row["init"] != "zero_shot":
+            curve.setdefault(row["budget"], {})[f"sweep/test_{metric}/{row['init']}"] = row["mean"]
+    return {"path": str(out / "report.md"), "metric": metric, "curve": sorted(curve.items()),
+            "metrics": {"sweep/points": len(points), "sweep/failed_points": sum(p.status != "ok" for p in points),
+                        "sweep/cache_hits": sum(p.cache_hit for p in points)},
+            "points": [{"init": p.init, "budget": p.budget, "seed": p.seed, "status": p.status, "metric": p.metric,
+                        "cache_hit": p.cache_hit, "emissions_kg": p.emissions_kg, "run_id": p.run_id,
+                        "error": p.error} for p in points]}
+
+
+def _requested(p: Point) -> int | None:
+    """The requested budget when clamping changed it (None otherwise)."""
+    if p.init == "zero_shot" or p.requested == p.budget:
+        return None
+    return p.requested if isinstance(p.requested, int) else None
+
+
+def _publish(cfg: dict[str, Any], tracker: Tracker, parent: str, text: str) -> None:
+    where = tracking_uri(cfg)
+    link = (f"{where.rstrip('/')}/#/experiments/{tracker.experiment_id}/runs/{parent}" if where.startswith("http")
+            else f"MLflow store `{where}`, parent run `{parent}`")
+    try:
+        body = "\n".join(line for line in text.splitlines() if not line.startswith("!["))  # images live in MLflow
+        create_markdown_artifact(markdown=f"{body}\n\n**MLflow:** {link} (the learning-curve PNG is an artifact "
+                                          "of that run)\n",
+                                 key="transferlab-sweep-report", description="data_efficiency sweep report")
+    except Exception as exc:  # outside a flow run, or an API hiccup: the report is in MLflow anyway
+        log.debug("no Prefect artifact: %s", exc)
+
+
+@flow(name="data_efficiency")
+def data_efficiency(overrides: list[str] | None = None) -> dict[str, Any]:
+    """Pretrain once, fine-tune over sweep.budgets x finetune.inits x sweep.seeds, report."""
+    return run_sweep(compose(list(overrides or [])))
