@@ -39,6 +39,11 @@ CONTINUE_LR = 1e-4
 # pretrained features that a linear-probe-sized step would pull away from.
 STRATEGIES = {"full", "linear_probe", "partial"}
 STRATEGY_LR = {"full": 1e-3, "partial": 2e-3, "linear_probe": 5e-3}
+# The same for a real pretrained checkpoint (model.init, or an extra entry of finetune.inits):
+# a large model trained long on real text is wrecked by 1e-3 (MiniLM on SST-2 sits at the
+# majority class); the BERT paper's 2e-5..5e-5 range applies. The new head alone (linear_probe)
+# can still learn fast.
+CHECKPOINT_LR = {"full": 5e-5, "partial": 1e-4, "linear_probe": 5e-3}
 DATA_SOURCES = {"synthetic", "local_text", "local_labeled", "hub"}
 # Data file keys: a path, a glob, or a list of them; made absolute at compose time.
 DATA_PATH_KEYS = ("path", "labeled_path", "validation_path", "test_path")
@@ -129,8 +134,12 @@ def compose(overrides: list[str] | None = None) -> dict[str, Any]:
     validate(container)
     if container["pretrain"]["lr"] is None and (container["model"]["init"] or "scratch") == "scratch":
         container["pretrain"]["lr"] = FAMILY_LR[container["model"]["family"]]
+    strategy = container["finetune"]["strategy"]
     if container["finetune"]["lr"] is None:
-        container["finetune"]["lr"] = STRATEGY_LR[container["finetune"]["strategy"]]
+        scratch_model = (container["model"]["init"] or "scratch") == "scratch"
+        container["finetune"]["lr"] = (STRATEGY_LR if scratch_model else CHECKPOINT_LR)[strategy]
+    if container["finetune"]["checkpoint_lr"] is None:
+        container["finetune"]["checkpoint_lr"] = CHECKPOINT_LR[strategy]
     # Absolute paths from here on: stages may run with another cwd (Prefect workers).
     container["paths"]["home"] = str(Path(container["paths"]["home"]).expanduser().resolve())
     for key in DATA_PATH_KEYS:
@@ -272,8 +281,9 @@ def _check_strategy(cfg: dict[str, Any], scratch: bool) -> None:
     _choice(cfg, "finetune.strategy", STRATEGIES)
     if ft["trainable_layers"] < 1:
         raise ConfigError(f"bad value for 'finetune.trainable_layers': {ft['trainable_layers']!r} (must be >= 1)")
-    if ft["lr"] is not None and ft["lr"] <= 0:
-        raise ConfigError(f"bad value for 'finetune.lr': {ft['lr']!r} (must be > 0; null: the strategy's default)")
+    for key in ("lr", "checkpoint_lr"):
+        if ft[key] is not None and ft[key] <= 0:
+            raise ConfigError(f"bad value for 'finetune.{key}': {ft[key]!r} (must be > 0; null: the strategy's default)")
     model = cfg["model"]
     if scratch and ft["strategy"] == "partial" and model["n_layer"] > 0:
         depth = model["n_layer"]

@@ -123,7 +123,11 @@ class FinetuneConfig:
     # top `trainable_layers` transformer layers + head train); modules/models/freeze.py.
     strategy: str = "full"
     trainable_layers: int = 2  # strategy=partial only
-    lr: float | None = None  # null: the strategy's default (STRATEGY_LR in pipelines/config.py)
+    # null: the strategy's default (STRATEGY_LR in pipelines/config.py; CHECKPOINT_LR when
+    # model.init is a real checkpoint). Used by inits pretrained and scratch.
+    lr: float | None = None
+    # The LR for extra checkpoints listed in `inits` (null: CHECKPOINT_LR of the strategy).
+    checkpoint_lr: float | None = None
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     patience: int = 6

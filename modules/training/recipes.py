@@ -231,6 +231,7 @@ def finetune_task(
     eval_batch_size: int = 64,
     logger: Logger | bool = False,
     trust_remote_code: bool = False,
+    name: str | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``init`` (the checkpoint's weights, or a fresh copy of its architecture) on
     a ``train_examples`` subset of the task's labeled rows, early-stopped on val/loss; test
@@ -267,7 +268,7 @@ def finetune_task(
     best = ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor="val/loss", mode="min", save_top_k=1,
                            filename="best")
     stop = EarlyStopping(monitor="val/loss", mode="min", patience=finetune_cfg["patience"])
-    name = f"finetune[{init}]"
+    name = f"finetune[{name or init}]"
     trainer = make_trainer(
         # Scale-out is for pretraining: fine-tunes are small and run on one device in rank 0.
         {**trainer_cfg, **SINGLE_DEVICE, "log_every_n_steps": min(trainer_cfg["log_every_n_steps"], steps_per_epoch)},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def evaluate(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
             rows = spec.load_predictions(Path(rec["predictions"]))
             results[init] = spec.score(rows, label_names)
             if spec.name == "classification":
-                png = f"confusion_matrix_{init.replace(':', '_')}.png"
+                png = "confusion_matrix_" + re.sub(r"[^\w.-]", "_", init) + ".png"
                 labels, preds = [r["label"] for r in rows], [r["prediction"] for r in rows]
                 confusion_matrix_png(confusion(labels, preds, len(label_names)), label_names,
                                      f"Confusion matrix: init={init}, test split", out / png)

