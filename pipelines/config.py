@@ -236,6 +236,7 @@ def validate(cfg: dict[str, Any]) -> None:
         "data.num_topics", "data.corpus_documents",
     )
     _check_data(cfg["data"])
+    _check_sweep(cfg["sweep"])
     if cfg["pretrain"]["max_steps"] < 0 or (scratch and cfg["pretrain"]["max_steps"] == 0):
         raise ConfigError(f"bad value for 'pretrain.max_steps': {cfg['pretrain']['max_steps']!r} (must be > 0; "
                           "0 only with model.init=<checkpoint>, to fine-tune it without pretraining)")
@@ -292,6 +293,19 @@ def _check_strategy(cfg: dict[str, Any], scratch: bool) -> None:
         if ft["trainable_layers"] > depth:
             raise ConfigError(f"bad value for 'finetune.trainable_layers': {ft['trainable_layers']} exceeds the "
                               f"model's {depth} transformer layers (finetune.strategy=full trains them all)")
+
+
+def _check_sweep(sweep: dict[str, Any]) -> None:
+    budgets = sweep["budgets"]
+    if not budgets or any(b != "all" and (isinstance(b, bool) or not isinstance(b, int) or b <= 0) for b in budgets):
+        raise ConfigError(f"bad value for 'sweep.budgets': {budgets!r} (a list of positive label counts, or 'all')")
+    seeds = sweep["seeds"]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"bad value for 'sweep.seeds': {seeds!r} (a non-empty list of distinct seeds)")
+    if sweep["parallel"] is not None and sweep["parallel"] < 1:
+        raise ConfigError(f"bad value for 'sweep.parallel': {sweep['parallel']!r} (>= 1; null: from the CPU count)")
+    if sweep["retries"] < 0:
+        raise ConfigError(f"bad value for 'sweep.retries': {sweep['retries']!r} (must be >= 0)")
 
 
 def _check_data(data: dict[str, Any]) -> None:

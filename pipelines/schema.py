@@ -149,7 +149,7 @@ class SweepConfig:
     # The data_efficiency sweep (`transferlab sweep`, or experiment=data_efficiency): one
     # pretrain, then one fine-tune per label budget x finetune.inits x seed.
     enabled: bool = False
-    budgets: list[int] = field(default_factory=lambda: [16, 64, 256])  # labeled examples per point
+    budgets: list[Any] = field(default_factory=lambda: [16, 64, 256])  # labeled examples per point, or "all"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     parallel: int | None = None  # fine-tunes side by side (processes); null: from the CPU count
     retries: int = 1  # a failed point is retried this often, then reported, not fatal

@@ -84,6 +84,15 @@ def plan(sweep_cfg: dict[str, Any], inits: list[str], pool: int) -> list[Point]:
     return points
 
 
+def _check_budgets(cfg: dict[str, Any], points: list[Point], label_names: list[str]) -> None:
+    """A classification budget below the class count cannot hold every class: refuse the
+    sweep up front rather than fail those points one by one."""
+    smallest = min((p.budget for p in points if p.init != "zero_shot"), default=None)
+    if cfg["finetune"]["task"] == "classification" and smallest is not None and smallest < len(label_names):
+        raise UserError(f"bad value for 'sweep.budgets': {smallest} labeled examples cannot contain all "
+                        f"{len(label_names)} classes; use budgets of at least {len(label_names)}")
+
+
 def point_config(cfg: dict[str, Any], point: Point, threads: int, parallel: int) -> dict[str, Any]:
     out = copy.deepcopy(cfg)
     out["seed"] = point.seed
@@ -207,6 +216,7 @@ def run_sweep(cfg: dict[str, Any]) -> dict[str, Any]:
         pretrain_record = pretrain(cfg, prep_record, parent)
         pool = prep_record["labeled_rows"]["train"]
         points = plan(cfg["sweep"], cfg["finetune"]["inits"], pool)
+        _check_budgets(cfg, points, prep_record["label_names"])
         results = run_points(cfg, points, prep_record, pretrain_record, parent)
         report = write_report(cfg, tracker, parent, prep_record, pretrain_record, results)
         records = [prep_record, pretrain_record] + [r for _, r, _ in results if r is not None]

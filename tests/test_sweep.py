@@ -26,6 +26,21 @@ def test_plan_clamps_budgets_to_the_pool_and_runs_equal_ones_once(caplog: pytest
     assert next(p for p in points if p.budget == 100).requested == 256
 
 
+def test_a_subset_smaller_than_the_class_count_is_refused_not_guessed() -> None:
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from modules.data.errors import DataError
+    from modules.tasks import get_task
+
+    pool = Dataset.from_dict({"text": [f"t{i}" for i in range(12)], "label": [i % 4 for i in range(12)]},
+                             features=Features({"text": Value("string"), "label": ClassLabel(names=list("abcd"))}))
+    task = get_task("classification")
+    picked = task.subset(pool, 4, seed=0)
+    assert sorted(pool.select(picked)["label"]) == [0, 1, 2, 3]  # stratified: one of each
+    with pytest.raises(DataError, match=r"'finetune.train_examples': 3 .* all 4 classes"):
+        task.subset(pool, 3, seed=0)
+
+
 def _children(home: Path, parent: str) -> list[Any]:
     from mlflow.tracking import MlflowClient
 

@@ -39,8 +39,17 @@ class Classification(Task):
         return [text for text, _ in rows]
 
     def subset(self, pool: Dataset, n: int, seed: int) -> list[int]:
+        """Stratified: every class appears once ``n`` reaches the number of classes; fewer
+        examples than classes cannot represent them all, which is refused, not guessed around."""
+        from modules.data.errors import DataError
         from modules.data.sampling import stratified_subset
 
+        names = self.label_names(pool)
+        present = set(pool["label"])
+        if n < len(present):
+            raise DataError(f"bad value for 'finetune.train_examples': {n} labeled examples cannot contain all "
+                            f"{len(present)} classes ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}); "
+                            f"use at least {len(present)}")
         return stratified_subset(pool["label"], n, seed)
 
     def tokenize(self, ds: Dataset, tokenizer: PreTrainedTokenizerBase, family: str, max_length: int,
