@@ -51,10 +51,17 @@ class Point:
     requested: int | str  # what sweep.budgets said
 
     @property
+    def label(self) -> str:
+        """``checkpoint:<name>`` for a checkpoint reference (pipelines.stages.finetune.init_label)."""
+        from pipelines.stages.finetune import init_label
+
+        return init_label(self.init)
+
+    @property
     def name(self) -> str:
         if self.init == "zero_shot":
             return "finetune[zero_shot]"
-        return f"finetune[{self.init}, n={self.budget}, seed={self.seed}]"
+        return f"finetune[{self.label}, n={self.budget}, seed={self.seed}]"
 
 
 def default_parallel() -> int:
@@ -271,13 +278,13 @@ def write_report(cfg: dict[str, Any], tracker: Tracker, parent: str, prep_record
     points: list[SweepPoint] = []
     for p, rec, error in results:
         if rec is None:
-            points.append(SweepPoint(p.init, p.budget, p.seed, "failed", None, None, None, None, error=error,
+            points.append(SweepPoint(p.label, p.budget, p.seed, "failed", None, None, None, None, error=error,
                                      requested_budget=_requested(p)))
             continue
         carbon, hit = rec["carbon"], rec.get("cache_hit", False)
         produced_kwh = _source_metric(tracker, rec.get("source_run_id"), "carbon/energy_kwh") if hit \
             else carbon["energy_kwh"]
-        points.append(SweepPoint(p.init, rec["train_examples"], p.seed, "ok", rec["metrics"].get(f"test/{metric}"),
+        points.append(SweepPoint(p.label, rec["train_examples"], p.seed, "ok", rec["metrics"].get(f"test/{metric}"),
                                  carbon["emissions_kg"], carbon["energy_kwh"], carbon["duration_s"], hit,
                                  rec.get("avoided_kg") if hit else carbon["emissions_kg"], produced_kwh,
                                  rec["run_id"], requested_budget=_requested(p)))

@@ -1,0 +1,87 @@
+"""Benchmark: the data_efficiency sweep, timed as a user runs it, first cold then again.
+
+    # the built-in default (the issue's floor: 3 budgets x 2 inits x 2 seeds in < 15 min)
+    .venv/bin/python bench/data_efficiency.py sweep.seeds=[0,1]
+    # real data: pretrain on tinyshakespeare + SST-2 sentences, fine-tune on SST-2 budgets
+    .venv/bin/python bench/data_efficiency.py --sst2 ../shared/data sweep.budgets=[32,128,512,2048] ...
+
+Each run is `transferlab sweep <overrides>` in a fresh state dir; the second run reuses
+every point from the cache. Prints the wall times, the per-point table from MLflow and the
+report path; `--copy-png` copies the learning curve into docs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+
+def sweep(home: Path, overrides: list[str]) -> tuple[float, str]:
+    exe = Path(sys.executable).with_name("transferlab")
+    env = {**os.environ, "TRANSFERLAB_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop("PREFECT_HOME", None)
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(exe), "sweep", *overrides], env=env, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"transferlab sweep {' '.join(overrides)} failed:\n{proc.stderr[-4000:]}")
+    return time.perf_counter() - t0, proc.stdout
+
+
+def sst2_overrides(shared: Path, work: Path, val_rows: int) -> list[str]:
+    """Pretraining corpus: tinyshakespeare lines + SST-2 train sentences; labeled task: SST-2.
+    Validation is the first ``val_rows`` of GLUE dev (each epoch scores it; all 6.7k rows
+    would dominate the fine-tunes' time); test is test.tsv (the 872 GLUE dev sentences)."""
+    sst2 = shared / "sst2"
+    val = work / "sst2_val.tsv"
+    lines = (sst2 / "dev.tsv").read_text(encoding="utf-8").splitlines()
+    val.write_text("\n".join(lines[: val_rows + 1]) + "\n", encoding="utf-8")
+    return ["data=local_text", "data.name=tinyshakespeare+sst2",
+            f"data.path=[{shared / 'tinyshakespeare.txt'},{sst2 / 'train.tsv'}]",
+            f"data.labeled_path={sst2 / 'train.tsv'}", f"data.validation_path={val}",
+            f"data.test_path={sst2 / 'test.tsv'}", "data.text_column=sentence", "data.label_column=label"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sst2", type=Path, default=None, help="the shared data dir (tinyshakespeare.txt, sst2/)")
+    ap.add_argument("--val-rows", type=int, default=1000)
+    ap.add_argument("--home", type=Path, default=None)
+    ap.add_argument("--copy-png", type=Path, default=None, help="copy learning_curve.png here")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    home = args.home or Path(tempfile.mkdtemp(prefix="transferlab-sweep-bench-"))
+    overrides = list(args.overrides)
+    if args.sst2:
+        overrides = sst2_overrides(args.sst2.resolve(), home, args.val_rows) + overrides
+    cold, out = sweep(home, overrides)
+    print(out)
+    warm, out2 = sweep(home, overrides)
+    print(out2.splitlines()[1] if len(out2.splitlines()) > 1 else out2)
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("transferlab")
+    parent = client.search_runs([exp.experiment_id], "tags.`transferlab.kind` = 'sweep'",
+                                order_by=["attributes.start_time ASC"], max_results=1)[0]
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                                  max_results=500)
+    co2 = {c.data.tags["transferlab.stage"]: 0.0 for c in children}
+    for c in children:
+        co2[c.data.tags["transferlab.stage"]] += c.data.metrics.get("carbon/emissions_kg", 0.0)
+    report = home / "runs" / parent.info.run_id / "report" / "report.md"
+    print(f"cold sweep: {cold:.0f} s wall; second run (all cached): {warm:.0f} s ({warm / cold:.0%})")
+    print("g CO2e of the cold run by stage: " + ", ".join(f"{k} {v * 1000:.3g}" for k, v in co2.items()))
+    print(f"report: {report}")
+    if args.copy_png:
+        shutil.copy(report.parent / "learning_curve.png", args.copy_png)
+        print(f"copied the learning curve to {args.copy_png}")
+
+
+if __name__ == "__main__":
+    main()
