@@ -232,6 +232,7 @@ def validate(cfg: dict[str, Any]) -> None:
         cfg,
         "pretrain.block_size", "pretrain.batch_size",
         "finetune.train_examples", "finetune.batch_size", "finetune.max_epochs",
+        "finetune.max_target_length", "finetune.num_beams",
         "tokenizer.vocab_size", "model.n_layer", "model.n_embd", "model.n_head",
         "data.num_topics", "data.corpus_documents",
     )
@@ -282,6 +283,9 @@ def _check_strategy(cfg: dict[str, Any], scratch: bool) -> None:
     _choice(cfg, "finetune.strategy", STRATEGIES)
     if ft["trainable_layers"] < 1:
         raise ConfigError(f"bad value for 'finetune.trainable_layers': {ft['trainable_layers']!r} (must be >= 1)")
+    if ft["task"] == "seq2seq" and ft["strategy"] != "full":  # the LM head is tied to the embeddings
+        raise ConfigError(f"bad value for 'finetune.strategy': {ft['strategy']!r} is not defined for "
+                          "finetune.task=seq2seq (no separate head to train); use finetune.strategy=full")
     for key in ("lr", "checkpoint_lr"):
         if ft[key] is not None and ft[key] <= 0:
             raise ConfigError(f"bad value for 'finetune.{key}': {ft[key]!r} (must be > 0; null: the strategy's default)")
