@@ -24,7 +24,11 @@ from typing import Any
 import lightning as L
 import torch
 from datasets import ClassLabel, Dataset, Features, List, Value
-from transformers import DataCollatorForTokenClassification, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    DataCollatorForTokenClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from modules.data.errors import DataError
 from modules.tasks.base import Task
@@ -263,7 +267,13 @@ class TokenClassification(Task):
     def score(self, rows: list[dict[str, Any]], label_names: list[str]) -> dict[str, float]:
         """Micro entity precision/recall/F1 (an entity counts when type and span both match),
         F1 per entity type (``entity_f1/<TYPE>``) and word-level tag accuracy."""
-        from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+        from seqeval.metrics import (
+            accuracy_score,
+            classification_report,
+            f1_score,
+            precision_score,
+            recall_score,
+        )
 
         gold = [[scheme_tag(t) for t in r["tags"]] for r in rows]
         pred = [[scheme_tag(t) for t in r["predictions"]] for r in rows]
