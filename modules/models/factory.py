@@ -114,3 +114,26 @@ def build_classifier(source: str | Path, init: str, num_labels: int, dropout: fl
 
 def count_parameters(model: PreTrainedModel, non_embedding: bool = True) -> int:
     return model.num_parameters(exclude_embeddings=non_embedding)
+
+
+def build_token_classifier(source: str | Path, init: str, label_names: list[str], dropout: float | None = None,
+                           trust_remote_code: bool = False) -> PreTrainedModel:
+    """A per-token tagger (``AutoModelForTokenClassification``) on the checkpoint's architecture;
+    weights and dropout as in :func:`build_classifier`, tag names kept in the config."""
+    from transformers import AutoModelForTokenClassification
+
+    config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code, num_labels=len(label_names),
+                                        id2label=dict(enumerate(label_names)),
+                                        label2id={name: i for i, name in enumerate(label_names)})
+    if dropout is not None:
+        for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob",
+                    "classifier_dropout"):
+            if hasattr(config, key) or key == "classifier_dropout":
+                setattr(config, key, dropout)
+    if init == "pretrained":
+        return AutoModelForTokenClassification.from_pretrained(
+            str(source), config=config, use_safetensors=True, trust_remote_code=trust_remote_code).train()
+    if init == "scratch":
+        return AutoModelForTokenClassification.from_config(config, attn_implementation="sdpa",
+                                                           trust_remote_code=trust_remote_code)
+    raise ValueError(f"unknown init {init!r} (choices: pretrained, scratch)")

@@ -1,0 +1,94 @@
+"""CoNLL-style tagging files for ``finetune.task=token_classification``.
+
+Format: one token per line, whitespace-separated columns, the token in the first column
+and its tag in the last (CoNLL-2003's POS and chunk columns in between are ignored); a
+blank line ends a sentence; ``-DOCSTART-`` lines are skipped. Tags are any strings
+(BIO, IOB2, IO or plain type names); ids follow a stable order: ``O`` first, then sorted.
+
+``data.<path_key>`` is the train file(s); ``data.validation_path``/``data.test_path`` give
+those splits, and the ones not given are cut from the train sentences with ``data.seed``
+(as for labeled csv files, modules/data/local.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from modules.data.errors import DataError
+from modules.data.files import _text_lines, expand
+from modules.data.splits import cut_labeled
+
+SPLIT_KEYS = {"validation": "validation_path", "test": "test_path"}
+CONLL_FORMATS = ("auto", "conll")
+
+Sentence = tuple[list[str], list[str]]  # (tokens, tag names)
+
+
+def read_conll(path: Path, key: str, encoding: str = "utf-8") -> list[Sentence]:
+    """The sentences of one CoNLL file, as (tokens, tags); a one-line ``DataError`` when bad."""
+    sentences: list[Sentence] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+
+    def close() -> None:
+        nonlocal tokens, tags
+        if tokens:
+            sentences.append((tokens, tags))
+        tokens, tags = [], []
+
+    for lineno, line in enumerate(_text_lines(path, key, encoding), 1):
+        columns = line.split()
+        if not columns:
+            close()
+            continue
+        if columns[0] == "-DOCSTART-":
+            close()
+            continue
+        if len(columns) == 1:
+            raise DataError(f"{key}: {path}:{lineno} has a single column ({columns[0]!r}); a CoNLL line needs "
+                            f"a token and its tag (token first, tag in the last column)")
+        tokens.append(columns[0])
+        tags.append(columns[-1])
+    close()
+    if not sentences:
+        raise DataError(f"{key}: no tagged sentences in {path}")
+    return sentences
+
+
+def tag_order(tags: set[str]) -> list[str]:
+    """``O`` first (id 0, the tag of padding-free "nothing"), then the rest sorted."""
+    return (["O"] if "O" in tags else []) + sorted(tags - {"O"})
+
+
+def _read(paths: list[Path], key: str, cfg: dict[str, Any]) -> list[Sentence]:
+    if cfg["format"] not in CONLL_FORMATS:
+        raise DataError(f"data.format={cfg['format']}: finetune.task=token_classification reads CoNLL-style files "
+                        f"(one token and its tag per line); set data.format=conll or auto")
+    return [s for path in paths for s in read_conll(path, key, cfg["encoding"])]
+
+
+def tagging_splits(cfg: dict[str, Any],
+                   path_key: str) -> tuple[dict[str, list[tuple[list[str], list[int]]]], list[str], list[str]]:
+    """Train/validation/test (tokens, tag ids) rows, the tag names, and the files read."""
+    key = f"data.{path_key}"
+    paths = expand(cfg[path_key], key)
+    pool = _read(paths, key, cfg)
+    given: dict[str, list[Sentence]] = {}
+    for split, split_key in SPLIT_KEYS.items():
+        if cfg[split_key]:
+            split_paths = expand(cfg[split_key], f"data.{split_key}")
+            given[split] = _read(split_paths, f"data.{split_key}", cfg)
+            paths += split_paths
+    missing = [s for s in ("validation", "test") if s not in given]
+    fractions = {"validation": cfg["labeled_val_fraction"], "test": cfg["labeled_test_fraction"]}
+    splits = {**cut_labeled(pool, missing, fractions, cfg["seed"], key), **given}
+    present = {t for rows in splits.values() for _, tags in rows for t in tags}
+    if present <= {"O"}:
+        raise DataError(f"{key}: every tag is 'O' in {', '.join(str(p) for p in paths)}; "
+                        f"token classification needs tagged entities")
+    names = tag_order(present)
+    ids = {name: i for i, name in enumerate(names)}
+    encoded = {split: [(tokens, [ids[t] for t in tags]) for tokens, tags in splits[split]]
+               for split in ("train", "validation", "test")}
+    return encoded, names, [str(p) for p in paths]
