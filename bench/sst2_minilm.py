@@ -22,6 +22,7 @@ Prints a Markdown table for docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def minilm_dir() -> Path:
 def head_tsv(src: Path, dst: Path, rows: int) -> None:
     """The header and the first ``rows`` rows of a TSV (a smaller per-epoch validation set)."""
     with open(src, encoding="utf-8") as f:
-        lines = [line for _, line in zip(range(rows + 1), f)]
+        lines = list(itertools.islice(f, rows + 1))
     dst.write_text("".join(lines), encoding="utf-8")
 
 
