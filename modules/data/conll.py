@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from modules.data.errors import DataError
-from modules.data.files import _text_lines, expand
-from modules.data.splits import cut_labeled
+from modules.data.files import _text_lines
+from modules.data.splits import read_splits
 
-SPLIT_KEYS = {"validation": "validation_path", "test": "test_path"}
 CONLL_FORMATS = ("auto", "conll")
 
 Sentence = tuple[list[str], list[str]]  # (tokens, tag names)
@@ -71,24 +70,14 @@ def _read(paths: list[Path], key: str, cfg: dict[str, Any]) -> list[Sentence]:
 def tagging_splits(cfg: dict[str, Any],
                    path_key: str) -> tuple[dict[str, list[tuple[list[str], list[int]]]], list[str], list[str]]:
     """Train/validation/test (tokens, tag ids) rows, the tag names, and the files read."""
+    splits, paths = read_splits(cfg, path_key, _read)
     key = f"data.{path_key}"
-    paths = expand(cfg[path_key], key)
-    pool = _read(paths, key, cfg)
-    given: dict[str, list[Sentence]] = {}
-    for split, split_key in SPLIT_KEYS.items():
-        if cfg[split_key]:
-            split_paths = expand(cfg[split_key], f"data.{split_key}")
-            given[split] = _read(split_paths, f"data.{split_key}", cfg)
-            paths += split_paths
-    missing = [s for s in ("validation", "test") if s not in given]
-    fractions = {"validation": cfg["labeled_val_fraction"], "test": cfg["labeled_test_fraction"]}
-    splits = {**cut_labeled(pool, missing, fractions, cfg["seed"], key), **given}
     present = {t for rows in splits.values() for _, tags in rows for t in tags}
     if present <= {"O"}:
-        raise DataError(f"{key}: every tag is 'O' in {', '.join(str(p) for p in paths)}; "
+        raise DataError(f"{key}: every tag is 'O' in {', '.join(paths)}; "
                         f"token classification needs tagged entities")
     names = tag_order(present)
     ids = {name: i for i, name in enumerate(names)}
     encoded = {split: [(tokens, [ids[t] for t in tags]) for tokens, tags in splits[split]]
                for split in ("train", "validation", "test")}
-    return encoded, names, [str(p) for p in paths]
+    return encoded, names, paths

@@ -16,27 +16,14 @@ from typing import Any
 
 from modules.data.files import expand, read_labeled, read_texts
 from modules.data.raw import RawData
-from modules.data.splits import cut_corpus, cut_labeled, encode_labels
-
-SPLIT_KEYS = {"validation": "validation_path", "test": "test_path"}
+from modules.data.splits import cut_corpus, encode_labels, read_splits
 
 
 def labeled_splits(cfg: dict[str, Any], path_key: str) -> tuple[dict[str, list[tuple[str, int]]], list[str], list[str]]:
     """Train/validation/test (text, label id) rows, the label names, and the files read."""
-    key = f"data.{path_key}"
-    paths = expand(cfg[path_key], key)
-    pool = read_labeled(paths, key, cfg)
-    given: dict[str, list[tuple[str, str]]] = {}
-    for split, split_key in SPLIT_KEYS.items():
-        if cfg[split_key]:
-            split_paths = expand(cfg[split_key], f"data.{split_key}")
-            given[split] = read_labeled(split_paths, f"data.{split_key}", cfg)
-            paths += split_paths
-    missing = [s for s in ("validation", "test") if s not in given]
-    fractions = {"validation": cfg["labeled_val_fraction"], "test": cfg["labeled_test_fraction"]}
-    splits = {**cut_labeled(pool, missing, fractions, cfg["seed"], key), **given}
-    encoded, names = encode_labels({s: splits[s] for s in ("train", "validation", "test")}, "data.label_column")
-    return encoded, names, [str(p) for p in paths]
+    splits, paths = read_splits(cfg, path_key, read_labeled)
+    encoded, names = encode_labels(splits, "data.label_column")
+    return encoded, names, paths
 
 
 def _corpus(docs: list[str], cfg: dict[str, Any], key: str) -> dict[str, list[str]]:

@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from modules.data.errors import DataError
-from modules.data.files import expand, file_format, read_table
-from modules.data.splits import cut_labeled
-
-SPLIT_KEYS = {"validation": "validation_path", "test": "test_path"}
+from modules.data.files import file_format, read_table
+from modules.data.splits import read_splits
 
 
 def read_pairs(paths: list[Path], key: str, cfg: dict[str, Any]) -> list[tuple[str, str]]:
@@ -47,16 +45,4 @@ def read_pairs(paths: list[Path], key: str, cfg: dict[str, Any]) -> list[tuple[s
 
 def pair_splits(cfg: dict[str, Any], path_key: str) -> tuple[dict[str, list[tuple[str, str]]], list[str]]:
     """Train/validation/test (source, target) rows, and the files read."""
-    key = f"data.{path_key}"
-    paths = expand(cfg[path_key], key)
-    pool = read_pairs(paths, key, cfg)
-    given: dict[str, list[tuple[str, str]]] = {}
-    for split, split_key in SPLIT_KEYS.items():
-        if cfg[split_key]:
-            split_paths = expand(cfg[split_key], f"data.{split_key}")
-            given[split] = read_pairs(split_paths, f"data.{split_key}", cfg)
-            paths += split_paths
-    missing = [s for s in ("validation", "test") if s not in given]
-    fractions = {"validation": cfg["labeled_val_fraction"], "test": cfg["labeled_test_fraction"]}
-    splits = {**cut_labeled(pool, missing, fractions, cfg["seed"], key), **given}
-    return {s: splits[s] for s in ("train", "validation", "test")}, [str(p) for p in paths]
+    return read_splits(cfg, path_key, read_pairs)

@@ -9,8 +9,9 @@ integer, else lexicographic) so a file's ``1..4`` or ``neg/pos`` map the same wa
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 from modules.data.errors import DataError
 
@@ -81,3 +82,31 @@ def encode_labels(splits: dict[str, list[tuple[str, str]]], label_key: str,
     if unknown:
         raise DataError(f"{label_key}: labels {sorted(unknown)} are not among the class names {names}")
     return {split: [(t, ids[y]) for t, y in rows] for split, rows in splits.items()}, names
+
+
+SPLIT_KEYS = {"validation": "validation_path", "test": "test_path"}
+
+
+def read_splits(cfg: dict[str, Any], path_key: str,
+                read: Callable[[list[Path], str, dict[str, Any]], list[T]]) -> tuple[dict[str, list[T]], list[str]]:
+    """Train/validation/test rows of any labeled file format, and the files read.
+
+    ``data.<path_key>`` holds the train rows; ``data.validation_path``/``data.test_path``
+    give those splits, and the ones not given are cut from train with ``data.seed``.
+    ``read(paths, key, cfg)`` parses one config key's files (raising ``DataError``).
+    """
+    from modules.data.files import expand
+
+    key = f"data.{path_key}"
+    paths = expand(cfg[path_key], key)
+    pool = read(paths, key, cfg)
+    given: dict[str, list[T]] = {}
+    for split, split_key in SPLIT_KEYS.items():
+        if cfg[split_key]:
+            split_paths = expand(cfg[split_key], f"data.{split_key}")
+            given[split] = read(split_paths, f"data.{split_key}", cfg)
+            paths += split_paths
+    missing = [s for s in ("validation", "test") if s not in given]
+    fractions = {"validation": cfg["labeled_val_fraction"], "test": cfg["labeled_test_fraction"]}
+    splits = {**cut_labeled(pool, missing, fractions, cfg["seed"], key), **given}
+    return {s: splits[s] for s in ("train", "validation", "test")}, [str(p) for p in paths]

@@ -88,52 +88,49 @@ def fit_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> boo
     return True
 
 
-def build_classifier(source: str | Path, init: str, num_labels: int, dropout: float | None = None,
-                     trust_remote_code: bool = False) -> PreTrainedModel:
-    """A sequence classifier with the architecture of the checkpoint at ``source``.
+# Every dropout knob of the supported architectures; a fine-tune sets them all to finetune.dropout.
+DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob",
+                "summary_first_dropout", "dropout", "attention_dropout", "classifier_dropout")
 
-    init="pretrained" loads its body weights (the classification head is new);
-    init="scratch" keeps only its config, so both differ in nothing but the weights.
+
+def build_with_head(auto_class: Any, source: str | Path, init: str, dropout: float | None = None,
+                    trust_remote_code: bool = False, **config_overrides: Any) -> PreTrainedModel:
+    """``auto_class`` (a transformers Auto class: a task head) on the architecture of the
+    checkpoint at ``source``.
+
+    init="pretrained" loads its weights (a head it lacks is new); init="scratch" keeps only
+    its config, so both differ in nothing but the weights.
     """
-    overrides: dict[str, Any] = {"num_labels": num_labels}
-    config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code, **overrides)
+    config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code, **config_overrides)
     if dropout is not None:
-        for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob",
-                    "attention_probs_dropout_prob", "summary_first_dropout", "dropout", "attention_dropout"):
-            if hasattr(config, key):
+        for key in DROPOUT_KEYS:
+            if hasattr(config, key) or key == "classifier_dropout":  # heads read it when set
                 setattr(config, key, dropout)
     if init == "pretrained":
         # from_pretrained returns eval mode; train mode keeps dropout on, as for scratch.
-        return AutoModelForSequenceClassification.from_pretrained(
-            str(source), config=config, use_safetensors=True, trust_remote_code=trust_remote_code).train()
+        return auto_class.from_pretrained(str(source), config=config, use_safetensors=True,
+                                          trust_remote_code=trust_remote_code).train()
     if init == "scratch":
-        return AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa",
-                                                              trust_remote_code=trust_remote_code)
+        return auto_class.from_config(config, attn_implementation="sdpa", trust_remote_code=trust_remote_code)
     raise ValueError(f"unknown init {init!r} (choices: pretrained, scratch)")
 
 
-def count_parameters(model: PreTrainedModel, non_embedding: bool = True) -> int:
-    return model.num_parameters(exclude_embeddings=non_embedding)
+def build_classifier(source: str | Path, init: str, num_labels: int, dropout: float | None = None,
+                     trust_remote_code: bool = False) -> PreTrainedModel:
+    """A sequence classifier with the architecture of the checkpoint at ``source``."""
+    return build_with_head(AutoModelForSequenceClassification, source, init, dropout, trust_remote_code,
+                           num_labels=num_labels)
 
 
 def build_token_classifier(source: str | Path, init: str, label_names: list[str], dropout: float | None = None,
                            trust_remote_code: bool = False) -> PreTrainedModel:
-    """A per-token tagger (``AutoModelForTokenClassification``) on the checkpoint's architecture;
-    weights and dropout as in :func:`build_classifier`, tag names kept in the config."""
+    """A per-token tagger (``AutoModelForTokenClassification``), tag names kept in the config."""
     from transformers import AutoModelForTokenClassification
 
-    config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code, num_labels=len(label_names),
-                                        id2label=dict(enumerate(label_names)),
-                                        label2id={name: i for i, name in enumerate(label_names)})
-    if dropout is not None:
-        for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob",
-                    "classifier_dropout"):
-            if hasattr(config, key) or key == "classifier_dropout":
-                setattr(config, key, dropout)
-    if init == "pretrained":
-        return AutoModelForTokenClassification.from_pretrained(
-            str(source), config=config, use_safetensors=True, trust_remote_code=trust_remote_code).train()
-    if init == "scratch":
-        return AutoModelForTokenClassification.from_config(config, attn_implementation="sdpa",
-                                                           trust_remote_code=trust_remote_code)
-    raise ValueError(f"unknown init {init!r} (choices: pretrained, scratch)")
+    return build_with_head(AutoModelForTokenClassification, source, init, dropout, trust_remote_code,
+                           num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+                           label2id={name: i for i, name in enumerate(label_names)})
+
+
+def count_parameters(model: PreTrainedModel, non_embedding: bool = True) -> int:
+    return model.num_parameters(exclude_embeddings=non_embedding)

@@ -124,23 +124,9 @@ class Seq2Seq(Task):
                     dropout: float | None, trust_remote_code: bool) -> PreTrainedModel:
         """The family's LM (GPT-2 or BART with its LM head): the same network pretraining
         trained, so init=pretrained starts from every pretrained weight, head included."""
-        from transformers import AutoConfig
+        from modules.models.factory import LM_AUTO, build_with_head
 
-        from modules.models.factory import LM_AUTO
-
-        config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
-        if dropout is not None:
-            for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout", "attention_dropout"):
-                if hasattr(config, key):
-                    setattr(config, key, dropout)
-        auto = LM_AUTO[family]
-        if init == "pretrained":
-            # from_pretrained returns eval mode; train mode keeps dropout on, as for scratch.
-            return auto.from_pretrained(str(source), config=config, use_safetensors=True,
-                                        trust_remote_code=trust_remote_code).train()
-        if init == "scratch":
-            return auto.from_config(config, attn_implementation="sdpa", trust_remote_code=trust_remote_code)
-        raise ValueError(f"unknown init {init!r} (choices: pretrained, scratch)")
+        return build_with_head(LM_AUTO[family], source, init, dropout, trust_remote_code)
 
     def datamodule(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, family: str,
                    batch_size: int, eval_batch_size: int) -> L.LightningDataModule:
