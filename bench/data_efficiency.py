@@ -49,14 +49,42 @@ def sst2_overrides(shared: Path, work: Path, val_rows: int) -> list[str]:
             f"data.test_path={sst2 / 'test.tsv'}", "data.text_column=sentence", "data.label_column=label"]
 
 
+def plot_parents(home: Path, parents: list[str], out: Path, title: str) -> None:
+    """One learning curve over the points of several sweep runs of one store (e.g. a sweep
+    of pretrained/scratch and a second one adding a checkpoint with its own epoch cap)."""
+    from modules.evaluation.learning_curve import learning_curve_png
+    from modules.evaluation.sweep_report import SweepPoint
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("transferlab")
+    points = []
+    for parent in parents:
+        for r in client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'", max_results=500):
+            if r.data.tags.get("transferlab.stage") != "finetune":
+                continue
+            init = r.data.tags["transferlab.init"]
+            if init == "checkpoint":
+                init = r.info.run_name.removeprefix("finetune-")
+            points.append(SweepPoint(init, int(r.data.metrics["data/train_examples"]), int(r.data.params["seed"]),
+                                     "ok", r.data.metrics["test/accuracy"], None, None, None))
+    learning_curve_png(points, "test accuracy", title, out, chance=0.5)
+    print(f"wrote {out} from {len(points)} points")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--plot-parents", nargs="+", default=None,
+                    help="only plot: one learning curve from these sweep parent runs in --home, to --copy-png")
+    ap.add_argument("--title", default="test accuracy vs labeled examples")
     ap.add_argument("--sst2", type=Path, default=None, help="the shared data dir (tinyshakespeare.txt, sst2/)")
     ap.add_argument("--val-rows", type=int, default=1000)
     ap.add_argument("--home", type=Path, default=None)
     ap.add_argument("--copy-png", type=Path, default=None, help="copy learning_curve.png here")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
+    if args.plot_parents:
+        plot_parents(args.home, args.plot_parents, args.copy_png, args.title)
+        return
     home = args.home or Path(tempfile.mkdtemp(prefix="transferlab-sweep-bench-"))
     overrides = list(args.overrides)
     if args.sst2:

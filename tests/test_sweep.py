@@ -136,3 +136,20 @@ def test_a_failing_point_is_retried_then_reported_without_sinking_the_sweep(
     report = Path(summary["report"]).read_text()
     assert "always broken" in report and "never retried" in report
     assert "| pretrained | 8 | " in report  # the surviving seed is still summarised
+
+
+@pytest.mark.slow
+def test_default_sweep_shows_transfer_and_reruns_from_cache(tmp_path: Path, prefect_harness: None) -> None:
+    """The issue's floor on the built-in default: 3 budgets x 2 inits x 2 seeds end to end
+    (bench/data_efficiency.py times it), pretrained ahead of scratch, a re-run all reused."""
+    from pipelines.sweep import data_efficiency
+
+    overrides = [f"paths.home={tmp_path}", "experiment=data_efficiency", "sweep.seeds=[0,1]"]
+    first = data_efficiency(overrides=overrides)
+    assert first["failed"] == [] and len(first["points"]) == 12
+    mean = {(init, n): statistics.mean(p["metric"] for p in first["points"] if p["init"] == init and p["budget"] == n)
+            for init in ("pretrained", "scratch") for n in (16, 64, 256)}
+    assert mean[("pretrained", 256)] > mean[("scratch", 256)] + 0.3
+    second = data_efficiency(overrides=overrides)
+    assert second["cache_hits"] == 12
+    assert "14 cache hits replaced work" in Path(second["report"]).read_text()  # 12 points + prep + pretrain
