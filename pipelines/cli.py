@@ -66,8 +66,8 @@ def _fmt_g(kg: float | None) -> str:
     return "missing" if kg is None else f"{kg * 1000:.3g} g"
 
 
-def print_summary(summary: dict[str, Any], out=sys.stdout) -> None:
-    w = out.write
+def print_summary(summary: dict[str, Any], out: Any = None) -> None:
+    w = (out or sys.stdout).write
     w(f"\ntransferlab: {summary['until']} finished in {summary['wall_s']:.1f} s\n")
     acc = summary.get("accuracy") or {}
     if acc:
@@ -89,8 +89,8 @@ def print_summary(summary: dict[str, Any], out=sys.stdout) -> None:
         w(f"  look at it      mlflow ui --backend-store-uri {uri}\n")
 
 
-def print_sweep_summary(summary: dict[str, Any], out=sys.stdout) -> None:
-    w = out.write
+def print_sweep_summary(summary: dict[str, Any], out: Any = None) -> None:
+    w = (out or sys.stdout).write
     points = summary["points"]
     w(f"\ntransferlab: sweep of {len(points)} fine-tunes finished in {summary['wall_s']:.1f} s "
       f"({summary['cache_hits']} reused from cache, {len(summary['failed'])} failed)\n")

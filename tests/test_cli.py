@@ -28,3 +28,26 @@ def test_every_design_command_exists() -> None:
     for cmd in ("run", "prep", "pretrain", "finetune", "evaluate", "config"):
         args = parser.parse_args([cmd, "seed=1"])
         assert args.command == cmd and args.overrides == ["seed=1"]
+
+
+def test_sweep_and_run_experiment_data_efficiency_start_the_sweep_flow(tmp_path, monkeypatch, capsys) -> None:
+    import pipelines.sweep
+    from pipelines.cli import main
+
+    calls: list[list[str]] = []
+
+    def fake_flow(overrides: list[str]) -> dict:
+        calls.append(overrides)
+        return {"points": [{"init": "pretrained", "budget": 16, "seed": 0, "metric": 0.5}], "failed": [],
+                "cache_hits": 0, "wall_s": 1.0, "metric": "accuracy", "totals": {}, "report": "/r.md",
+                "tracking_uri": "sqlite:////x", "experiment": "transferlab", "parent_run_id": "p"}
+
+    monkeypatch.setattr(pipelines.sweep, "data_efficiency", fake_flow)
+    home = f"paths.home={tmp_path}"
+    assert main(["sweep", home]) == 0
+    assert main(["run", "experiment=data_efficiency", home]) == 0
+    assert len(calls) == 2 and all("sweep.enabled=true" in c for c in calls)
+    out = capsys.readouterr().out
+    assert "sweep of 1 fine-tunes" in out and "pretrained" in out and "n=16: 0.5000" in out
+    assert main(["sweep", home, "sweep.budgets=[0]"]) == 2  # bad input: one line, exit 2, no flow
+    assert len(calls) == 2
