@@ -53,3 +53,13 @@ def test_a_missing_extra_checkpoint_fails_before_any_work(tmp_path: Path) -> Non
     with pytest.raises(UserError, match=r"finetune.inits=.*no such directory"):
         check_inputs(cfg, "finetune")
     assert not (tmp_path / "home").exists()
+
+
+def test_a_checkpoint_without_lm_head_gets_no_perplexity_rather_than_a_random_heads(tmp_path: Path) -> None:
+    from modules.evaluation.perplexity import lm_perplexity
+    from modules.evaluation.report import render_report
+
+    lm = lm_perplexity(minilm_dir(), tmp_path / "never-read", "masked")
+    assert lm["loss"] is None and lm["perplexity"] is None
+    text = render_report("t", {"pretrained": {"accuracy": 0.9, "f1_macro": 0.9}}, lm, [], [])
+    assert "no LM-head weights" in text and "perplexity **" not in text

@@ -42,9 +42,13 @@ def render_report(
     if "zero_shot" in results:
         lines += ["", "`zero_shot` trains nothing: the pretrained causal LM labels each test text by the "
                       "likelihood of each label's verbalisation after a prompt (no labeled examples used)."]
-    lines += ["", "## Pretrained language model", "",
-              f"Validation loss {lm['loss']:.4f}, perplexity **{lm['perplexity']:.2f}** "
-              f"(over {int(lm['tokens'])} predicted tokens).", ""]
+    lines += ["", "## Pretrained language model", ""]
+    if lm["loss"] is None:
+        lines += ["The pretrained checkpoint has no LM-head weights (e.g. a sentence encoder passed through "
+                  "with pretrain.max_steps=0), so its perplexity is not measured.", ""]
+    else:
+        lines += [f"Validation loss {lm['loss']:.4f}, perplexity **{lm['perplexity']:.2f}** "
+                  f"(over {int(lm['tokens'])} predicted tokens).", ""]
     lines += ["## Cost per stage", "",
               "| stage | cache | this run: g CO2e | Wh | s | building the output: g CO2e |",
               "|---|---|---:|---:|---:|---:|"]

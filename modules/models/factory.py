@@ -64,19 +64,26 @@ def build_lm(config: PretrainedConfig, family: str) -> PreTrainedModel:
     return LM_AUTO[family].from_config(config, attn_implementation="sdpa")
 
 
+def load_lm_checked(path: str | Path, family: str, trust_remote_code: bool = False
+                    ) -> tuple[PreTrainedModel, list[str]]:
+    """:func:`load_lm`, plus the names of the weights the checkpoint lacked (started fresh)."""
+    model, info = LM_AUTO[family].from_pretrained(str(path), use_safetensors=True,
+                                                     trust_remote_code=trust_remote_code, output_loading_info=True)
+    missing = sorted(info["missing_keys"])
+    if missing:
+        logging.getLogger("transferlab").warning(
+            "%s has no weights for %d tensors of the %s LM (e.g. %s): they start fresh (a new LM head)",
+            path, len(missing), family, missing[0])
+    return model, missing
+
+
 def load_lm(path: str | Path, family: str, trust_remote_code: bool = False) -> PreTrainedModel:
     """The family's LM from a saved checkpoint (safetensors only: unpickling can run code).
 
     A checkpoint saved without the LM head (a bare encoder such as ``BertModel``) gets a
     freshly initialised head; the missing weights are logged as a warning.
     """
-    model, info = LM_AUTO[family].from_pretrained(str(path), use_safetensors=True,
-                                                     trust_remote_code=trust_remote_code, output_loading_info=True)
-    if info["missing_keys"]:
-        logging.getLogger("transferlab").warning(
-            "%s has no weights for %d tensors of the %s LM (e.g. %s): they start fresh (a new LM head)",
-            path, len(info["missing_keys"]), family, sorted(info["missing_keys"])[0])
-    return model
+    return load_lm_checked(path, family, trust_remote_code)[0]
 
 
 def fit_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> bool:
