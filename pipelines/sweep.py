@@ -185,7 +185,8 @@ def run_points(cfg: dict[str, Any], points: list[Point], prep_record: dict[str, 
             try:
                 out.append((point, call(**params), None))
             except Exception as exc:  # reported as a failed point; the sweep goes on
-                log.warning("sweep: %s failed after %d retries: %s", point.name, retries, _one_line(exc))
+                log.warning("sweep: %s failed (retried up to %d times unless the input was bad): %s", point.name,
+                            retries, _one_line(exc))
                 out.append((point, None, _one_line(exc)))
         return out
     from prefect.task_runners import ProcessPoolTaskRunner
@@ -200,7 +201,8 @@ def run_points(cfg: dict[str, Any], points: list[Point], prep_record: dict[str, 
             else:
                 exc = state.result(raise_on_failure=False)
                 why = _one_line(exc) if isinstance(exc, BaseException) else str(state.message)
-                log.warning("sweep: %s failed after %d retries: %s", point.name, retries, why)
+                log.warning("sweep: %s failed (retried up to %d times unless the input was bad): %s", point.name,
+                            retries, why)
                 out.append((point, None, why))
     return out
 
