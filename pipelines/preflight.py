@@ -34,6 +34,7 @@ def check_inputs(cfg: dict[str, Any], until: str = "prep") -> None:
         for init in cfg["finetune"]["inits"]:  # extra checkpoints to tune next to pretrained/scratch
             if init not in BUILTIN_INITS:
                 check_checkpoint_ref(cfg, init, "finetune.inits")
+                _check_local_family(cfg, init)
     data = cfg["data"]
     if until in NEEDS_LABELS and not has_labels(data):
         fix = ("set data.labeled_path=<labeled file>" if data["source"] == "local_text"
@@ -46,6 +47,21 @@ def check_inputs(cfg: dict[str, Any], until: str = "prep") -> None:
         check_data(data, cfg["finetune"]["task"])
     except DataError as exc:
         raise UserError(str(exc)) from exc
+
+
+def _check_local_family(cfg: dict[str, Any], init: str) -> None:
+    """A local checkpoint's family is known from its config.json: refuse one that cannot
+    serve the task now, not after pretraining (a hub or MLflow one is checked once fetched)."""
+    import json
+    from pathlib import Path
+
+    from pipelines.model_init import family_of, kind_of
+    from pipelines.stages.finetune import check_task_family, init_label
+
+    if kind_of(init) != "local":
+        return
+    config = json.loads((Path(init).expanduser().resolve() / "config.json").read_text())
+    check_task_family(cfg["finetune"]["task"], family_of(config, init), f"the {init_label(init)} checkpoint in finetune.inits")
 
 
 def _prep_is_cached(cfg: dict[str, Any]) -> bool:

@@ -48,9 +48,13 @@ def test_an_extra_checkpoint_tunes_with_its_own_tokenizer_and_lr(tmp_path: Path,
         assert sum(1 for _ in f) - 1 == ctx.cfg["data"]["labeled_test"]
 
 
-def test_a_missing_extra_checkpoint_fails_before_any_work(tmp_path: Path) -> None:
+def test_a_missing_or_unfit_extra_checkpoint_fails_before_any_work(tmp_path: Path) -> None:
     cfg = compose(tiny_overrides(tmp_path / "home", f"finetune.inits=[pretrained,{tmp_path}/nope]"))
     with pytest.raises(UserError, match=r"finetune.inits=.*no such directory"):
+        check_inputs(cfg, "finetune")
+    # MiniLM is a BERT (masked) model: it has no decoder for seq2seq.
+    cfg = compose(tiny_overrides(tmp_path / "home", "finetune=seq2seq", f"finetune.inits=[pretrained,{minilm_dir()}]"))
+    with pytest.raises(UserError, match=r"finetune.task=seq2seq needs a causal or seq2seq model.*masked"):
         check_inputs(cfg, "finetune")
     assert not (tmp_path / "home").exists()
 
