@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from datasets import Dataset, load_from_disk
@@ -62,7 +63,32 @@ class LanguageModelingData(L.LightningDataModule):
         return self._loader(self.splits["validation"], self.val_collator, shuffle=False)
 
 
-class ClassificationData(L.LightningDataModule):
+class FineTuneData(L.LightningDataModule):
+    """Tokenized train/validation/test splits and their collator: train shuffled, the others
+    in order (test predictions are matched to rows by position)."""
+
+    def __init__(self, splits: dict[str, Dataset], collator: Any, batch_size: int, eval_batch_size: int = 64,
+                 num_workers: int = 0) -> None:
+        super().__init__()
+        self.splits = {k: v.with_format("python") for k, v in splits.items()}
+        self.collator = collator
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, collate_fn=self.collator,
+                          num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+
+class ClassificationData(FineTuneData):
     """Tokenized (input_ids, label) splits with per-batch padding."""
 
     def __init__(
@@ -73,21 +99,6 @@ class ClassificationData(L.LightningDataModule):
         eval_batch_size: int = 64,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
-        self.splits = {k: v.select_columns(["input_ids", "attention_mask", "label"]).rename_column("label", "labels")
-                       for k, v in splits.items()}
-        self.collator = DataCollatorWithPadding(tokenizer)
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(self.splits[split].with_format("python"), batch_size=batch_size, shuffle=shuffle,
-                          collate_fn=self.collator, num_workers=self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        super().__init__({k: v.select_columns(["input_ids", "attention_mask", "label"]).rename_column("label", "labels")
+                          for k, v in splits.items()}, DataCollatorWithPadding(tokenizer), batch_size, eval_batch_size,
+                         num_workers)

@@ -30,6 +30,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from modules.data.datamodules import FineTuneData
 from modules.data.errors import DataError
 from modules.tasks.base import Task
 from modules.tasks.classification import metric_key
@@ -135,28 +136,13 @@ class TaggingCollator:
         return batch
 
 
-class TaggingData(L.LightningDataModule):
+class TaggingData(FineTuneData):
     COLUMNS = ["input_ids", "attention_mask", "labels", "word_index", "num_words"]
 
     def __init__(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, batch_size: int,
                  eval_batch_size: int = 64, num_workers: int = 0) -> None:
-        super().__init__()
-        self.splits = {k: v.select_columns(self.COLUMNS) for k, v in splits.items()}
-        self.collator = TaggingCollator(tokenizer)
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(self.splits[split].with_format("python"), batch_size=batch_size,
-                                           shuffle=shuffle, collate_fn=self.collator, num_workers=self.num_workers)
-
-    def train_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("validation", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        super().__init__({k: v.select_columns(self.COLUMNS) for k, v in splits.items()}, TaggingCollator(tokenizer),
+                         batch_size, eval_batch_size, num_workers)
 
 
 def entity_types(label_names: Sequence[str]) -> list[str]:

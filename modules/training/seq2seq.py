@@ -18,9 +18,9 @@ from typing import Any
 import lightning as L
 import torch
 from datasets import Dataset
-from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from modules.data.datamodules import FineTuneData
 from modules.training.optim import adamw_with_schedule
 
 IGNORE = -100  # label id the cross-entropy loss skips
@@ -58,31 +58,16 @@ class PairCollator:
         return batch
 
 
-class PairData(L.LightningDataModule):
+class PairData(FineTuneData):
     """Tokenized (source, target) splits; train shuffled, validation/test in order."""
 
     COLUMNS = ("input_ids", "labels", "prompt_length")
 
     def __init__(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, family: str, batch_size: int,
                  eval_batch_size: int = 64, num_workers: int = 0) -> None:
-        super().__init__()
-        self.splits = {k: v.select_columns([c for c in self.COLUMNS if c in v.column_names]).with_format("python")
-                       for k, v in splits.items()}
-        self.collator = PairCollator(tokenizer.pad_token_id, family)
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, collate_fn=self.collator,
-                          num_workers=self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        super().__init__({k: v.select_columns([c for c in self.COLUMNS if c in v.column_names])
+                          for k, v in splits.items()}, PairCollator(tokenizer.pad_token_id, family), batch_size,
+                         eval_batch_size, num_workers)
 
 
 class TextToText(L.LightningModule):

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import lightning as L
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 from transformers import PreTrainedModel
 
-from modules.training.optim import adamw_with_schedule
+from modules.training.classification import SequenceClassification
 
 IGNORE = -100
 
 
-class TokenTagging(L.LightningModule):
+class TokenTagging(SequenceClassification):
     """Fine-tunes any ``AutoModelForTokenClassification`` model.
 
     Batches carry ``labels`` (the word's tag on one sub-token per word, -100 elsewhere) and
@@ -24,11 +21,11 @@ class TokenTagging(L.LightningModule):
     predicted ``O`` (id 0).
     """
 
+    val_accuracy_name = "val/token_accuracy"
+
     def __init__(self, model: PreTrainedModel, num_labels: int, lr: float, weight_decay: float,
                  warmup_ratio: float) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["model"], logger=False)
-        self.model = model
+        super().__init__(model, num_labels, lr, weight_decay, warmup_ratio)
         # accuracy over labelled sub-tokens = over words (one labelled sub-token per word)
         self.val_acc = MulticlassAccuracy(num_classes=num_labels, average="micro", ignore_index=IGNORE)
         self.test_outputs: list[list[int]] = []
@@ -37,20 +34,6 @@ class TokenTagging(L.LightningModule):
         inputs = {k: v for k, v in batch.items() if k not in ("word_index", "num_words")}
         out = self.model(**inputs)  # logits: (B, T, num_labels)
         return out.loss, out.logits.argmax(dim=-1)  # (), (B, T)
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._forward(batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=batch["labels"].shape[0])
-        return loss
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, preds = self._forward(batch)
-        self.val_acc.update(preds, batch["labels"])
-        self.log("val/loss", loss, on_epoch=True, batch_size=batch["labels"].shape[0])
-        self.log("val/token_accuracy", self.val_acc, on_epoch=True)
-
-    def on_test_epoch_start(self) -> None:
-        self.test_outputs = []
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         _, preds = self._forward(batch)  # (B, T)
@@ -61,8 +44,3 @@ class TokenTagging(L.LightningModule):
                 if word >= 0:
                     tags[word] = tag
             self.test_outputs.append(tags)
-
-    def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        total = int(self.trainer.estimated_stepping_batches)
-        return adamw_with_schedule(self.model, hp.lr, hp.weight_decay, int(hp.warmup_ratio * total), total, "linear")
