@@ -108,6 +108,17 @@ def _first_quoted(text: str) -> str:
     return m.group(1) if m else text
 
 
+def _reject_hydra_overrides(overrides: list[str]) -> None:
+    """``hydra.*`` keys configure Hydra's own runtime (output dirs, logging, launchers), which
+    transferlab never runs: under compose they would be silently ignored, and from a UI they
+    are a way in. Refuse them, naming the override."""
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~").strip()
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            raise ConfigError(f"override {item!r} is not accepted: hydra.* configures Hydra's runtime, which "
+                              "transferlab does not use (set transferlab keys, e.g. paths.home=...)")
+
+
 def compose(overrides: list[str] | None = None) -> dict[str, Any]:
     """Compose ``conf/config.yaml`` with ``overrides``, validate, and return a plain dict."""
     from hydra import compose as hydra_compose
@@ -117,6 +128,7 @@ def compose(overrides: list[str] | None = None) -> dict[str, Any]:
     from pipelines.schema import register_schema
 
     overrides = list(overrides or [])
+    _reject_hydra_overrides(overrides)
     _check_group_choices(overrides)
     register_schema()
     GlobalHydra.instance().clear()

@@ -58,6 +58,8 @@ def test_overrides_apply_and_types_coerce() -> None:
         ("finetune.max_length=4096", ["finetune.max_length", "max_positions"]),
         ("pretrain.block_size=256", ["pretrain.block_size", "model.max_positions=128"]),
         ("finetune.inits=[pretrained,pretrained]", ["finetune.inits"]),
+        ("hydra.run.dir=/tmp/elsewhere", ["hydra.run.dir", "not accepted"]),
+        ("+hydra.job.chdir=true", ["hydra.job.chdir", "not accepted"]),
         ("pretrain.max_steps=0", ["pretrain.max_steps"]),
     ],
 )
