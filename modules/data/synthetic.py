@@ -90,13 +90,14 @@ def make_lexicon(seed: int, num_topics: int, words_per_topic: int, neutral_words
     return Lexicon(cues, determiners, verbs, nouns, adjectives, prepositions, label_names)
 
 
-def _sentence(rng: random.Random, lex: Lexicon, topic: int, cue_slots: set[int]) -> str:
-    """Render the grammar; content slot i holds a cue word of ``topic`` iff i in cue_slots."""
+def sentence(rng: random.Random, lex: Lexicon, slot_topics: dict[int, int]) -> str:
+    """Render the grammar; content slot ``i`` holds a cue word of topic ``slot_topics[i]``
+    when ``i`` is a key, a neutral word otherwise (slots: (adjective, noun) x 3 phrases)."""
     slot = 0
 
     def content(neutral: list[str]) -> str:
         nonlocal slot
-        word = rng.choice(lex.cues[topic]) if slot in cue_slots else rng.choice(neutral)
+        word = rng.choice(lex.cues[slot_topics[slot]]) if slot in slot_topics else rng.choice(neutral)
         slot += 1
         return word
 
@@ -119,12 +120,17 @@ CONTENT_SLOTS = 6  # (adjective, noun) x 3 phrases
 def corpus_sentence(rng: random.Random, lex: Lexicon, topic: int, cue_rate: float = 0.5) -> str:
     # Nouns (odd slots) always render, so at least one cue word is guaranteed per sentence.
     cue_slots = {i for i in range(CONTENT_SLOTS) if rng.random() < cue_rate} | {rng.choice([1, 3, 5])}
-    return _sentence(rng, lex, topic, cue_slots)
+    return sentence(rng, lex, dict.fromkeys(cue_slots, topic))
 
 
 def labeled_sentence(rng: random.Random, lex: Lexicon, topic: int, cues: int) -> str:
     cue_slots = set(rng.sample([1, 3, 5], k=cues))
-    return _sentence(rng, lex, topic, cue_slots)
+    return sentence(rng, lex, dict.fromkeys(cue_slots, topic))
+
+
+def cue_topics(lex: Lexicon) -> dict[str, int]:
+    """Cue word -> its topic (cue words are unique across topics and roles)."""
+    return {w: t for t, words in enumerate(lex.cues) for w in words}
 
 
 def generate(

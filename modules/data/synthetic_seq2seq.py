@@ -31,36 +31,15 @@ from __future__ import annotations
 
 import random
 
-from modules.data.synthetic import Lexicon
+from modules.data.synthetic import Lexicon, cue_topics, sentence
 
 CUES_PER_ROW = (1, 2)  # how many noun slots of a source sentence hold a cue word
 NOUN_SLOTS = (1, 3, 5)  # content slots are (adjective, noun) x 3 phrases; nouns always render
 
 
-def render(rng: random.Random, lex: Lexicon, cue_topics: dict[int, int]) -> tuple[str, list[str]]:
-    """One sentence of the labeled grammar; noun slot ``i`` holds a cue word of topic
-    ``cue_topics[i]`` when ``i`` is a key. Returns the sentence and its cue words in order."""
-    words: list[str] = []
-    cues: list[str] = []
-    for phrase in range(3):
-        if phrase:
-            words.append(rng.choice(lex.verbs) if phrase == 1 else rng.choice(lex.prepositions))
-        words.append(rng.choice(lex.determiners))
-        if rng.random() < 0.5:
-            words.append(rng.choice(lex.adjectives))
-        slot = 2 * phrase + 1
-        if slot in cue_topics:
-            cue = rng.choice(lex.cues[cue_topics[slot]])
-            cues.append(cue)
-            words.append(cue)
-        else:
-            words.append(rng.choice(lex.nouns))
-    return " ".join(words) + " .", cues
-
-
 def target_for(source: str, lex: Lexicon) -> str:
     """The target a source sentence must map to: its cue words' topic head words, in order."""
-    topic_of = {w: t for t, words in enumerate(lex.cues) for w in words}
+    topic_of = cue_topics(lex)
     return " ".join(head_word(lex, topic_of[w]) for w in source.split() if w in topic_of)
 
 
@@ -73,13 +52,12 @@ def generate_pairs(lexicon: Lexicon, seed: int, sizes: dict[str, int]) -> dict[s
     """(source, target) rows for each split in ``sizes`` ("train"/"validation"/"test")."""
     out: dict[str, list[tuple[str, str]]] = {}
     n_topics = len(lexicon.cues)
-    topic_of = {w: t for t, words in enumerate(lexicon.cues) for w in words}
     for split, n in sizes.items():
         rng = random.Random(f"{seed}-seq2seq-{split}")
         rows: list[tuple[str, str]] = []
         for _ in range(n):
             slots = sorted(rng.sample(NOUN_SLOTS, k=rng.choice(CUES_PER_ROW)))
-            sentence, cues = render(rng, lexicon, {s: rng.randrange(n_topics) for s in slots})
-            rows.append((sentence, " ".join(head_word(lexicon, topic_of[c]) for c in cues)))
+            topics = {s: rng.randrange(n_topics) for s in slots}  # noun slots only: adjectives stay neutral
+            rows.append((sentence(rng, lexicon, topics), " ".join(head_word(lexicon, topics[s]) for s in slots)))
         out[split] = rows
     return out
