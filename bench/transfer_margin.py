@@ -12,35 +12,15 @@ for docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
+from store import parent_and_children, transferlab
 
 
 def run(home: Path, *overrides: str) -> float:
-    exe = Path(sys.executable).with_name("transferlab")
-    env = {**os.environ, "TRANSFERLAB_HOME": str(home)}
-    env.pop("PREFECT_HOME", None)
-    t0 = time.perf_counter()
-    proc = subprocess.run([str(exe), "run", *overrides], env=env, capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"transferlab run {' '.join(overrides)} failed:\n{proc.stderr[-4000:]}")
-    return time.perf_counter() - t0
-
-
-def latest_parent(home: Path):
-    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("transferlab")
-    parent = client.search_runs([exp.experiment_id], "tags.`transferlab.kind` = 'pipeline'",
-                                order_by=["attributes.start_time DESC"], max_results=1)[0]
-    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    return parent, children
+    return transferlab(home, "run", *overrides)[0]
 
 
 def main() -> None:
@@ -53,7 +33,7 @@ def main() -> None:
     rows, gains = [], []
     for i, seed in enumerate(args.seeds):
         wall = run(home, f"seed={seed}", *args.overrides)
-        parent, children = latest_parent(home)
+        parent, children = parent_and_children(home)
         m = parent.data.metrics
         co2 = {f"{c.data.tags['transferlab.stage']}{'[' + c.data.tags['transferlab.init'] + ']' if 'transferlab.init' in c.data.tags else ''}":
                c.data.metrics.get("carbon/emissions_kg") for c in children}
