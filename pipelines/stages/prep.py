@@ -32,9 +32,9 @@ def lm_fingerprint(cfg: dict[str, Any]) -> str:
     })
 
 
-def prep_fingerprint(cfg: dict[str, Any]) -> str:
-    """The LM data plus the task's labeled rows."""
-    return fingerprint("prep", {"lm": lm_fingerprint(cfg), "task": cfg["finetune"]["task"]})
+def prep_fingerprint(cfg: dict[str, Any], lm_fp: str | None = None) -> str:
+    """The LM data (``lm_fp`` if the caller has it already) plus the task's labeled rows."""
+    return fingerprint("prep", {"lm": lm_fp or lm_fingerprint(cfg), "task": cfg["finetune"]["task"]})
 
 
 def _tokenizer_identity(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +84,8 @@ def prep(ctx: StageContext) -> dict[str, Any]:
     from modules.data.sources import data_fingerprint
 
     cfg = ctx.cfg
-    fp = prep_fingerprint(cfg)
+    lm_fp = lm_fingerprint(cfg)  # hashes the input files once for both fingerprints
+    fp = prep_fingerprint(cfg, lm_fp)
     cache = StageCache(ctx.home, "prep")
     with tracked_stage(ctx, "prep") as run:
         cached = reuse(run, cache, fp, "prep")
@@ -108,5 +109,5 @@ def prep(ctx: StageContext) -> dict[str, Any]:
         _log_inputs(run, stats)
         run.log_artifact(cache.path(fp) / "stats.json")
     return record("prep", run, **cache_fields(run, cache, fp, cached), label_names=stats["label_names"],
-                  has_labels=stats["has_labels"], lm_fingerprint=lm_fingerprint(cfg), task=cfg["finetune"]["task"],
+                  has_labels=stats["has_labels"], lm_fingerprint=lm_fp, task=cfg["finetune"]["task"],
                   labeled_rows=stats["labeled_rows"])
