@@ -246,25 +246,20 @@ def run_sweep(cfg: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _cost(name: str, rec: dict[str, Any], tracker: Tracker) -> Any:
+def _produced(rec: dict[str, Any]) -> tuple[float | None, float | None]:
+    """What building a record's output cost (kg, kWh): this run's figures, or on a cache hit
+    the source run's (read once by the stage, StageRun.mark_cache)."""
+    if rec.get("cache_hit"):
+        return rec.get("avoided_kg"), rec.get("avoided_kwh")
+    return rec["carbon"]["emissions_kg"], rec["carbon"]["energy_kwh"]
+
+
+def _cost(name: str, rec: dict[str, Any]) -> Any:
     from modules.evaluation.sweep_report import StageCost
 
     carbon = rec["carbon"]
-    hit = rec.get("cache_hit", False)
-    produced_kwh = carbon["energy_kwh"]
-    if hit:
-        produced_kwh = _source_metric(tracker, rec.get("source_run_id"), "carbon/energy_kwh")
-    return StageCost(name, hit, carbon["emissions_kg"], carbon["energy_kwh"], carbon["duration_s"],
-                     rec.get("avoided_kg") if hit else carbon["emissions_kg"], produced_kwh)
-
-
-def _source_metric(tracker: Tracker, run_id: str | None, key: str) -> float | None:
-    if not run_id:
-        return None
-    try:
-        return tracker.metric(run_id, key)
-    except Exception:  # the source run is in another store, or deleted
-        return None
+    return StageCost(name, rec.get("cache_hit", False), carbon["emissions_kg"], carbon["energy_kwh"],
+                     carbon["duration_s"], *_produced(rec))
 
 
 def write_report(cfg: dict[str, Any], tracker: Tracker, parent: str, prep_record: dict[str, Any],
@@ -283,14 +278,12 @@ def write_report(cfg: dict[str, Any], tracker: Tracker, parent: str, prep_record
             points.append(SweepPoint(p.label, p.budget, p.seed, "failed", None, None, None, None, error=error,
                                      requested_budget=_requested(p)))
             continue
-        carbon, hit = rec["carbon"], rec.get("cache_hit", False)
-        produced_kwh = _source_metric(tracker, rec.get("source_run_id"), "carbon/energy_kwh") if hit \
-            else carbon["energy_kwh"]
+        carbon = rec["carbon"]
         points.append(SweepPoint(p.label, rec["train_examples"], p.seed, "ok", rec["metrics"].get(f"test/{metric}"),
-                                 carbon["emissions_kg"], carbon["energy_kwh"], carbon["duration_s"], hit,
-                                 rec.get("avoided_kg") if hit else carbon["emissions_kg"], produced_kwh,
-                                 rec["run_id"], requested_budget=_requested(p)))
-    stage_costs = [_cost("prep", prep_record, tracker), _cost("pretrain", pretrain_record, tracker)]
+                                 carbon["emissions_kg"], carbon["energy_kwh"], carbon["duration_s"],
+                                 rec.get("cache_hit", False), *_produced(rec), rec["run_id"],
+                                 requested_budget=_requested(p)))
+    stage_costs = [_cost("prep", prep_record), _cost("pretrain", pretrain_record)]
     out = Path(cfg["paths"]["home"]) / "runs" / parent / "report"
     out.mkdir(parents=True, exist_ok=True)
     title = (f"data_efficiency: {cfg['model']['name']} on {cfg['data']['name']} ({task.name}), "

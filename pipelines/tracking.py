@@ -175,8 +175,11 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
     def metric(self, run_id: str, key: str) -> float | None:
-        run = self.client.get_run(run_id)
-        return run.data.metrics.get(key)
+        return self.metrics(run_id).get(key)
+
+    def metrics(self, run_id: str) -> dict[str, float]:
+        """A run's latest metrics, in one read."""
+        return dict(self.client.get_run(run_id).data.metrics)
 
 
 class NullTracker(Tracker):
@@ -209,6 +212,9 @@ class NullTracker(Tracker):
 
     def metric(self, run_id: str, key: str) -> float | None:
         return None
+
+    def metrics(self, run_id: str) -> dict[str, float]:
+        return {}
 
     def log_input(self, *args: Any, **kwargs: Any) -> None:
         pass

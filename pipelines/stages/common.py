@@ -50,6 +50,7 @@ class StageRun:
     tracker: Tracker
     carbon: CarbonResult = field(default_factory=CarbonResult)
     avoided_kg: float | None = None  # on a cache hit: what building the reused output cost
+    avoided_kwh: float | None = None
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         self.tracker.log_metrics(self.run_id, metrics, step)
@@ -68,9 +69,11 @@ class StageRun:
         if hit and source_run_id:
             # What this reuse avoided: the recorded cost of the run that built the output.
             try:
-                self.avoided_kg = self.tracker.metric(source_run_id, "carbon/emissions_kg")
+                source = self.tracker.metrics(source_run_id)
             except Exception:  # source run in another store, or deleted
-                self.avoided_kg = None
+                source = {}
+            self.avoided_kg = source.get("carbon/emissions_kg")
+            self.avoided_kwh = source.get("carbon/energy_kwh")
             if self.avoided_kg is not None:
                 self.log_metrics({"carbon/avoided_kg": self.avoided_kg})
 
@@ -121,7 +124,7 @@ def reuse(run: StageRun, cache: StageCache, fp: str, stage: str) -> dict[str, An
 def cache_fields(run: StageRun, cache: StageCache, fp: str, cached: dict[str, Any] | None) -> dict[str, Any]:
     """The record fields every cached stage returns."""
     return {"fingerprint": fp, "path": str(cache.path(fp)), "cache_hit": cached is not None,
-            "source_run_id": cached["run_id"] if cached else run.run_id, "avoided_kg": run.avoided_kg}
+            "source_run_id": cached["run_id"] if cached else run.run_id, "avoided_kg": run.avoided_kg, "avoided_kwh": run.avoided_kwh}
 
 
 def stage_label(rec: dict[str, Any]) -> str:
