@@ -65,8 +65,9 @@ class Point:
 
 
 def default_parallel() -> int:
-    """Two cores per fine-tune: the tiny models gain little from more threads, and two
-    processes on a 2-core machine would only fight over the cores."""
+    """Two cores per fine-tune: on 2 cores, two tiny fine-tunes side by side finished 12
+    points only 4% sooner than one after another (worker start-up eats the gain;
+    docs/BENCHMARKS.md), so side by side starts paying on larger machines."""
     return max(1, (os.cpu_count() or 1) // 2)
 
 
