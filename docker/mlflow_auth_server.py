@@ -55,11 +55,16 @@ def _ini_value(value: str) -> str:
     return value.replace("%", "%%")
 
 
-def write_auth_config(env: dict[str, str], directory: Path) -> Path:
-    """Write the basic-auth INI (mode 0600) into ``directory`` and return its path."""
+def _default_permission(env: dict[str, str]) -> str:
     permission = env.get("MLFLOW_AUTH_DEFAULT_PERMISSION", "READ")
     if permission not in {"READ", "EDIT", "MANAGE", "NO_PERMISSIONS"}:
         _fail(f"bad value for MLFLOW_AUTH_DEFAULT_PERMISSION: {permission!r}")
+    return permission
+
+
+def write_auth_config(env: dict[str, str], directory: Path) -> Path:
+    """Write the basic-auth INI (mode 0600) into ``directory`` and return its path."""
+    permission = _default_permission(env)
     text = (
         "[mlflow]\n"
         f"default_permission = {permission}\n"
@@ -106,6 +111,7 @@ def main(argv: list[str]) -> None:
             )
     if env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "password1234":
         _fail("MLFLOW_AUTH_ADMIN_PASSWORD is MLflow's old public default; set a real one")
+    _default_permission(env)  # checked before anything is written
     config = write_auth_config(env, Path(tempfile.mkdtemp(prefix="mlflow-auth-")))
     os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
     args = server_argv(env, argv)
