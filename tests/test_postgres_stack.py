@@ -19,7 +19,6 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-
 from conftest import TINY
 from stack import (
     PYTHON,
