@@ -166,7 +166,9 @@ def start_mlflow_server(port: int, backend_store_uri: str, artifacts_dir: Path, 
     cmd = [PYTHON, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
            "--backend-store-uri", backend_store_uri, "--serve-artifacts",
            "--artifacts-destination", str(artifacts_dir), "--workers", "1"]
-    return start_process(cmd, log_path, {**os.environ, **(env or {})}, cwd=artifacts_dir.parent)
+    # MLflow 3's job runner (GenAI scorers; unused here) forks seven ~250 MB workers: off, as in `up`.
+    return start_process(cmd, log_path, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
+                         cwd=artifacts_dir.parent)
 
 
 def start_prefect_server(port: int, prefect_home: Path, db_url: str | None, log_path: Path,
