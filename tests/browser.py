@@ -57,6 +57,15 @@ def new_page(browser: Browser, timeout_s: float = 60.0) -> Page:
     return page
 
 
+def _failure_shot(screenshot: Path | None) -> Path | None:
+    """`<stem>-failed.png` next to `screenshot`, removing one a previous run left behind."""
+    if screenshot is None:
+        return None
+    path = screenshot.with_name(screenshot.stem + "-failed.png")
+    path.unlink(missing_ok=True)
+    return path
+
+
 def _fail(page: Page, failure_shot: Path | None, message: str) -> UiStepError:
     """Screenshot the page as it is and build the error that names the screenshot."""
     if failure_shot is not None:
@@ -84,7 +93,7 @@ def prefect_custom_run(
     API that the run really received the overrides. `screenshot` (if given) is written once the
     run completed, showing the Parameters tab; on failure `<screenshot stem>-failed.png` instead.
     """
-    failure_shot = screenshot.with_name(screenshot.stem + "-failed.png") if screenshot else None
+    failure_shot = _failure_shot(screenshot)
     try:
         page.goto(prefect_url.rstrip("/") + "/")  # redirects to the default (V2) dashboard
         page.get_by_role("link", name="Deployments", exact=True).click()
@@ -166,7 +175,7 @@ def mlflow_show_metric(
     are only listed under their expanded parent, hence `parent_run_name`. `screenshot` (if
     given) shows the run page scrolled to its metrics table.
     """
-    failure_shot = screenshot.with_name(screenshot.stem + "-failed.png") if screenshot else None
+    failure_shot = _failure_shot(screenshot)
     try:
         page.goto(mlflow_url.rstrip("/") + "/#/experiments")
         # MLflow 3 opens experiments in its GenAI (traces) layout by default; the sidebar's
@@ -182,9 +191,7 @@ def mlflow_show_metric(
         page.get_by_role("link", name=run_name, exact=True).first.click()
         page.get_by_role("heading", name=run_name, exact=True).wait_for()
         _close_assistant(page)
-        row = page.get_by_role("row").filter(
-            has=page.get_by_role("cell", name=metric, exact=True)
-        )
+        row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=metric, exact=True))
         row.first.scroll_into_view_if_needed()
         value = row.first.get_by_role("cell").nth(1).inner_text().strip()
     except Error as exc:
