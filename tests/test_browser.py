@@ -1,0 +1,220 @@
+"""Browser check of the web UIs: a Prefect custom run with an override, then its metric in MLflow.
+
+Drives Debian's headless chromium through Playwright (tests/browser.py holds the UI steps).
+Until `transferlab up` lands, the `ui_stack` fixture runs stand-ins on free ports: a Prefect
+server plus a served toy `transfer_learning` flow with the real parameters, and an MLflow
+server seeded with the run layout the pipeline logs (tests/browser_standin.py). The test itself
+only talks to URLs, so swapping `ui_stack` for the real command changes nothing below it.
+
+Screenshots go to $TRANSFERLAB_TEST_ARTIFACTS (default <repo>/test-artifacts/); with
+TRANSFERLAB_UPDATE_DOCS=1 they are also copied to docs/ for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ is not a package
+
+from browser import UiStepError, launch_browser, mlflow_show_metric, new_page, prefect_custom_run  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+OVERRIDE = "finetune.max_epochs=2"
+START_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class UiStack:
+    """Where the two UIs answer (no trailing slash)."""
+
+    prefect_url: str
+    mlflow_url: str
+    logs: tuple[Path, ...] = ()
+    """Server logs, whose tails a failing UI step appends to its message."""
+
+    @property
+    def prefect_api(self) -> str:
+        return self.prefect_url + "/api"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start a server in its own process group (so stopping it also stops its workers)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT (what Ctrl-C sends, and what `transferlab up` handles), SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def _wait_http(url: str, procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+    """Wait for `url` to answer 200, failing early (with the logs) if a server died."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for proc, log in zip(procs, logs, strict=True):
+            if proc.poll() is not None:
+                pytest.fail(f"{proc.args} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"{url} did not answer within {START_TIMEOUT_S:.0f}s")
+
+
+@pytest.fixture
+def ui_stack(tmp_path: Path) -> Iterator[UiStack]:
+    """Stand-in for `transferlab up`: Prefect server + served toy flow, seeded MLflow server."""
+    from browser_standin import seed_mlflow
+
+    prefect_port, mlflow_port = _free_port(), _free_port()
+    urls = f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}"
+    stack = UiStack(*urls)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+        # Also what the UI's JavaScript calls; left unset, the UI talks to port 4200.
+        "PREFECT_API_URL": stack.prefect_api,
+    }
+    py = sys.executable
+    procs, logs = [], []
+    try:
+        for name, cmd in (
+            ("prefect", [py, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                         "--port", str(prefect_port)]),
+            ("mlflow", [py, "-m", "mlflow", "server", "--host", "127.0.0.1",
+                        "--port", str(mlflow_port),
+                        "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                        "--default-artifact-root", str(tmp_path / "mlartifacts"),
+                        "--workers", "1"]),
+        ):  # fmt: skip
+            logs.append(tmp_path / f"{name}.log")
+            procs.append(_start(cmd, env, logs[-1]))
+        _wait_http(stack.prefect_api + "/health", procs, logs)
+        _wait_http(stack.mlflow_url + "/health", procs, logs)
+        logs.append(tmp_path / "serve.log")
+        procs.append(_start([py, "tests/browser_standin.py", "serve"], env, logs[-1]))
+        _wait_http(
+            stack.prefect_api + "/deployments/name/transfer_learning/transfer_learning",
+            procs,
+            logs,
+        )
+        seed_mlflow(stack.mlflow_url)
+        yield UiStack(*urls, logs=tuple(logs))
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def _artifacts_dir() -> Path:
+    path = Path(os.environ.get("TRANSFERLAB_TEST_ARTIFACTS", REPO / "test-artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _newest_pipeline_run(mlflow_url: str, experiment: str) -> tuple[str, str, float]:
+    """(parent run name, child run name, its test/accuracy) of the newest pipeline run, via API.
+
+    What the UI must then show; read through the client so the check works for the stand-in and
+    for a real pipeline run alike.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_url)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    parents = client.search_runs(
+        [exp.experiment_id],
+        filter_string="tags.`transferlab.kind` = 'pipeline'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    assert parents, "no pipeline run in MLflow"
+    parent = parents[0]
+    children = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' "
+        "and attributes.run_name = 'finetune[pretrained]'",
+    )
+    assert children, "pipeline run has no finetune[pretrained] child"
+    child = children[0]
+    return parent.info.run_name, child.info.run_name, child.data.metrics["test/accuracy"]
+
+
+def test_custom_run_in_prefect_ui_then_metric_in_mlflow_ui(ui_stack: UiStack) -> None:
+    from playwright.sync_api import sync_playwright
+
+    shots = _artifacts_dir()
+    prefect_shot, mlflow_shot = shots / "prefect_ui_run.png", shots / "mlflow_ui_run.png"
+    timings: dict[str, float] = {}
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        try:
+            start = time.monotonic()
+            try:
+                run_id = prefect_custom_run(
+                    new_page(browser), ui_stack.prefect_url, [OVERRIDE], screenshot=prefect_shot
+                )
+            except UiStepError as exc:
+                tails = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in ui_stack.logs)
+                pytest.fail(f"{exc}\n{tails}")
+            timings["prefect"] = time.monotonic() - start
+
+            # The click path, not just a page load: the run got the override from the form.
+            flow_run = httpx.get(f"{ui_stack.prefect_api}/flow_runs/{run_id}", timeout=30).json()
+            assert flow_run["parameters"]["overrides"] == [OVERRIDE]
+            assert flow_run["state"]["type"] == "COMPLETED"
+
+            parent_name, run_name, accuracy = _newest_pipeline_run(
+                ui_stack.mlflow_url, "transferlab"
+            )
+            start = time.monotonic()
+            shown = mlflow_show_metric(
+                new_page(browser),
+                ui_stack.mlflow_url,
+                run_name,
+                parent_run_name=parent_name,
+                screenshot=mlflow_shot,
+            )
+            timings["mlflow"] = time.monotonic() - start
+        finally:
+            browser.close()
+    assert float(shown) == pytest.approx(accuracy, abs=1e-3), (shown, accuracy)
+    assert prefect_shot.stat().st_size > 10_000 and mlflow_shot.stat().st_size > 10_000
+    print(f"UI step timings: {timings}")
+    if os.environ.get("TRANSFERLAB_UPDATE_DOCS") == "1":
+        shutil.copyfile(prefect_shot, REPO / "docs" / "prefect_ui_run.png")
+        shutil.copyfile(mlflow_shot, REPO / "docs" / "mlflow_ui_run.png")
