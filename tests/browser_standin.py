@@ -3,7 +3,7 @@
 `python tests/browser_standin.py serve` serves a toy `transfer_learning` flow whose parameters
 mirror the real deployment's (so the UI renders the same form), which sleeps, logs and publishes
 a markdown artifact. `seed_mlflow` logs the run layout the real pipeline logs: a parent run
-tagged `transferlab.kind=pipeline` with `finetune[pretrained]` / `finetune[scratch]` children.
+tagged `transferlab.kind=pipeline` with `finetune-pretrained` / `finetune-scratch` children.
 """
 
 # No `from __future__ import annotations`: Prefect builds the flow's parameter model from the
@@ -16,12 +16,14 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-STANDIN_ACCURACY = {"finetune[pretrained]": 0.8125, "finetune[scratch]": 0.5625}
+STANDIN_ACCURACY = {"pretrained": 0.8125, "scratch": 0.5625}
+"""test/accuracy per fine-tune init; child runs are named `finetune-<init>` as the real stage names them."""
 STANDIN_PARENT = "quickstart-gpt2_tiny"
 
 
 def seed_mlflow(tracking_uri: str, experiment: str = "transferlab") -> None:
-    """Log a parent pipeline run and two finetune children with `test/accuracy`."""
+    """Log a parent pipeline run and two fine-tune children with `test/accuracy`, tagged as the
+    pipeline tags them (DESIGN: transferlab.kind, transferlab.stage, transferlab.init)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -29,12 +31,13 @@ def seed_mlflow(tracking_uri: str, experiment: str = "transferlab") -> None:
     parent = client.create_run(
         experiment_id, run_name=STANDIN_PARENT, tags={"transferlab.kind": "pipeline"}
     ).info.run_id
-    for name, accuracy in STANDIN_ACCURACY.items():
-        child = client.create_run(
-            experiment_id,
-            run_name=name,
-            tags={"mlflow.parentRunId": parent, "transferlab.stage": "finetune"},
-        ).info.run_id
+    for init, accuracy in STANDIN_ACCURACY.items():
+        tags = {
+            "mlflow.parentRunId": parent,
+            "transferlab.stage": "finetune",
+            "transferlab.init": init,
+        }
+        child = client.create_run(experiment_id, run_name=f"finetune-{init}", tags=tags).info.run_id
         client.log_metric(child, "test/accuracy", accuracy)
         client.set_terminated(child)
     client.set_terminated(parent)

@@ -12,12 +12,14 @@ TRANSFERLAB_UPDATE_DOCS=1 they are also copied to docs/ for the README.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 OVERRIDE = "finetune.max_epochs=2"
 START_TIMEOUT_S = 180.0
+RUN_TIMEOUT_S = 600.0
+"""Bound on the flow run: seconds for the stand-in, a tiny full pipeline for the real `up`."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,11 @@ def _wait_http(url: str, procs: list[subprocess.Popen[bytes]], logs: list[Path])
 
 @pytest.fixture
 def ui_stack(tmp_path: Path) -> Iterator[UiStack]:
-    """Stand-in for `transferlab up`: Prefect server + served toy flow, seeded MLflow server."""
+    """Stand-in for `transferlab up`: Prefect server + served toy flow, seeded MLflow server.
+
+    Swap to the real stack: replace this body by `with _transferlab_up(tmp_path) as stack:
+    yield stack` (and drop tests/browser_standin.py).
+    """
     from browser_standin import seed_mlflow
 
     prefect_port, mlflow_port = _free_port(), _free_port()
@@ -139,6 +147,54 @@ def ui_stack(tmp_path: Path) -> Iterator[UiStack]:
             _stop(proc)
 
 
+@contextlib.contextmanager
+def _transferlab_up(tmp_path: Path) -> Iterator[UiStack]:
+    """The real stack, for when `transferlab up` lands: swap `ui_stack`'s body for this.
+
+    Starts `python -m pipelines.cli up` on free ports with TRANSFERLAB_HOME in tmp_path and the
+    tiny config as server-side overrides, waits for its `transferlab: ready` line, and stops it
+    with SIGINT (Ctrl-C) like a user. Not exercised yet: written against the issue 5 interface.
+    """
+    from conftest import tiny_overrides
+
+    prefect_port, mlflow_port = _free_port(), _free_port()
+    urls = f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}"
+    env = {**os.environ, "TRANSFERLAB_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):  # `up` sets these for its children
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "pipelines.cli", "up", "--prefect-port", str(prefect_port),
+           "--mlflow-port", str(mlflow_port), *tiny_overrides(tmp_path / "home")]  # fmt: skip
+    log = tmp_path / "up.log"
+    ready = threading.Event()
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+    def pump() -> None:  # keep the pipe drained for the whole run, not only until ready
+        assert proc.stdout is not None
+        with log.open("wb") as out:
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+                if line.startswith(b"transferlab: ready"):
+                    ready.set()
+
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready.wait(1):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(
+                    f"transferlab up not ready (rc={proc.poll()}):\n{log.read_text()[-3000:]}"
+                )
+        yield UiStack(*urls, logs=(log,))
+    finally:
+        _stop(proc)
+        pumper.join(timeout=10)
+
+
 def _artifacts_dir() -> Path:
     path = Path(os.environ.get("TRANSFERLAB_TEST_ARTIFACTS", REPO / "test-artifacts"))
     path.mkdir(parents=True, exist_ok=True)
@@ -167,9 +223,9 @@ def _newest_pipeline_run(mlflow_url: str, experiment: str) -> tuple[str, str, fl
     children = client.search_runs(
         [exp.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' "
-        "and attributes.run_name = 'finetune[pretrained]'",
+        "and tags.`transferlab.stage` = 'finetune' and tags.`transferlab.init` = 'pretrained'",
     )
-    assert children, "pipeline run has no finetune[pretrained] child"
+    assert children, "pipeline run has no fine-tune child with init=pretrained"
     child = children[0]
     return parent.info.run_name, child.info.run_name, child.data.metrics["test/accuracy"]
 
@@ -186,7 +242,11 @@ def test_custom_run_in_prefect_ui_then_metric_in_mlflow_ui(ui_stack: UiStack) ->
             start = time.monotonic()
             try:
                 run_id = prefect_custom_run(
-                    new_page(browser), ui_stack.prefect_url, [OVERRIDE], screenshot=prefect_shot
+                    new_page(browser),
+                    ui_stack.prefect_url,
+                    [OVERRIDE],
+                    timeout_s=RUN_TIMEOUT_S,
+                    screenshot=prefect_shot,
                 )
             except UiStepError as exc:
                 tails = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in ui_stack.logs)
