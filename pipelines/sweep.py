@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import stages
@@ -323,16 +322,12 @@ def _requested(p: Point) -> int | None:
 
 
 def _publish(cfg: dict[str, Any], tracker: Tracker, parent: str, text: str) -> None:
-    where = tracking_uri(cfg)
-    link = (f"{where.rstrip('/')}/#/experiments/{tracker.experiment_id}/runs/{parent}" if where.startswith("http")
-            else f"MLflow store `{where}`, parent run `{parent}`")
-    try:
-        body = "\n".join(line for line in text.splitlines() if not line.startswith("!["))  # images live in MLflow
-        create_markdown_artifact(markdown=f"{body}\n\n**MLflow:** {link} (the learning-curve PNG is an artifact "
-                                          "of that run)\n",
-                                 key="transferlab-sweep-report", description="data_efficiency sweep report")
-    except Exception as exc:  # outside a flow run, or an API hiccup: the report is in MLflow anyway
-        log.debug("no Prefect artifact: %s", exc)
+    from pipelines.publish import publish, run_link
+
+    link = run_link(cfg, tracking_uri(cfg), tracker.experiment_id, parent)
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("!["))  # images live in MLflow
+    publish(f"**{link}** (the learning-curve PNG is an artifact of that run)\n\n{body}\n",
+            "data_efficiency sweep: learning curves and MLflow link")
 
 
 @flow(name="data_efficiency")

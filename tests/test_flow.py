@@ -126,12 +126,25 @@ def test_flow_rejects_bad_overrides_before_any_work(tmp_path: Path, prefect_harn
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_flow_run_carries_the_report_as_a_prefect_artifact(flow_home: tuple[Path, dict[str, Any]]) -> None:
+def test_flow_run_carries_a_summary_artifact_with_metrics_and_the_mlflow_run(
+        flow_home: tuple[Path, dict[str, Any]]) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     _, summary = flow_home
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["transferlab-report"])))
-    assert artifacts, "no transferlab-report artifact"
-    assert any(summary["parent_run_id"] in (a.data or "") and "Downstream task" in (a.data or "") for a in artifacts)
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["transferlab-summary"])))
+    ours = [a.data or "" for a in artifacts if summary["parent_run_id"] in (a.data or "")]
+    assert ours, "no transferlab-summary artifact naming the parent run"
+    text = ours[0]
+    assert "Downstream task" in text  # the evaluate report rides along
+    assert f"| pretrained | {summary['accuracy']['pretrained']:.4f} |" in text  # the headline metric per init
+    assert "| finetune[scratch] |" in text and "![" not in text  # stages table; images stay in MLflow
+
+
+def test_task_runs_are_named_after_the_stages(flow_home: tuple[Path, dict[str, Any]]) -> None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        names = {t.name for t in client.read_task_runs()}
+    assert {"prep", "pretrain", "finetune[pretrained]", "finetune[scratch]", "evaluate"} <= names

@@ -17,13 +17,30 @@ from transformers import (
 from modules.data.denoising import DataCollatorForTextInfilling
 
 
+class SeededLanguageModelingCollator(DataCollatorForLanguageModeling):
+    """transformers' collator, seeded without its process-name check.
+
+    With a seed, transformers tells "main process" from "DataLoader worker" by the process
+    *name* and raises in any other process. A deployed Prefect flow run executes in a spawned
+    process (not named MainProcess) with num_workers=0, so the seeded validation collator
+    failed there. Here a DataLoader worker still gets seed + worker id, anything else the seed.
+    """
+
+    def create_rng(self) -> None:
+        import torch
+
+        info = torch.utils.data.get_worker_info()
+        self.generator = self.get_generator(self.seed + (info.id if info is not None else 0))
+
+
 def lm_collator(tokenizer: PreTrainedTokenizerBase, family: str, mlm_probability: float = 0.15,
                 mask_ratio: float = 0.3, poisson_lambda: float = 3.0, seed: int | None = None):
     """The collator that turns packed blocks into the family's objective: causal LM
     (labels = inputs), masked LM (transformers' collator) or BART text infilling."""
     if family == "seq2seq":
         return DataCollatorForTextInfilling(tokenizer, mask_ratio, poisson_lambda, seed=seed)
-    return DataCollatorForLanguageModeling(tokenizer, mlm=family == "masked", mlm_probability=mlm_probability, seed=seed)
+    return SeededLanguageModelingCollator(tokenizer, mlm=family == "masked", mlm_probability=mlm_probability,
+                                          seed=seed)
 
 
 class LanguageModelingData(L.LightningDataModule):

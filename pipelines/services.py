@@ -1,0 +1,305 @@
+"""``transferlab up`` and ``transferlab serve``: the local stack and the served deployments.
+
+``up`` is the laptop setup in one command: a Prefect server and an MLflow server on the
+state dir's stores, then the deployments served in this process, so a click in the Prefect
+UI runs a flow here that logs to that MLflow server. ``serve`` is the last part alone, for a
+worker that finds both servers already running (the docker compose setup).
+
+The servers are child processes in their own process groups: a Ctrl-C in the terminal
+reaches only this process, which then stops the runner first (no new flow runs) and the
+servers after it, each with SIGTERM and, 15 s later, SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from pipelines.errors import UserError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PREFECT_PORT = 4200
+DEFAULT_MLFLOW_PORT = 5000
+STARTUP_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 15.0
+# Loggers whose records also go to the Prefect UI (at the levels runtime.quiet_libraries sets:
+# our progress lines at INFO; Lightning, transformers and codecarbon warnings only).
+UI_LOGGERS = "transferlab,lightning.pytorch,lightning.fabric,transformers,codecarbon"
+
+
+@dataclass
+class Service:
+    name: str
+    url: str
+    health_url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+
+    def log_tail(self, lines: int = 15) -> str:
+        self.log_file.flush()
+        text = self.log_path.read_text(errors="replace").strip().splitlines()
+        return "\n".join(text[-lines:])
+
+
+def check_port(host: str, port: int, what: str, flag: str) -> None:
+    """Fail early, naming the port and the flag that moves it, if something listens there."""
+    if not 0 < port < 65536:
+        raise UserError(f"bad value for {flag}: {port} (a TCP port, 1-65535)")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a just-stopped server's TIME_WAIT is fine
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise UserError(f"port {port} on {host} is taken ({what}): stop what uses it, or choose another "
+                            f"port with {flag} N") from exc
+
+
+def answers(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (our own localhost URL)
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def start(name: str, cmd: list[str], env: dict[str, str], url: str, health_url: str, log_dir: Path) -> Service:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name.lower().replace(' ', '-')}.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
+    proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)  # its own group: the terminal's Ctrl-C is ours to relay
+    return Service(name, url, health_url, proc, log_path, log_file)
+
+
+def wait_ready(services: list[Service], timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    """Until every service answers its health URL; a service that exits fails with its log."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(services)
+    while pending:
+        for svc in list(pending):
+            if svc.proc.poll() is not None:
+                raise UserError(f"the {svc.name} exited during startup (code {svc.proc.returncode}); "
+                                f"its log {svc.log_path} ends with:\n{svc.log_tail()}")
+            if answers(svc.health_url):
+                pending.remove(svc)
+        if pending and time.monotonic() > deadline:
+            raise UserError(f"the {pending[0].name} did not answer {pending[0].health_url} within {timeout_s:.0f} s; "
+                            f"see {pending[0].log_path}")
+        if pending:
+            time.sleep(0.5)
+
+
+def stop(services: list[Service]) -> None:
+    for svc in services:
+        if svc.proc.poll() is None:
+            try:
+                os.killpg(svc.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    try:
+        for svc in services:
+            try:
+                svc.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(svc.proc.pid, signal.SIGKILL)
+    except KeyboardInterrupt:  # a second Ctrl-C: no more waiting
+        for svc in services:
+            if svc.proc.poll() is None:
+                os.killpg(svc.proc.pid, signal.SIGKILL)
+    for svc in services:
+        svc.proc.wait()
+        svc.log_file.close()
+
+
+def _sigterm_as_interrupt() -> None:
+    """``docker stop``/``kill`` stop the stack as cleanly as Ctrl-C does."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _watch(services: list[Service], dead: list[Service], stopping: threading.Event) -> None:
+    """If a server dies while we serve, stop serving (the UI would be gone anyway)."""
+    import _thread
+
+    while not stopping.wait(1.0):
+        for svc in services:
+            if svc.proc.poll() is not None:
+                dead.append(svc)
+                _thread.interrupt_main()
+                return
+
+
+def run_env(tracking_uri: str, server_overrides: list[str], home: str, data_dirs: list[str]) -> None:
+    """What the flow-run processes the runner starts inherit (set before Prefect is imported)."""
+    from pipelines.ui_input import DATA_DIRS_ENV, SERVER_OVERRIDES_ENV
+
+    os.environ["TRANSFERLAB_TRACKING_URI"] = tracking_uri
+    os.environ["TRANSFERLAB_HOME"] = home
+    os.environ[SERVER_OVERRIDES_ENV] = json.dumps(server_overrides)
+    os.environ[DATA_DIRS_ENV] = os.pathsep.join(os.path.realpath(d) for d in data_dirs)
+    os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = UI_LOGGERS
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def serve_deployments(limit: int | None, on_ready: Callable[[], None]) -> None:
+    """Register every deployment with the Prefect API, call ``on_ready``, then run them as
+    they are triggered until interrupted. Flow runs execute in their own processes."""
+    import asyncio
+
+    from prefect.deployments.runner import EntrypointType
+    from prefect.runner import Runner
+
+    from pipelines.deployments import FLOWS
+
+    runner = Runner(name="transferlab", pause_on_shutdown=False, limit=limit)
+    for f in FLOWS:
+        runner.add_deployment(f.to_deployment(name=f.name, entrypoint_type=EntrypointType.MODULE_PATH,
+                                              tags=["transferlab"], description=f.description))
+    on_ready()
+    try:
+        asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        pass
+
+
+def _check_data_dirs(data_dirs: list[str]) -> None:
+    for d in data_dirs:
+        if not Path(d).is_dir():
+            raise UserError(f"bad value for --data-dir: {d!r} is not a directory")
+
+
+def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, data_dirs: list[str],
+       limit: int | None, out: IO[str] = sys.stdout) -> int:
+    """Start both servers, serve the deployments, and stop it all on Ctrl-C."""
+    from pipelines.config import compose
+    from pipelines.tracking import artifact_root
+
+    cfg = compose(overrides)  # the operator's overrides: also the defaults of every served run
+    if cfg["tracking"]["uri"]:
+        raise UserError(f"bad value for 'tracking.uri': {cfg['tracking']['uri']!r} (transferlab up starts its own "
+                        "MLflow server on the state dir; to use another server, run `transferlab serve`)")
+    if prefect_port == mlflow_port:
+        raise UserError(f"--prefect-port and --mlflow-port are both {prefect_port}: choose two ports")
+    check_port(host, prefect_port, "for the Prefect server", "--prefect-port")
+    check_port(host, mlflow_port, "for the MLflow server", "--mlflow-port")
+    _check_data_dirs(data_dirs)
+    home = Path(cfg["paths"]["home"])
+    (home / "mlartifacts").mkdir(parents=True, exist_ok=True)
+    prefect_home = os.environ.get("PREFECT_HOME") or str(home / "prefect")
+    env = {**os.environ, "PREFECT_HOME": prefect_home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           # MLflow 3's job runner (GenAI scorers, trace rollups: unused here) forks seven ~250 MB workers.
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("PREFECT_API_URL", None)  # the server must not think it is a client of another one
+    prefect_url, mlflow_url = f"http://{host}:{prefect_port}", f"http://{host}:{mlflow_port}"
+    store = f"sqlite:///{home / 'mlflow.db'}"
+    services: list[Service] = []
+    _sigterm_as_interrupt()
+    dead: list[Service] = []
+    stopping = threading.Event()
+    try:
+        out.write(f"transferlab: starting the Prefect server ({prefect_url}) and the MLflow server ({mlflow_url}); "
+                  f"logs in {home / 'logs'}\n")
+        out.flush()
+        services.append(start("Prefect server", [sys.executable, "-m", "prefect", "server", "start", "--host", host,
+                                                 "--port", str(prefect_port)],
+                              env, prefect_url, f"{prefect_url}/api/health", home / "logs"))
+        services.append(start("MLflow server", [sys.executable, "-m", "mlflow", "server", "--host", host,
+                                                "--port", str(mlflow_port), "--backend-store-uri", store,
+                                                "--default-artifact-root", artifact_root(cfg), "--workers", "1"],
+                              env, mlflow_url, f"{mlflow_url}/health", home / "logs"))
+        wait_ready(services)
+        os.environ["PREFECT_API_URL"] = f"{prefect_url}/api"
+        os.environ["PREFECT_HOME"] = prefect_home
+        os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        run_env(mlflow_url, overrides, str(home), data_dirs)
+
+        def ready() -> None:
+            threading.Thread(target=_watch, args=(services, dead, stopping), daemon=True).start()
+            out.write(ready_message(prefect_url, mlflow_url, cfg, home, overrides))
+            out.flush()
+
+        serve_deployments(limit, ready)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stopping.set()
+        if services:
+            out.write("\ntransferlab: stopping the servers...\n")
+            out.flush()
+            stop(services)
+            out.write("transferlab: stopped\n")
+            out.flush()
+    if dead:
+        raise UserError(f"the {dead[0].name} stopped unexpectedly (code {dead[0].proc.returncode}); "
+                        f"see {dead[0].log_path}")
+    return 0
+
+
+def ready_message(prefect_url: str, mlflow_url: str, cfg: dict[str, Any], home: Path, overrides: list[str]) -> str:
+    defaults = " ".join(overrides) if overrides else "none (the built-in default)"
+    return (
+        f"transferlab: ready\n"
+        f"  Prefect UI  {prefect_url}\n"
+        f"      Deployments -> transfer_learning -> Run -> Custom run: pick an experiment or model, set max_steps,\n"
+        f"      label_budget or overrides (e.g. finetune.max_epochs=3) -> Submit; the run page shows its logs,\n"
+        f"      and its Artifacts tab the key metrics with a link to MLflow.\n"
+        f"  MLflow UI   {mlflow_url}\n"
+        f"      Experiments -> {cfg['tracking']['experiment']} -> the pipeline run (its stages are nested runs)\n"
+        f"  state       {home}    service defaults: {defaults}\n"
+        f"  Ctrl-C stops everything.\n"
+    )
+
+
+def serve(overrides: list[str], data_dirs: list[str], limit: int | None, out: IO[str] = sys.stdout) -> int:
+    """Serve the deployments against a running Prefect API (PREFECT_API_URL) and MLflow."""
+    from pipelines.config import compose
+
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        raise UserError("transferlab serve needs PREFECT_API_URL, the API of a running Prefect server (e.g. "
+                        "http://127.0.0.1:4200/api); `transferlab up` starts one with everything else")
+    cfg = compose(overrides)
+    _check_data_dirs(data_dirs)
+    from pipelines.runtime import prepare_environment
+
+    prepare_environment(cfg)  # PREFECT_HOME in the state dir, analytics off, quiet libraries
+    uri = cfg["tracking"]["uri"] or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        from pipelines.tracking import tracking_uri
+
+        uri = tracking_uri(cfg)
+        out.write(f"transferlab: no MLflow server given (MLFLOW_TRACKING_URI or tracking.uri): runs log to {uri}\n")
+    health = api.rstrip("/") + "/health"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not answers(health):  # in compose, the worker may start before the server answers
+        if time.monotonic() > deadline:
+            raise UserError(f"the Prefect API at {api} does not answer ({health}); is the server running?")
+        time.sleep(1.0)
+    run_env(uri, overrides, cfg["paths"]["home"], data_dirs)
+    _sigterm_as_interrupt()
+
+    def ready() -> None:
+        from pipelines.tracking import redact
+
+        out.write(f"transferlab: ready, serving {api} (runs log to {redact(uri)}); Ctrl-C stops\n")
+        out.flush()
+
+    try:
+        serve_deployments(limit, ready)
+    except KeyboardInterrupt:
+        pass
+    out.write("transferlab: stopped\n")
+    return 0
