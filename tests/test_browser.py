@@ -1,0 +1,214 @@
+"""Browser check of the web UIs: a Prefect custom run with an override, then its metric in MLflow.
+
+Drives Debian's headless chromium through Playwright (tests/browser.py holds the UI steps)
+against a real `transferlab up` (tiny config, free ports, state in tmp_path): the custom run
+is the real pipeline, and the metric the MLflow UI must show is read back through the API.
+
+Screenshots go to $TRANSFERLAB_TEST_ARTIFACTS (default <repo>/test-artifacts/); with
+TRANSFERLAB_UPDATE_DOCS=1 they are also copied to docs/ for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ is not a package
+
+from browser import UiStepError, launch_browser, mlflow_show_metric, new_page, prefect_custom_run  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+OVERRIDE = "finetune.max_epochs=2"
+START_TIMEOUT_S = 300.0
+RUN_TIMEOUT_S = 600.0
+"""Bound on the flow run (a tiny full pipeline: ~25 s alone on 2 cores)."""
+
+
+@dataclass(frozen=True)
+class UiStack:
+    """Where the two UIs answer (no trailing slash)."""
+
+    prefect_url: str
+    mlflow_url: str
+    logs: tuple[Path, ...] = ()
+    """Server logs, whose tails a failing UI step appends to its message."""
+
+    @property
+    def prefect_api(self) -> str:
+        return self.prefect_url + "/api"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT (what Ctrl-C sends, and what `transferlab up` handles), SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def ui_stack(tmp_path: Path) -> Iterator[UiStack]:
+    """The real `transferlab up`, as a user starts it.
+
+    Starts `python -m pipelines.cli up` on free ports with TRANSFERLAB_HOME in tmp_path and the
+    tiny config as server-side overrides, waits for its `transferlab: ready` line, and stops it
+    with SIGINT (Ctrl-C) like a user.
+    """
+    from conftest import TINY
+
+    prefect_port, mlflow_port = _free_port(), _free_port()
+    urls = f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}"
+    env = {
+        **os.environ,
+        "TRANSFERLAB_HOME": str(tmp_path / "home"),
+        "HF_HUB_OFFLINE": "1",
+        # The UI's JavaScript calls PREFECT_UI_API_URL, which defaults to port 4200 whatever
+        # --port the server got; set here until `up` sets it for its Prefect server.
+        "PREFECT_UI_API_URL": urls[0] + "/api",
+    }
+    # conftest's PREFECT_HOME: `up` must put Prefect's state in TRANSFERLAB_HOME.
+    for key in ("PREFECT_HOME", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "pipelines.cli", "up", "--prefect-port", str(prefect_port),
+           "--mlflow-port", str(mlflow_port), *TINY]  # fmt: skip
+    log = tmp_path / "up.log"
+    ready = threading.Event()
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+    def pump() -> None:  # keep the pipe drained for the whole run, not only until ready
+        assert proc.stdout is not None
+        with log.open("wb") as out:
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+                if line.startswith(b"transferlab: ready"):
+                    ready.set()
+
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready.wait(1):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(
+                    f"transferlab up not ready (rc={proc.poll()}):\n{log.read_text()[-3000:]}"
+                )
+        yield UiStack(*urls, logs=(log,))
+    finally:
+        _stop(proc)
+        pumper.join(timeout=10)
+
+
+def _artifacts_dir() -> Path:
+    path = Path(os.environ.get("TRANSFERLAB_TEST_ARTIFACTS", REPO / "test-artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _newest_pipeline_run(mlflow_url: str, experiment: str) -> tuple[Run, Run]:
+    """(parent, fine-tune child with init=pretrained) of the newest pipeline run, via the API.
+
+    Selected by the DESIGN's tags, not by run names, which the UI test then clicks by.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_url)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    parents = client.search_runs(
+        [exp.experiment_id],
+        filter_string="tags.`transferlab.kind` = 'pipeline'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    assert parents, "no pipeline run in MLflow"
+    parent = parents[0]
+    children = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' "
+        "and tags.`transferlab.stage` = 'finetune' and tags.`transferlab.init` = 'pretrained'",
+    )
+    assert children, "pipeline run has no fine-tune child with init=pretrained"
+    return parent, children[0]
+
+
+def test_custom_run_in_prefect_ui_then_metric_in_mlflow_ui(ui_stack: UiStack) -> None:
+    from playwright.sync_api import sync_playwright
+
+    shots = _artifacts_dir()
+    prefect_shot, mlflow_shot = shots / "prefect_ui_run.png", shots / "mlflow_ui_run.png"
+    timings: dict[str, float] = {}
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        try:
+            start = time.monotonic()
+            try:
+                run_id = prefect_custom_run(
+                    new_page(browser),
+                    ui_stack.prefect_url,
+                    [OVERRIDE],
+                    timeout_s=RUN_TIMEOUT_S,
+                    screenshot=prefect_shot,
+                )
+            except UiStepError as exc:
+                tails = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in ui_stack.logs)
+                pytest.fail(f"{exc}\n{tails}")
+            timings["prefect"] = time.monotonic() - start
+
+            # The click path, not just a page load: the run got the override from the form.
+            flow_run = httpx.get(f"{ui_stack.prefect_api}/flow_runs/{run_id}", timeout=30).json()
+            assert flow_run["parameters"]["overrides"] == [OVERRIDE]
+            assert flow_run["state"]["type"] == "COMPLETED"
+
+            parent, child = _newest_pipeline_run(ui_stack.mlflow_url, "transferlab")
+            # The override reached the pipeline's resolved config, not just the Prefect run.
+            assert parent.data.params["finetune.max_epochs"] == OVERRIDE.split("=")[1]
+            accuracy = child.data.metrics["test/accuracy"]
+            start = time.monotonic()
+            shown = mlflow_show_metric(
+                new_page(browser),
+                ui_stack.mlflow_url,
+                child.info.run_name,
+                parent_run_name=parent.info.run_name,
+                screenshot=mlflow_shot,
+            )
+            timings["mlflow"] = time.monotonic() - start
+        finally:
+            browser.close()
+    assert float(shown) == pytest.approx(accuracy, abs=1e-3), (shown, accuracy)
+    assert prefect_shot.stat().st_size > 10_000 and mlflow_shot.stat().st_size > 10_000
+    print(f"UI step timings: {timings}")
+    if os.environ.get("TRANSFERLAB_UPDATE_DOCS") == "1":
+        shutil.copyfile(prefect_shot, REPO / "docs" / "prefect_ui_run.png")
+        shutil.copyfile(mlflow_shot, REPO / "docs" / "mlflow_ui_run.png")
