@@ -124,10 +124,12 @@ def stop(services: list[Service]) -> None:
 
 
 def _sigterm_as_interrupt() -> None:
-    """``docker stop``/``kill`` stop the stack as cleanly as Ctrl-C does."""
+    """``docker stop``/``kill`` stop the stack as cleanly as Ctrl-C does, and Ctrl-C works
+    even when started from a shell that ignores SIGINT for background jobs (``up &``)."""
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _watch(services: list[Service], dead: list[Service], stopping: threading.Event) -> None:
@@ -204,6 +206,9 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("PREFECT_API_URL", None)  # the server must not think it is a client of another one
     prefect_url, mlflow_url = f"http://{host}:{prefect_port}", f"http://{host}:{mlflow_port}"
+    # Where the UI in the browser finds the API: without it the UI assumes port 4200.
+    env["PREFECT_UI_API_URL"] = f"{prefect_url}/api"
+    env["PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT"] = "false"
     store = f"sqlite:///{home / 'mlflow.db'}"
     services: list[Service] = []
     _sigterm_as_interrupt()

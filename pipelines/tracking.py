@@ -32,6 +32,10 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 TAG_EARLIER_PARENTS = "transferlab.earlier_parent_runs"  # comma-separated, oldest first
 TAG_ATTEMPTS = "transferlab.attempts"
+# MLflow 3's UI opens an experiment without this tag in its GenAI (traces) layout; ours are
+# model training: runs, params, metrics.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 MAX_PARAM_CHARS = 500
 _SECRET_IN_URI = re.compile(r"(://)([^/@:]+):([^/@]+)@")
@@ -80,9 +84,12 @@ class Tracker:
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is None:
             location = self.artifact_location if self.uri.startswith("sqlite:") else None
-            self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=location,
+                                                               tags={TAG_EXPERIMENT_KIND: MODEL_TRAINING})
         else:
             self.experiment_id = exp.experiment_id
+            if TAG_EXPERIMENT_KIND not in exp.tags:  # created before this tag, or by someone else
+                self.client.set_experiment_tag(self.experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Tracker:

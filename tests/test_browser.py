@@ -5,7 +5,8 @@ against a real `transferlab up` (tiny config, free ports, state in tmp_path): th
 is the real pipeline, and the metric the MLflow UI must show is read back through the API.
 
 Screenshots go to $TRANSFERLAB_TEST_ARTIFACTS (default <repo>/test-artifacts/); with
-TRANSFERLAB_UPDATE_DOCS=1 they are also copied to docs/ for the README.
+TRANSFERLAB_UPDATE_DOCS=1 the served pipeline is the built-in default (a few minutes, real
+numbers) and the screenshots are also copied to docs/ for the README.
 """
 
 from __future__ import annotations
@@ -90,15 +91,15 @@ def ui_stack(tmp_path: Path) -> Iterator[UiStack]:
         **os.environ,
         "TRANSFERLAB_HOME": str(tmp_path / "home"),
         "HF_HUB_OFFLINE": "1",
-        # The UI's JavaScript calls PREFECT_UI_API_URL, which defaults to port 4200 whatever
-        # --port the server got; set here until `up` sets it for its Prefect server.
-        "PREFECT_UI_API_URL": urls[0] + "/api",
     }
-    # conftest's PREFECT_HOME: `up` must put Prefect's state in TRANSFERLAB_HOME.
-    for key in ("PREFECT_HOME", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+    # conftest's PREFECT_HOME: `up` must put Prefect's state in TRANSFERLAB_HOME; and `up`
+    # itself must tell the UI where its API is (PREFECT_UI_API_URL), on any port.
+    for key in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_UI_API_URL", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)
+    # Screenshots for the README show the built-in default pipeline, not the tiny test config.
+    served = [] if os.environ.get("TRANSFERLAB_UPDATE_DOCS") == "1" else TINY
     cmd = [sys.executable, "-m", "pipelines.cli", "up", "--prefect-port", str(prefect_port),
-           "--mlflow-port", str(mlflow_port), *TINY]  # fmt: skip
+           "--mlflow-port", str(mlflow_port), *served]  # fmt: skip
     log = tmp_path / "up.log"
     ready = threading.Event()
     proc = subprocess.Popen(
