@@ -125,11 +125,15 @@ def prefect_custom_run(
         raise _fail(page, failure_shot, f"Prefect custom run could not be started: {exc}") from exc
     run_id = re.search(r"/flow-run/([0-9a-f-]{36})", page.url).group(1)  # type: ignore[union-attr]
 
+    # Watch the run's state badge, but look only every 10 s: the live run page redraws its
+    # timeline continuously, and software rendering would take a core from the training.
+    run_url = page.url
     badge = page.get_by_role("main").get_by_text(_STATE_BADGE).first
     deadline = time.monotonic() + timeout_s
-    last_reload = time.monotonic()
     state = ""
     while time.monotonic() < deadline:
+        if page.url != run_url:
+            page.goto(run_url)
         try:
             state = badge.inner_text(timeout=10_000).strip()
         except Error:
@@ -138,10 +142,8 @@ def prefect_custom_run(
             break
         if state in _BAD_STATES:
             raise _fail(page, failure_shot, f"Prefect flow run {run_id} ended {state}")
-        if time.monotonic() - last_reload > 15:  # the page polls, but do not rely on it alone
-            page.reload()
-            last_reload = time.monotonic()
-        time.sleep(1.0)
+        page.goto("about:blank")
+        time.sleep(10.0)
     else:
         raise _fail(
             page, failure_shot, f"Prefect flow run {run_id} still {state!r} after {timeout_s:.0f}s"
@@ -156,6 +158,10 @@ def prefect_custom_run(
             pass
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(screenshot))
+        # The run's summary artifact: headline metrics, stages, the link to MLflow.
+        page.get_by_role("tab", name="Artifacts", exact=True).click()
+        page.get_by_text("transferlab-summary").first.wait_for()
+        page.screenshot(path=str(screenshot.with_name(screenshot.stem + "_summary.png")))
     return run_id
 
 

@@ -243,3 +243,58 @@ def stop(proc: subprocess.Popen[bytes] | None, grace: float = 15) -> None:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
+
+
+class TransferlabUp:
+    """``transferlab up`` as a user starts it: free ports, state in ``home``, output in a log file.
+
+    Entering waits for its ``transferlab: ready`` line (failing with the log tail if it exits
+    or takes longer than ``timeout``); ``interrupt()`` sends what Ctrl-C sends and returns
+    the exit code; leaving makes sure nothing it started survives.
+    """
+
+    READY = "transferlab: ready"
+
+    def __init__(self, home: Path, overrides: Sequence[str], log_path: Path, timeout: float = 300) -> None:
+        self.home, self.overrides, self.log_path, self.timeout = home, list(overrides), log_path, timeout
+        self.prefect_port, self.mlflow_port = free_port(), free_port()
+        self.prefect_url = f"http://127.0.0.1:{self.prefect_port}"
+        self.mlflow_url = f"http://127.0.0.1:{self.mlflow_port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> TransferlabUp:
+        env = {**os.environ, "TRANSFERLAB_HOME": str(self.home), "HF_HUB_OFFLINE": "1"}
+        # The test session's own Prefect/MLflow settings must not leak in: `up` decides them.
+        for key in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_UI_API_URL", "MLFLOW_TRACKING_URI"):
+            env.pop(key, None)
+        cmd = [PYTHON, "-m", "pipelines.cli", "up", "--prefect-port", str(self.prefect_port),
+               "--mlflow-port", str(self.mlflow_port), *self.overrides]
+        self.proc = start_process(cmd, self.log_path, env, cwd=Path(__file__).resolve().parents[1])
+        deadline = time.monotonic() + self.timeout
+        while self.READY not in self.output():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                text = self.output()[-4000:]
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"transferlab up not ready (exit code {self.proc.poll()}):\n{text}")
+            time.sleep(0.5)
+        return self
+
+    def output(self) -> str:
+        return log_tail(self.log_path, lines=100_000)
+
+    def interrupt(self, timeout: float = 60) -> int:
+        """SIGINT, as Ctrl-C in its terminal; the exit code once it has stopped everything."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=timeout)
+
+    def __exit__(self, exc_type: type[BaseException] | None = None, exc: BaseException | None = None,
+                 tb: TracebackType | None = None) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.interrupt()
+        except subprocess.TimeoutExpired:
+            pass
+        stop(self.proc)  # whatever is left of its group

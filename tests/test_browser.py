@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,12 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ is not a package
 
 from browser import UiStepError, launch_browser, mlflow_show_metric, new_page, prefect_custom_run  # noqa: E402
+from stack import TransferlabUp  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-OVERRIDE = "finetune.max_epochs=2"
+# The docs screenshots show the default pipeline at its usual quality (another seed of it).
+OVERRIDE = "seed=1" if os.environ.get("TRANSFERLAB_UPDATE_DOCS") == "1" else "finetune.max_epochs=2"
 START_TIMEOUT_S = 300.0
-RUN_TIMEOUT_S = 600.0
+RUN_TIMEOUT_S = 1200.0 if os.environ.get("TRANSFERLAB_UPDATE_DOCS") == "1" else 600.0
 """Bound on the flow run (a tiny full pipeline: ~25 s alone on 2 cores)."""
 
 
@@ -57,78 +55,20 @@ class UiStack:
         return self.prefect_url + "/api"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGINT (what Ctrl-C sends, and what `transferlab up` handles), SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-
-
 @pytest.fixture
 def ui_stack(tmp_path: Path) -> Iterator[UiStack]:
-    """The real `transferlab up`, as a user starts it.
+    """A real `transferlab up` (tests/stack.py): free ports, state in tmp_path, stopped with Ctrl-C.
 
-    Starts `python -m pipelines.cli up` on free ports with TRANSFERLAB_HOME in tmp_path and the
-    tiny config as server-side overrides, waits for its `transferlab: ready` line, and stops it
-    with SIGINT (Ctrl-C) like a user.
+    Served with the tiny config as its overrides, or the built-in default when the run is
+    for the README's screenshots.
     """
     from conftest import TINY
 
-    prefect_port, mlflow_port = _free_port(), _free_port()
-    urls = f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}"
-    env = {
-        **os.environ,
-        "TRANSFERLAB_HOME": str(tmp_path / "home"),
-        "HF_HUB_OFFLINE": "1",
-    }
-    # conftest's PREFECT_HOME: `up` must put Prefect's state in TRANSFERLAB_HOME; and `up`
-    # itself must tell the UI where its API is (PREFECT_UI_API_URL), on any port.
-    for key in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_UI_API_URL", "MLFLOW_TRACKING_URI"):
-        env.pop(key, None)
-    # Screenshots for the README show the built-in default pipeline, not the tiny test config.
     served = [] if os.environ.get("TRANSFERLAB_UPDATE_DOCS") == "1" else TINY
-    cmd = [sys.executable, "-m", "pipelines.cli", "up", "--prefect-port", str(prefect_port),
-           "--mlflow-port", str(mlflow_port), *served]  # fmt: skip
     log = tmp_path / "up.log"
-    ready = threading.Event()
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-
-    def pump() -> None:  # keep the pipe drained for the whole run, not only until ready
-        assert proc.stdout is not None
-        with log.open("wb") as out:
-            for line in proc.stdout:
-                out.write(line)
-                out.flush()
-                if line.startswith(b"transferlab: ready"):
-                    ready.set()
-
-    pumper = threading.Thread(target=pump, daemon=True)
-    pumper.start()
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not ready.wait(1):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"transferlab up not ready (rc={proc.poll()}):\n{log.read_text()[-3000:]}"
-                )
-        yield UiStack(*urls, logs=(log,))
-    finally:
-        _stop(proc)
-        pumper.join(timeout=10)
+    with TransferlabUp(tmp_path / "home", served, log, timeout=START_TIMEOUT_S) as up:
+        yield UiStack(up.prefect_url, up.mlflow_url, logs=(log,))
+        assert up.interrupt() == 0, up.output()[-2000:]  # Ctrl-C stops it cleanly
 
 
 def _artifacts_dir() -> Path:
@@ -194,7 +134,8 @@ def test_custom_run_in_prefect_ui_then_metric_in_mlflow_ui(ui_stack: UiStack) ->
 
             parent, child = _newest_pipeline_run(ui_stack.mlflow_url, "transferlab")
             # The override reached the pipeline's resolved config, not just the Prefect run.
-            assert parent.data.params["finetune.max_epochs"] == OVERRIDE.split("=")[1]
+            key, value = OVERRIDE.split("=")
+            assert parent.data.params[key] == value
             accuracy = child.data.metrics["test/accuracy"]
             start = time.monotonic()
             shown = mlflow_show_metric(
@@ -211,5 +152,6 @@ def test_custom_run_in_prefect_ui_then_metric_in_mlflow_ui(ui_stack: UiStack) ->
     assert prefect_shot.stat().st_size > 10_000 and mlflow_shot.stat().st_size > 10_000
     print(f"UI step timings: {timings}")
     if os.environ.get("TRANSFERLAB_UPDATE_DOCS") == "1":
-        shutil.copyfile(prefect_shot, REPO / "docs" / "prefect_ui_run.png")
+        # The completed run with its stage graph and summary artifact reads best in the README.
+        shutil.copyfile(prefect_shot.with_name("prefect_ui_run_summary.png"), REPO / "docs" / "prefect_ui_run.png")
         shutil.copyfile(mlflow_shot, REPO / "docs" / "mlflow_ui_run.png")

@@ -50,6 +50,8 @@ def test_flow_makes_one_parent_and_a_child_per_stage(flow_home: tuple[Path, dict
     client, runs = _runs(home)
     parents = [r for r in runs if r.data.tags.get("transferlab.kind") == "pipeline"]
     assert len(parents) == 1 and parents[0].info.run_id == summary["parent_run_id"]
+    # MLflow 3's UI opens the experiment as model training (runs, metrics), not GenAI traces.
+    assert client.get_experiment_by_name("transferlab").tags["mlflow.experimentKind"] == "custom_model_development"
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     children = _children(runs, parent.info.run_id)

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from conftest import TINY
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from stack import TransferlabUp
 
 
 def port_is_free(port: int) -> bool:
@@ -31,30 +18,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-class Output:
-    """The lines a process prints, collected on a thread so waiting for one never blocks forever."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self._thread.start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self.lines.append(line)
-
-    def wait_for(self, prefix: str, proc: subprocess.Popen[str], timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not any(line.startswith(prefix) for line in self.lines):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"no line starting {prefix!r}; output:\n{self.text()[-3000:]}")
-            time.sleep(0.5)
-
-    def text(self) -> str:
-        return "".join(self.lines)
 
 
 @pytest.mark.slow
@@ -69,17 +32,11 @@ def test_up_serves_runs_that_log_to_its_mlflow_server_and_stops_on_ctrl_c(tmp_pa
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    pport, mport = free_port(), free_port()
-    env = {**os.environ, "TRANSFERLAB_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-    env.pop("PREFECT_HOME")  # conftest's; `up` must put Prefect's state in the state dir
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "up", "--prefect-port", str(pport),
-                             "--mlflow-port", str(mport), *TINY], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = Output(proc)
-    try:
-        out.wait_for("transferlab: ready", proc, timeout_s=300)
-        assert f"Prefect UI  http://127.0.0.1:{pport}" in out.text()
-        assert f"MLflow UI   http://127.0.0.1:{mport}" in out.text()
+    up = TransferlabUp(tmp_path, TINY, tmp_path / "up.log")
+    with up:
+        pport, mport = up.prefect_port, up.mlflow_port
+        assert f"Prefect UI  http://127.0.0.1:{pport}" in up.output()
+        assert f"MLflow UI   http://127.0.0.1:{mport}" in up.output()
         assert (tmp_path / "prefect").is_dir() and (tmp_path / "mlflow.db").exists()
 
         with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{pport}/api"}):
@@ -88,7 +45,7 @@ def test_up_serves_runs_that_log_to_its_mlflow_server_and_stops_on_ctrl_c(tmp_pa
             assert deployments == {"transfer_learning", "prep", "pretrain", "finetune", "evaluate", "data_efficiency"}
             run = run_deployment("transfer_learning/transfer_learning", timeout=900,
                                  parameters={"label_budget": 24, "overrides": ["finetune.max_epochs=1"]})
-            assert run.state is not None and run.state.is_completed(), (run.state, out.text()[-3000:])
+            assert run.state is not None and run.state.is_completed(), (run.state, up.output()[-3000:])
             with get_client(sync_client=True) as client:
                 artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
                     key=ArtifactFilterKey(any_=["transferlab-summary"]),
@@ -111,13 +68,7 @@ def test_up_serves_runs_that_log_to_its_mlflow_server_and_stops_on_ctrl_c(tmp_pa
             "evaluate", "finetune", "finetune", "prep", "pretrain"]
         assert all("test/accuracy" in r.data.metrics for r in children if r.data.tags["transferlab.stage"] == "finetune")
         assert {"report.md", "config.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
-    finally:
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        try:
-            code = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert code == 0, out.text()[-2000:]
-    assert "transferlab: stopped" in out.text()
+        code = up.interrupt()  # what Ctrl-C sends
+    assert code == 0, up.output()[-2000:]
+    assert "transferlab: stopped" in up.output()
     assert port_is_free(pport) and port_is_free(mport)  # both servers are gone
