@@ -110,7 +110,7 @@ def print_summary(summary: dict[str, Any], out: Any = None) -> None:
     uri = summary["tracking_uri"]
     w(f"  MLflow          {uri}  (experiment '{summary['experiment']}', parent run {summary['parent_run_id']})\n")
     if uri.startswith("sqlite:"):
-        w(f"  look at it      mlflow ui --backend-store-uri {uri}\n")
+        w(f"  look at it      transferlab up   (the Prefect and MLflow UIs; or: mlflow ui --backend-store-uri {uri})\n")
 
 
 def print_sweep_summary(summary: dict[str, Any], out: Any = None) -> None:

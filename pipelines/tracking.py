@@ -89,7 +89,10 @@ class Tracker:
         else:
             self.experiment_id = exp.experiment_id
             if TAG_EXPERIMENT_KIND not in exp.tags:  # created before this tag, or by someone else
-                self.client.set_experiment_tag(self.experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING)
+                try:
+                    self.client.set_experiment_tag(self.experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING)
+                except Exception as exc:  # e.g. no EDIT permission on a shared server: only a UI nicety
+                    log.debug("experiment kind tag not set: %s", exc)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Tracker:
