@@ -25,14 +25,10 @@ def prepare_environment(cfg: dict[str, Any]) -> None:
     quiet_libraries()
 
 
-def quiet_mlflow_urls() -> None:
-    """MLflow prints two "View run at" lines to stdout per run it ends on an http server;
-    with a run per stage that drowns the progress lines (the summary links the parent)."""
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-
-
 def quiet_libraries() -> None:
-    quiet_mlflow_urls()
+    # MLflow prints two "View run at" lines per run it ends on an http server; with a run per
+    # stage they drown the progress lines (the Prefect summary links the parent run).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("transferlab").setLevel(logging.INFO)
     for name in ("codecarbon", "alembic", "mlflow", "lightning", "lightning.pytorch", "lightning.fabric",
                  "httpx", "urllib3", "datasets", "filelock"):

@@ -41,7 +41,6 @@ UI_LOGGERS = "transferlab,lightning.pytorch,lightning.fabric,transformers,codeca
 @dataclass
 class Service:
     name: str
-    url: str
     health_url: str
     proc: subprocess.Popen[bytes]
     log_path: Path
@@ -74,13 +73,13 @@ def answers(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def start(name: str, cmd: list[str], env: dict[str, str], url: str, health_url: str, log_dir: Path) -> Service:
+def start(name: str, cmd: list[str], env: dict[str, str], health_url: str, log_dir: Path) -> Service:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name.lower().replace(' ', '-')}.log"
     log_file = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
     proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)  # its own group: the terminal's Ctrl-C is ours to relay
-    return Service(name, url, health_url, proc, log_path, log_file)
+    return Service(name, health_url, proc, log_path, log_file)
 
 
 def wait_ready(services: list[Service], timeout_s: float = STARTUP_TIMEOUT_S) -> None:
@@ -220,11 +219,11 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
         out.flush()
         services.append(start("Prefect server", [sys.executable, "-m", "prefect", "server", "start", "--host", host,
                                                  "--port", str(prefect_port)],
-                              env, prefect_url, f"{prefect_url}/api/health", home / "logs"))
+                              env, f"{prefect_url}/api/health", home / "logs"))
         services.append(start("MLflow server", [sys.executable, "-m", "mlflow", "server", "--host", host,
                                                 "--port", str(mlflow_port), "--backend-store-uri", store,
                                                 "--default-artifact-root", artifact_root(cfg), "--workers", "1"],
-                              env, mlflow_url, f"{mlflow_url}/health", home / "logs"))
+                              env, f"{mlflow_url}/health", home / "logs"))
         wait_ready(services)
         os.environ["PREFECT_API_URL"] = f"{prefect_url}/api"
         os.environ["PREFECT_HOME"] = prefect_home
