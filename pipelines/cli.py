@@ -64,6 +64,12 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
                         "the state dir always)")
     p.add_argument("--limit", type=int, default=1,
                    help="flow runs at a time (default 1: runs share this machine's cores; others wait)")
+    p.add_argument("--max", action="append", default=[], metavar="KEY=N", dest="max_entries",
+                   help="raise or lower a limit on runs started from the UI (repeatable), e.g. --max "
+                        "pretrain.max_steps=200000; limits: pretrain.max_steps, finetune.max_epochs, model.parameters, "
+                        "model.n_layer/n_embd/n_head/n_inner/max_positions, tokenizer.vocab_size, trainer.devices, "
+                        "trainer.num_nodes, sweep.points, sweep.parallel, batch sizes, lengths, data sizes; "
+                        "defaults fit this machine (README: UI input is untrusted)")
     p.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                    help="defaults for every served run, applied before the UI's (e.g. trainer=gpu)")
 
@@ -143,8 +149,8 @@ def services_command(args: argparse.Namespace) -> int:
     try:
         if args.command == "up":
             return services.up(args.overrides, args.host, args.prefect_port, args.mlflow_port, args.data_dir,
-                               args.limit)
-        return services.serve(args.overrides, args.data_dir, args.limit)
+                               args.limit, max_entries=args.max_entries)
+        return services.serve(args.overrides, args.data_dir, args.limit, max_entries=args.max_entries)
     except (UserError, DataError) as exc:
         print(f"transferlab: error: {exc}", file=sys.stderr)
         return 2

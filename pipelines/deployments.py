@@ -93,17 +93,20 @@ def checked_config(ui: list[str]) -> dict[str, Any]:
 
 def _user_errors_fail_cleanly(fn: Any) -> Any:
     """Bad input (a rejected override, a missing file) ends the flow run Failed with one line
-    as its state message, instead of a traceback: it is the user's to fix, not a crash."""
+    as its state message, instead of a traceback: it is the user's to fix, not a crash. The
+    line never quotes a file's contents (``pipelines.ui_input.shown_to_ui``)."""
     from modules.data.errors import DataError
     from pipelines.errors import UserError
+    from pipelines.ui_input import shown_to_ui
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except (UserError, DataError) as exc:
-            log.error("transferlab: %s", exc)
-            return Failed(message=f"transferlab: {exc}")
+            message = shown_to_ui(exc)  # the key and file, never what the file contains
+            log.error("transferlab: %s", message)
+            return Failed(message=f"transferlab: {message}")
     return wrapper
 
 

@@ -167,7 +167,38 @@ def parse_models_uri(init: str) -> tuple[str, str | None, str | None, str]:
     return head, None, version, sub
 
 
-def _mlflow_source(cfg: dict[str, Any], init: str) -> tuple[str, str]:
+def check_artifact_path(init: str, key: str = "model.init") -> None:
+    """A ``runs:/``/``models:/`` URI names a path *inside* its run's or model's artifacts:
+    ``.``/``..`` segments, backslashes and control characters are refused before anything
+    is looked up or copied (``models:/m/1/../../..`` would reach any directory)."""
+    rest = init.split(":/", 1)[1] if ":/" in init else init
+    segments = rest.strip("/").split("/")
+    if any(s in (".", "..") for s in segments) or "\\" in rest or any(ord(c) < 32 for c in rest):
+        raise UserError(f"{key}={init!r}: the artifact path may not contain '.' or '..' segments or backslashes "
+                        "(it names a path inside the run's or model's artifacts)")
+
+
+def _local_dir(uri: str) -> str | None:
+    """The local directory behind a ``file://`` or plain-path artifact URI; None if remote."""
+    if uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(uri).path)
+    return uri if uri.startswith("/") else None
+
+
+def _check_contained(base: str, sub: str, init: str, key: str) -> None:
+    """On a local artifact store, ``sub`` resolved through symlinks stays inside ``base``."""
+    local = _local_dir(base)
+    if local is None or not sub:
+        return
+    root = os.path.realpath(local)
+    target = os.path.realpath(os.path.join(local, sub))
+    if target != root and not target.startswith(root.rstrip(os.sep) + os.sep):
+        raise UserError(f"{key}={init!r}: the artifact path leads outside the artifacts it names")
+
+
+def _mlflow_source(cfg: dict[str, Any], init: str, key: str = "model.init") -> tuple[str, str]:
     """(artifact URI to download, cache key) for an MLflow URI; one-line UserError if it does not exist.
 
     ``models:/`` is resolved here with a client on *our* store: MLflow's own models:/ download
@@ -176,14 +207,16 @@ def _mlflow_source(cfg: dict[str, Any], init: str) -> tuple[str, str]:
     """
     from mlflow.exceptions import MlflowException
 
-    missing = f"model.init={init!r} does not exist in the MLflow store {redact_uri(cfg)}"
+    check_artifact_path(init, key)
+    missing = f"{key}={init!r} does not exist in the MLflow store {redact_uri(cfg)}"
     if _store_missing(cfg):
         raise UserError(missing)
     client = _client(cfg)
     if init.startswith("runs:/"):
         run_id, _, path = init.removeprefix("runs:/").strip("/").partition("/")
         try:
-            client.get_run(run_id)
+            run = client.get_run(run_id)
+            _check_contained(run.info.artifact_uri, path, init, key)
             if path:
                 parent = path.rsplit("/", 1)[0] if "/" in path else None
                 names = {a.path for a in client.list_artifacts(run_id, parent)}
@@ -199,6 +232,7 @@ def _mlflow_source(cfg: dict[str, Any], init: str) -> tuple[str, str]:
     except MlflowException as exc:
         raise UserError(missing) from exc
     if sub:
+        _check_contained(source, sub, init, key)
         source = f"{source.rstrip('/')}/{sub}"
     return source, f"models:/{name}/{mv.version}/{sub}"
 
@@ -209,15 +243,15 @@ def redact_uri(cfg: dict[str, Any]) -> str:
     return redact(tracking_uri(cfg))
 
 
-def _download_mlflow(cfg: dict[str, Any], init: str) -> Path:
+def _download_mlflow(cfg: dict[str, Any], init: str, key: str = "model.init") -> Path:
     """Download once into ``$home/cache/init/<digest>/model`` (atomic; a finished copy is reused)."""
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
     from pipelines.tracking import tracking_uri
 
-    source, key = _mlflow_source(cfg, init)
-    digest = hashlib.sha256(f"{tracking_uri(cfg)}\n{key}".encode()).hexdigest()[:16]
+    source, cache_key = _mlflow_source(cfg, init, key)
+    digest = hashlib.sha256(f"{tracking_uri(cfg)}\n{cache_key}".encode()).hexdigest()[:16]
     final = Path(cfg["paths"]["home"]) / "cache" / "init" / digest
     if not (final / RECORD).is_file():
         log.info("model.init: downloading %s into %s", init, final)
@@ -264,7 +298,7 @@ def locate_checkpoint(cfg: dict[str, Any], init: str, key: str = "model.init") -
     elif kind == "hub":
         path = _hub_download(init, local_only=False)
     else:
-        path = _download_mlflow(cfg, init)
+        path = _download_mlflow(cfg, init, key)
     check_checkpoint_dir(path, init, cfg["model"]["trust_remote_code"], key)
     return path
 
@@ -278,7 +312,7 @@ def check_checkpoint_ref(cfg: dict[str, Any], init: str, key: str = "model.init"
         if _hub_offline():
             _hub_download(init, local_only=True)  # fine if the HF cache has it; one line if not
     elif kind in ("runs", "models"):
-        _mlflow_source(cfg, init)
+        _mlflow_source(cfg, init, key)
 
 
 def resolve_init(cfg: dict[str, Any]) -> dict[str, Any]:

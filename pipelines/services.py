@@ -143,14 +143,17 @@ def _watch(services: list[Service], dead: list[Service], stopping: threading.Eve
                 return
 
 
-def run_env(tracking_uri: str, server_overrides: list[str], home: str, data_dirs: list[str]) -> None:
+def run_env(tracking_uri: str, server_overrides: list[str], home: str, data_dirs: list[str],
+            limits: dict[str, int] | None = None) -> None:
     """What the flow-run processes the runner starts inherit (set before Prefect is imported)."""
+    from pipelines.limits import LIMITS_ENV, default_limits
     from pipelines.ui_input import DATA_DIRS_ENV, SERVER_OVERRIDES_ENV
 
     os.environ["TRANSFERLAB_TRACKING_URI"] = tracking_uri
     os.environ["TRANSFERLAB_HOME"] = home
     os.environ[SERVER_OVERRIDES_ENV] = json.dumps(server_overrides)
     os.environ[DATA_DIRS_ENV] = os.pathsep.join(os.path.realpath(d) for d in data_dirs)
+    os.environ[LIMITS_ENV] = json.dumps(default_limits() if limits is None else limits)
     os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = UI_LOGGERS
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -182,13 +185,24 @@ def _check_data_dirs(data_dirs: list[str]) -> None:
             raise UserError(f"bad value for --data-dir: {d!r} is not a directory")
 
 
+def operator_limits(cfg: dict[str, Any], max_entries: list[str] | None) -> dict[str, int]:
+    """The limits of the served runs (``--max KEY=N`` over the machine's defaults); the
+    operator's own defaults must fit them, or no served run could start."""
+    from pipelines.limits import check_limits, parse_operator_limits
+
+    limits = parse_operator_limits(max_entries or [])
+    check_limits(cfg, limits)
+    return limits
+
+
 def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, data_dirs: list[str],
-       limit: int | None, out: IO[str] = sys.stdout) -> int:
+       limit: int | None, out: IO[str] = sys.stdout, max_entries: list[str] | None = None) -> int:
     """Start both servers, serve the deployments, and stop it all on Ctrl-C."""
     from pipelines.config import compose
     from pipelines.tracking import artifact_root
 
     cfg = compose(overrides)  # the operator's overrides: also the defaults of every served run
+    limits = operator_limits(cfg, max_entries)
     if cfg["tracking"]["uri"]:
         raise UserError(f"bad value for 'tracking.uri': {cfg['tracking']['uri']!r} (transferlab up starts its own "
                         "MLflow server on the state dir; to use another server, run `transferlab serve`)")
@@ -228,7 +242,7 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
         os.environ["PREFECT_API_URL"] = f"{prefect_url}/api"
         os.environ["PREFECT_HOME"] = prefect_home
         os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-        run_env(mlflow_url, overrides, str(home), data_dirs)
+        run_env(mlflow_url, overrides, str(home), data_dirs, limits)
 
         def ready() -> None:
             threading.Thread(target=_watch, args=(services, dead, stopping), daemon=True).start()
@@ -267,7 +281,8 @@ def ready_message(prefect_url: str, mlflow_url: str, cfg: dict[str, Any], home: 
     )
 
 
-def serve(overrides: list[str], data_dirs: list[str], limit: int | None, out: IO[str] = sys.stdout) -> int:
+def serve(overrides: list[str], data_dirs: list[str], limit: int | None, out: IO[str] = sys.stdout,
+          max_entries: list[str] | None = None) -> int:
     """Serve the deployments against a running Prefect API (PREFECT_API_URL) and MLflow."""
     from pipelines.config import compose
 
@@ -276,6 +291,7 @@ def serve(overrides: list[str], data_dirs: list[str], limit: int | None, out: IO
         raise UserError("transferlab serve needs PREFECT_API_URL, the API of a running Prefect server (e.g. "
                         "http://127.0.0.1:4200/api); `transferlab up` starts one with everything else")
     cfg = compose(overrides)
+    limits = operator_limits(cfg, max_entries)
     _check_data_dirs(data_dirs)
     from pipelines.runtime import prepare_environment
 
@@ -292,7 +308,7 @@ def serve(overrides: list[str], data_dirs: list[str], limit: int | None, out: IO
         if time.monotonic() > deadline:
             raise UserError(f"the Prefect API at {api} does not answer ({health}); is the server running?")
         time.sleep(1.0)
-    run_env(uri, overrides, cfg["paths"]["home"], data_dirs)
+    run_env(uri, overrides, cfg["paths"]["home"], data_dirs, limits)
     _sigterm_as_interrupt()
 
     def ready() -> None:

@@ -46,7 +46,7 @@ def read_conll(path: Path, key: str, encoding: str = "utf-8") -> list[Sentence]:
             continue
         if len(columns) == 1:
             raise DataError(f"{key}: {path}:{lineno} has a single column ({columns[0]!r}); a CoNLL line needs "
-                            f"a token and its tag (token first, tag in the last column)")
+                            f"a token and its tag (token first, tag in the last column)", repr(columns[0]))
         tokens.append(columns[0])
         tags.append(columns[-1])
     close()

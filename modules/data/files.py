@@ -125,13 +125,13 @@ class Table:
         if position is not None:
             if not 0 <= position < len(self.columns):
                 raise DataError(f"{key}: column position {position} is out of range for {self.path} "
-                                f"({listing}; positions count from 0)")
+                                f"({listing}; positions count from 0)", listing)
             return position
         if not self.has_names:
             raise DataError(f"{key}: {spec!r} is a column name but {self.path} has no header (data.header=false); "
-                            f"give a 0-based position ({listing})")
+                            f"give a 0-based position ({listing})", listing)
         if spec not in self.columns:
-            raise DataError(f"{key}: column {spec!r} not in {self.path} (columns: {listing or 'none'})")
+            raise DataError(f"{key}: column {spec!r} not in {self.path} (columns: {listing or 'none'})", listing)
         return self.columns.index(spec)
 
 

@@ -75,12 +75,14 @@ def encode_labels(splits: dict[str, list[tuple[str, str]]], label_key: str,
     present = {y for rows in splits.values() for _, y in rows}
     if len(present) < 2:
         only = next(iter(present), None)
-        raise DataError(f"{label_key}: the labels have a single class ({only!r}); classification needs at least 2")
+        raise DataError(f"{label_key}: the labels have a single class ({only!r}); classification needs at least 2",
+                        repr(only))
     names = list(names) if names is not None else label_order(present)
     ids = {name: i for i, name in enumerate(names)}
     unknown = present - set(ids)
     if unknown:
-        raise DataError(f"{label_key}: labels {sorted(unknown)} are not among the class names {names}")
+        raise DataError(f"{label_key}: labels {sorted(unknown)} are not among the class names {names}",
+                        str(sorted(unknown)), str(names))
     return {split: [(t, ids[y]) for t, y in rows] for split, rows in splits.items()}, names
 
 
