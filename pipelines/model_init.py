@@ -263,6 +263,8 @@ def _download_mlflow(cfg: dict[str, Any], init: str, key: str = "model.init") ->
             except MlflowException as exc:
                 raise UserError(f"model.init={init!r}: cannot download {source}: {str(exc).splitlines()[0]}") from exc
             os.rename(local, tmp / "model")
+            # Checked before it is published: a copy that is not a safe checkpoint leaves nothing.
+            check_checkpoint_dir(tmp / "model", init, cfg["model"]["trust_remote_code"], key)
             write_record(tmp, {"init": init, "source": source})
     return final / "model"
 

@@ -381,3 +381,25 @@ def test_a_failed_ui_run_shows_the_message_without_contents() -> None:
 
     state = _user_errors_fail_cleanly(flow_body)()
     assert state.is_failed() and "data.label_column" in state.message and SECRET not in state.message
+
+
+def test_an_mlflow_artifact_that_is_no_model_is_never_published_in_the_init_cache(tmp_path: Path) -> None:
+    from pipelines.config import compose
+    from pipelines.model_init import resolve_init
+    from pipelines.tracking import Tracker
+
+    cfg = compose(tiny_overrides(tmp_path))
+    tracker = Tracker.from_config(cfg)
+    run_id = tracker.start_run("x", {})
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "readme.txt").write_text("not a model\n")
+    tracker.client.log_artifact(run_id, str(notes))
+    cfg = compose(tiny_overrides(tmp_path, f"model.init=runs:/{run_id}/notes"))
+    with pytest.raises(UserError, match="has no config.json"):
+        resolve_init(cfg)
+    cfg = compose(tiny_overrides(tmp_path, f"model.init=runs:/{run_id}/notes/../../../.."))
+    with pytest.raises(UserError, match=r"'\.\.' segments"):
+        resolve_init(cfg)
+    init_cache = tmp_path / "cache" / "init"
+    assert not init_cache.exists() or not any(init_cache.iterdir())  # nothing copied or left half-written
