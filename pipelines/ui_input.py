@@ -318,8 +318,7 @@ def untrusted_config(server_overrides: list[str], ui_overrides: list[str], data_
     limits = limits_from_env() if limits is None else limits
     parsed = parse_ui_overrides(ui_overrides)
     for key, value in parsed:  # before composing: the message shows the number as typed (1e12)
-        for v in value if isinstance(value, list) else [value]:
-            check_value(key, v, limits)
+        check_value(key, value, limits)  # lists (trainer.devices=[0,1]) are counted after composing
     home = compose(server_overrides)["paths"]["home"]
     cfg = compose([*server_overrides, *ui_overrides])  # validation errors name the key
     check_limits(cfg, limits)
