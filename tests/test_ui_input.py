@@ -403,3 +403,15 @@ def test_an_mlflow_artifact_that_is_no_model_is_never_published_in_the_init_cach
         resolve_init(cfg)
     init_cache = tmp_path / "cache" / "init"
     assert not init_cache.exists() or not any(init_cache.iterdir())  # nothing copied or left half-written
+
+
+def test_the_hidden_form_survives_a_process_boundary() -> None:
+    import pickle
+
+    from modules.data.errors import DataError
+    from modules.models.freeze import StrategyError
+
+    err = pickle.loads(pickle.dumps(DataError(f"data.text_column: column 'x' not in f.csv (columns: {SECRET})",
+                                              SECRET)))
+    assert SECRET in str(err) and SECRET not in err.without_content and "f.csv" in err.without_content
+    assert type(pickle.loads(pickle.dumps(StrategyError("bad strategy")))) is StrategyError

@@ -24,10 +24,10 @@ class DataError(ValueError):
         self.without_content = hidden
 
     def __reduce__(self):  # type: ignore[no-untyped-def]  # pickles (Prefect, processes) keep both
-        return (_rebuild, (str(self), self.without_content))
+        return (_rebuild, (type(self), str(self), self.without_content))
 
 
-def _rebuild(text: str, without_content: str) -> DataError:
-    err = DataError(text)
+def _rebuild(cls: type[DataError], text: str, without_content: str) -> DataError:
+    err = cls(text)
     err.without_content = without_content
     return err
