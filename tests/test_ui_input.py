@@ -415,3 +415,22 @@ def test_the_hidden_form_survives_a_process_boundary() -> None:
                                               SECRET)))
     assert SECRET in str(err) and SECRET not in err.without_content and "f.csv" in err.without_content
     assert type(pickle.loads(pickle.dumps(StrategyError("bad strategy")))) is StrategyError
+
+
+def test_served_flows_refuse_before_any_work_and_show_no_secret(tmp_path: Path, prefect_harness: None,
+                                                                secret_env: None,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.deployments import SERVER_OVERRIDES_ENV, data_efficiency, transfer_learning
+    from pipelines.limits import LIMITS_ENV, parse_operator_limits
+
+    monkeypatch.setenv(SERVER_OVERRIDES_ENV, json.dumps(tiny_overrides(tmp_path)))
+    monkeypatch.setenv(LIMITS_ENV, json.dumps(parse_operator_limits(["pretrain.max_steps=1000"])))
+    state = transfer_learning(overrides=[r"tracking.run_name=$\{oc.env:SECRET\}"], return_state=True)
+    assert state.is_failed() and "tracking.run_name" in state.message and SECRET not in state.message
+    state = transfer_learning(max_steps=5000, return_state=True)  # a typed parameter meets the operator's limit
+    assert state.is_failed() and state.message == (
+        "transferlab: rejected value for 'pretrain.max_steps': 5000 exceeds this service's limit 1000 (the operator "
+        "raises it with transferlab up/serve --max pretrain.max_steps=N)")
+    state = data_efficiency(budgets=list(range(1, 40)), seeds=list(range(40)), return_state=True)
+    assert state.is_failed() and "--max sweep.points=N" in state.message
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "cache").exists()  # nothing started
