@@ -170,10 +170,16 @@ def parse_models_uri(init: str) -> tuple[str, str | None, str | None, str]:
 def check_artifact_path(init: str, key: str = "model.init") -> None:
     """A ``runs:/``/``models:/`` URI names a path *inside* its run's or model's artifacts:
     ``.``/``..`` segments, backslashes and control characters are refused before anything
-    is looked up or copied (``models:/m/1/../../..`` would reach any directory)."""
+    is looked up or copied (``models:/m/1/../../..`` would reach any directory), also
+    URL-encoded (``%2e%2e``)."""
+    from urllib.parse import unquote
+
     rest = init.split(":/", 1)[1] if ":/" in init else init
-    segments = rest.strip("/").split("/")
-    if any(s in (".", "..") for s in segments) or "\\" in rest or any(ord(c) < 32 for c in rest):
+    decoded = rest
+    for _ in range(3):  # a file:// artifact store URL-decodes the path: %2e%2e is '..' there
+        decoded = unquote(decoded)
+    segments = [s for form in (rest, decoded) for s in form.strip("/").split("/")]
+    if any(s in (".", "..") for s in segments) or "\\" in decoded or any(ord(c) < 32 for c in decoded):
         raise UserError(f"{key}={init!r}: the artifact path may not contain '.' or '..' segments or backslashes "
                         "(it names a path inside the run's or model's artifacts)")
 
@@ -192,8 +198,10 @@ def _check_contained(base: str, sub: str, init: str, key: str) -> None:
     local = _local_dir(base)
     if local is None or not sub:
         return
+    from urllib.parse import unquote
+
     root = os.path.realpath(local)
-    target = os.path.realpath(os.path.join(local, sub))
+    target = os.path.realpath(os.path.join(local, unquote(sub)))
     if target != root and not target.startswith(root.rstrip(os.sep) + os.sep):
         raise UserError(f"{key}={init!r}: the artifact path leads outside the artifacts it names")
 

@@ -112,6 +112,8 @@ def _attack_overrides(site: dict[str, Path]) -> list[tuple[str, list[str], str]]
          "model.init"),
         ("models-alias-traversal", ["model.init='models:/m@champion/../../../etc'"], "model.init"),
         ("runs-traversal", ["model.init='runs:/0123abcd/../../../../etc'"], "model.init"),
+        ("models-percent-traversal", ["model.init='models:/m/1/%2e%2e/%2E%2E/%2e%2e/etc'"], "model.init"),
+        ("runs-double-encoded", ["model.init='runs:/0123abcd/%252e%252e/x'"], "model.init"),
         ("inits-traversal", ["finetune.inits=[pretrained,'models:/m/1/hf_model/../../..']"], "finetune.inits"),
         ("init-file-url", ["model.init=file:///etc"], "model.init"),
         ("init-outside", [f"model.init={sib}"], "model.init"),
@@ -324,7 +326,8 @@ def test_default_limits_fit_the_machine_and_the_presets(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("uri", ["models:/m/1/../../../etc", "models:/m@champion/../x", "runs:/abc/../../..",
-                                 "runs:/abc/./hf_model", "models:/m/1/a\\..\\b"])
+                                 "runs:/abc/./hf_model", "models:/m/1/a\\..\\b", "models:/m/1/%2e%2e/x",
+                                 "runs:/abc/hf_model%2F..%2F..%2Fetc"])
 def test_mlflow_uris_cannot_climb_out_of_their_artifacts(uri: str, tmp_path: Path) -> None:
     from pipelines.config import compose
     from pipelines.model_init import locate_checkpoint
