@@ -225,6 +225,7 @@ def _inside(path: str, roots: list[Path]) -> bool:
 
 def _local_refs(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     """(key, local path) for everything the run would read from the server's disk."""
+    from pipelines.config import INITS
     from pipelines.model_init import kind_of
 
     out: list[tuple[str, str]] = []
@@ -237,7 +238,7 @@ def _local_refs(cfg: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("tokenizer.path", tok))
     if kind_of(cfg["model"]["init"]) == "local":
         out.append(("model.init", cfg["model"]["init"]))
-    out += [("finetune.inits", i) for i in cfg["finetune"]["inits"] if kind_of(i) == "local"]
+    out += [("finetune.inits", i) for i in cfg["finetune"]["inits"] if i not in INITS and kind_of(i) == "local"]
     return out
 
 
