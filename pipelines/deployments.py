@@ -3,8 +3,9 @@
 Each deployed flow takes the parameters people change most as typed fields (the UI renders
 dropdowns and number inputs for them) plus free-form ``overrides``. The operator's own
 overrides (given to ``transferlab up``/``serve``) come first; the UI's are checked by
-``pipelines.ui_input`` before anything runs, and a rejection fails the flow run with one
-line naming the override.
+``pipelines.ui_input`` before anything runs, against the operator's limits too
+(``pipelines.limits``, handed over in ``TRANSFERLAB_LIMITS``), and a rejection fails the flow
+run with one line naming the override or limit.
 
 No ``from __future__ import annotations`` here: Prefect builds each deployment's parameter
 schema from the live annotations (the ``Literal`` choices below become dropdowns).
