@@ -47,9 +47,9 @@ class Classification(Task):
         names = self.label_names(pool)
         present = set(pool["label"])
         if n < len(present):
+            listing = f"{', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
             raise DataError(f"bad value for 'finetune.train_examples': {n} labeled examples cannot contain all "
-                            f"{len(present)} classes ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}); "
-                            f"use at least {len(present)}")
+                            f"{len(present)} classes ({listing}); use at least {len(present)}", listing)
         return stratified_subset(pool["label"], n, seed)
 
     def tokenize(self, ds: Dataset, tokenizer: PreTrainedTokenizerBase, family: str, max_length: int,

@@ -181,7 +181,7 @@ def tagging_subset(tags: Sequence[Sequence[int]], label_names: Sequence[str], n:
     if missing:
         raise DataError(f"finetune.train_examples={n} sentences cannot contain every entity type "
                         f"({len(order)}: {', '.join(order)}); missing {', '.join(sorted(missing))}; "
-                        f"raise finetune.train_examples")
+                        f"raise finetune.train_examples", ", ".join(order), ", ".join(sorted(missing)))
     rest = [i for i in range(len(tags)) if not types_of[i]]
     rng.shuffle(rest)
     streams = [iter(by_type[t]) for t in order] + [iter(rest)]
