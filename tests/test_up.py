@@ -32,7 +32,8 @@ def test_up_serves_runs_that_log_to_its_mlflow_server_and_stops_on_ctrl_c(tmp_pa
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    up = TransferlabUp(tmp_path, TINY, tmp_path / "up.log")
+    # The operator's limit reaches the flow-run processes (TRANSFERLAB_LIMITS), not settable from the UI.
+    up = TransferlabUp(tmp_path, ["--max", "pretrain.max_steps=100", *TINY], tmp_path / "up.log")
     with up:
         pport, mport = up.prefect_port, up.mlflow_port
         assert f"Prefect UI  http://127.0.0.1:{pport}" in up.output()
@@ -46,6 +47,12 @@ def test_up_serves_runs_that_log_to_its_mlflow_server_and_stops_on_ctrl_c(tmp_pa
             run = run_deployment("transfer_learning/transfer_learning", timeout=900,
                                  parameters={"label_budget": 24, "overrides": ["finetune.max_epochs=1"]})
             assert run.state is not None and run.state.is_completed(), (run.state, up.output()[-3000:])
+            refused = run_deployment("transfer_learning/transfer_learning", timeout=300, parameters={
+                "max_steps": 5000, "overrides": ["finetune.max_epochs=1"]})
+            assert refused.state is not None and refused.state.is_failed(), refused.state
+            assert refused.state.message == (
+                "transferlab: rejected value for 'pretrain.max_steps': 5000 exceeds this service's limit 100 (the "
+                "operator raises it with transferlab up/serve --max pretrain.max_steps=N)")
             with get_client(sync_client=True) as client:
                 artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
                     key=ArtifactFilterKey(any_=["transferlab-summary"]),
