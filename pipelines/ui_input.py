@@ -204,6 +204,20 @@ def _within(real: Path, roots: list[Path]) -> bool:
     return any(real == r or real.is_relative_to(r) for r in roots)
 
 
+# The service's own stores and logs in the state dir are never a run's input: a corpus read
+# from them would carry other people's runs and the servers' logs into a tokenizer's vocabulary.
+SERVICE_FILES = ("prefect", "logs", "mlflow.db")
+
+
+def _readable(real: Path, roots: list[Path]) -> bool:
+    state = roots[0]
+    if real.parent == state and real.name.startswith("mlflow.db"):  # with -journal, -wal
+        return False
+    if _within(real, [state / name for name in SERVICE_FILES]):
+        return False
+    return _within(real, roots)
+
+
 def _glob_base(pattern: str) -> str:
     """The deepest whole directory before the first glob character: what a pattern can reach
     (``/state*/x`` reaches ``/``, not ``/state``)."""
@@ -214,13 +228,14 @@ def _glob_base(pattern: str) -> str:
 
 def _inside(path: str, roots: list[Path]) -> bool:
     """Whether ``path`` (a file, dir or glob) reads only inside ``roots``: the path, its glob
-    base and every match, each resolved through symlinks."""
+    base and every match, each resolved through symlinks; ``roots[0]`` is the state dir, whose
+    ``SERVICE_FILES`` are not readable."""
     expanded = os.path.expanduser(path)
     if not any(c in expanded for c in GLOB_CHARS):
-        return _within(Path(os.path.realpath(expanded)), roots)
+        return _readable(Path(os.path.realpath(expanded)), roots)
     if not _within(Path(os.path.realpath(_glob_base(expanded) or ".")), roots):
         return False
-    return all(_within(Path(os.path.realpath(m)), roots) for m in glob.iglob(expanded, recursive=True))
+    return all(_readable(Path(os.path.realpath(m)), roots) for m in glob.iglob(expanded, recursive=True))
 
 
 def _local_refs(cfg: dict[str, Any]) -> list[tuple[str, str]]:

@@ -29,8 +29,8 @@ def secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def site(tmp_path: Path) -> dict[str, Path]:
-    """A state dir, an allowed data dir, a sibling of the state dir holding a secret file,
-    and symlinks inside the allowed dirs that point out of them."""
+    """A state dir (with the service's own log and store), an allowed data dir, a sibling of
+    the state dir holding a secret file, and symlinks inside the allowed dirs that point out."""
     state, data, sibling = tmp_path / "state", tmp_path / "data", tmp_path / "state-sibling"
     for d in (state, data, sibling):
         d.mkdir()
@@ -38,6 +38,9 @@ def site(tmp_path: Path) -> dict[str, Path]:
     (data / "train.csv").write_text("text,label\ngood film,pos\nbad film,neg\n")
     (data / "out").symlink_to(sibling)
     (state / "out").symlink_to(sibling)
+    (state / "logs").mkdir()  # the service's own files: never a run's input
+    (state / "logs" / "mlflow-server.log").write_text(f"password={SECRET}\n")
+    (state / "mlflow.db").write_text("not a corpus\n")
     return {"state": state, "data": data, "sibling": sibling}
 
 
@@ -105,6 +108,8 @@ def _attack_overrides(site: dict[str, Path]) -> list[tuple[str, list[str], str]]
          "data.labeled_path"),
         ("test-path", ["data=local_labeled", f"data.path={data}/train.csv", f"data.test_path={sib}/secret.csv"],
          "data.test_path"),
+        ("service-db", ["data=local_text", f"data.path={state}/mlflow.db"], "data.path"),
+        ("service-logs-glob", ["data=local_text", f"data.path='{state}/**/*.log'"], "data.path"),
         ("home-glob", [f"paths.home='{state}*'"], "paths.home"),
         ("home-outside", [f"paths.home={sib}"], "paths.home"),
         ("home-through-symlink", [f"paths.home={state}/out"], "paths.home"),
