@@ -24,7 +24,8 @@ nothing):
 - after composing and validating: the operator's limits (``pipelines.limits``); ``paths.home``
   without glob characters and inside the service's state dir; every local file or dir the
   run would read (data files, each match of a glob, a tokenizer or checkpoint dir) resolved
-  through symlinks and inside the state dir or a ``--data-dir``; hub ids (``data.hub_path``,
+  through symlinks and inside the state dir (not its ``SERVICE_FILES``) or a ``--data-dir``;
+  no URLs other than ``runs:/``/``models:/``; hub ids (``data.hub_path``,
   ``model.init``, ``tokenizer.path``) of the form ``name`` or ``org/name`` and not a path
   that exists; ``runs:/``/``models:/`` URIs without ``.``/``..`` path segments.
 
