@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from pipelines.preflight import check_inputs
 
-        check_inputs(cfg, "finetune" if args.command == "sweep" else args.command)
+        check_inputs(cfg, "finetune" if args.command == "sweep" else args.command,
+                     sweep=args.command == "sweep" or cfg["sweep"]["enabled"])
         from pipelines.runtime import prepare_environment
 
         prepare_environment(cfg)
