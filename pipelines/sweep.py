@@ -30,7 +30,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import stages
+from pipelines import liveness, stages
 from pipelines.config import check_task, check_zero_shot, compose
 from pipelines.errors import UserError
 from pipelines.flows import carbon_totals, prep, pretrain
@@ -213,11 +213,12 @@ def run_sweep(cfg: dict[str, Any]) -> dict[str, Any]:
     check_zero_shot(cfg["finetune"], cfg["model"]["family"])
     check_task(cfg["finetune"], cfg["model"]["family"])
     started = time.perf_counter()
+    liveness.reap_quietly(cfg["paths"]["home"])  # an earlier, killed run's leftovers: KILLED / Crashed
     tracker = Tracker.from_config(cfg)
     name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}-sweep"
     tags = {TAG_KIND: "sweep", "transferlab.experiment": cfg["experiment_name"], "transferlab.flow": "data_efficiency",
             "transferlab.task": cfg["finetune"]["task"]}
-    with run_context(tracker, name, tags) as parent:
+    with run_context(tracker, name, tags) as parent, liveness.pipeline_run(cfg, parent):
         tracker.log_config(parent, cfg)
         log.info("sweep: MLflow parent run %s in %s", parent, tracking_uri(cfg))
         prep_record = prep(cfg, parent)
