@@ -5,8 +5,9 @@ Checks, one output line per problem with its fix:
 - the local stores open: ``mlflow.db`` and Prefect's ``prefect/*.db`` are opened read-only
   and queried (a file that is not a database, or a corrupt one, breaks every later run with
   a long traceback); ``--fix`` moves such a file aside so the next run starts a fresh store;
-- MLflow runs left RUNNING by a process that is gone (``pipelines.liveness``: its leases say
-  which process owns which run); ``--fix`` marks them KILLED;
+- MLflow runs left RUNNING by a process that is gone (:mod:`pipelines.liveness`: a pipeline
+  holds a flock-ed lease on its parent run for its life); ``--fix`` marks the parent and its
+  RUNNING stage runs KILLED (:func:`pipelines.liveness.reap`);
 - cache leftovers (:mod:`pipelines.cache_admin`): ``.partial-*`` builds no live process
   holds the lock of, ``.tmp-*`` dirs of killed builds, entries without ``record.json`` and
   ``.trash-*`` dirs of an interrupted prune; ``--fix`` removes them the safe way.
@@ -122,34 +123,17 @@ def check_stores(home: Path, tracking_uri: str) -> list[Problem]:
 # ---------------------------------------------------------------------------- stale runs
 
 
-class Lease(Protocol):
-    """What ``pipelines.liveness`` records per live run (only the fields doctor shows)."""
-
-    run_id: str
-    pid: int
-    host: str
-
-
 class Liveness(Protocol):
-    """The part of ``pipelines.liveness`` (branch feat-kills) doctor uses."""
+    """What doctor uses of :mod:`pipelines.liveness` (tests pass a stand-in)."""
 
     def stale(self, home: str | Path) -> list[Any]: ...
 
     def reap(self, home: str | Path, leases: list[Any] | None = None) -> list[Any]: ...
 
 
-def default_liveness() -> Liveness | None:
-    try:
-        from pipelines import liveness  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return liveness  # type: ignore[return-value]
-
-
-def check_runs(home: Path, liveness: Liveness | None) -> list[Problem]:
-    """MLflow runs still RUNNING whose process is gone (their lease outlived its holder)."""
-    if liveness is None:
-        return []
+def check_runs(home: Path, liveness: Liveness) -> list[Problem]:
+    """MLflow runs a dead process left RUNNING: their lease (``$home/live/<run_id>.json``)
+    is no longer flock-ed by its holder."""
     try:
         leases = liveness.stale(home)
     except Exception as exc:  # a broken store or lease file must not hide the other checks
@@ -158,10 +142,13 @@ def check_runs(home: Path, liveness: Liveness | None) -> list[Problem]:
     problems = []
     for lease in leases:
         def fix(lease: Any = lease) -> str:
-            reaped = liveness.reap(home, [lease])
-            return "marked KILLED" if reaped else "nothing to do (it ended meanwhile)"
+            if liveness.reap(home, [lease]):
+                return "marked KILLED (with its RUNNING stage runs)"
+            if Path(lease.path).exists():
+                raise RuntimeError(f"its MLflow store {lease.tracking_uri} could not be updated; lease kept")
+            return "nothing to do (it was reaped meanwhile)"
 
-        problems.append(Problem(f"run {lease.run_id}", f"RUNNING, but its process {lease.pid} on {lease.host} is gone",
+        problems.append(Problem(f"run {lease.run_id}", f"left RUNNING: its process {lease.pid} on {lease.host} is gone",
                                 "--fix marks it KILLED", fix))
     return problems
 
@@ -204,8 +191,10 @@ def check_cache(home: Path, orphan_age: float) -> list[Problem]:
 
 def diagnose(home: Path, tracking_uri: str, orphan_age: float = ORPHAN_AGE,
              liveness: Liveness | None = None) -> list[Problem]:
+    from pipelines import liveness as live
+
     problems = check_stores(home, tracking_uri)
-    problems += check_runs(home, liveness)
+    problems += check_runs(home, liveness or live)  # type: ignore[arg-type]
     problems += check_cache(home, orphan_age)
     return problems
 
@@ -221,11 +210,8 @@ def doctor_command(overrides: list[str], fix: bool, orphans_older_than: str, out
     if not home.is_dir():
         out.write(f"transferlab doctor: no state dir at {home}; nothing to check\n")
         return 0
-    liveness = liveness if liveness is not None else default_liveness()
     problems = diagnose(home, tracking_uri(cfg), orphan_age, liveness)
     out.write(f"transferlab doctor: {home}\n")
-    if liveness is None:
-        out.write("  note     stale RUNNING runs not checked (pipelines.liveness is not available)\n")
     left = 0
     for problem in problems:
         out.write(problem.line() + "\n")
@@ -237,8 +223,7 @@ def doctor_command(overrides: list[str], fix: bool, orphans_older_than: str, out
                 out.write(f"  failed   {problem.what}: {exc}\n")
         left += 1
     if not problems:
-        runs = "" if liveness is None else " no stale runs,"
-        out.write(f"healthy: stores open,{runs} no cache leftovers\n")
+        out.write("healthy: stores open, no runs left RUNNING by a dead process, no cache leftovers\n")
     elif not left:
         out.write(f"fixed all {len(problems)} problems\n")
     elif fix:

@@ -235,29 +235,54 @@ def test_doctor_young_partial_is_a_resume_point_not_a_problem(home: Path, capsys
     assert code == 1  # the no-record entry and the trash dir are leftovers at any age
 
 
-def test_doctor_marks_stale_running_runs_through_liveness(home: Path) -> None:
-    """Doctor asks pipelines.liveness which RUNNING runs lost their process, and reaps those."""
+def test_doctor_marks_runs_a_dead_process_left_running(home: Path, capsys) -> None:
+    """A lease nobody holds the flock of (its process died) over a RUNNING parent run: doctor
+    reports it, and --fix marks it KILLED through pipelines.liveness.reap."""
+    from mlflow.tracking import MlflowClient
+
+    shutil.rmtree(home / "cache")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(client.create_experiment("killed")).info.run_id  # RUNNING
+    (home / "live").mkdir()
+    (home / "live" / f"{run_id}.json").write_text(json.dumps({
+        "run_id": run_id, "pid": 999999, "host": "box", "started": time.time() - 60, "tracking_uri": uri,
+        "flow_run_id": None}))
+    code, out, _ = _run(capsys, "doctor", f"paths.home={home}")
+    assert code == 1
+    assert f"  problem  run {run_id}: left RUNNING: its process 999999 on box is gone (fix: --fix marks it KILLED)" in out
+    code, out, _ = _run(capsys, "doctor", "--fix", f"paths.home={home}")
+    assert code == 0 and f"fixed    run {run_id}: marked KILLED" in out, out
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert not (home / "live" / f"{run_id}.json").exists()
+    # A live holder's lease is not a problem.
+    from pipelines import liveness
+
+    with liveness.hold(home, "livebeef", uri):
+        code, out, _ = _run(capsys, "doctor", f"paths.home={home}")
+    assert code == 0 and "livebeef" not in out, out
+
+
+def test_doctor_reports_a_repair_that_failed(home: Path) -> None:
+    """A stand-in liveness whose reap cannot reach the store: the problem stays, exit 1."""
     import io
 
     from pipelines.doctor import doctor_command
 
     shutil.rmtree(home / "cache")
-    lease = SimpleNamespace(run_id="abc123", pid=4242, host="box", started=0.0, tracking_uri="", flow_run_id=None,
-                            path=home / "leases" / "abc123.json")
-    reaped: list = []
+    lease_file = home / "stale.json"
+    lease_file.write_text("{}")
+    lease = SimpleNamespace(run_id="abc123", pid=4242, host="box", tracking_uri="http://gone:5000",
+                            path=lease_file)
 
-    class FakeLiveness:
+    class Unreachable:
         def stale(self, h):
-            assert Path(h) == home
-            return [] if reaped else [lease]
+            return [lease]
 
         def reap(self, h, leases=None):
-            reaped.extend(leases or [])
-            return list(leases or [])
+            return []
 
     out = io.StringIO()
-    assert doctor_command([f"paths.home={home}"], False, "1d", out, FakeLiveness()) == 1
-    assert "run abc123: RUNNING, but its process 4242 on box is gone (fix: --fix marks it KILLED)" in out.getvalue()
-    out = io.StringIO()
-    assert doctor_command([f"paths.home={home}"], True, "1d", out, FakeLiveness()) == 0
-    assert reaped == [lease] and "fixed    run abc123: marked KILLED" in out.getvalue()
+    assert doctor_command([f"paths.home={home}"], True, "1d", out, Unreachable()) == 1
+    assert "failed   run abc123: its MLflow store http://gone:5000 could not be updated; lease kept" in out.getvalue()
+    assert out.getvalue().splitlines()[-1] == "1 of 1 problems remain"
