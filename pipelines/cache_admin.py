@@ -94,6 +94,10 @@ def human_size(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s" if not word.endswith("y") else f"{n} {word[:-1]}ies"
+
+
 def human_age(seconds: float) -> str:
     for unit, span in (("d", DAY), ("h", 3600), ("m", 60)):
         if seconds >= span:
@@ -315,10 +319,10 @@ def render_table(entries: list[Entry]) -> str:
                      status(e)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    leftovers = [e for e in entries if e.kind in LEFTOVERS]
+    leftovers = [e for e in entries if e.kind in LEFTOVERS and not e.in_use]
     total = sum(e.size for e in entries)
-    lines.append(f"{len(entries)} entries, {human_size(total)}; {len(leftovers)} leftovers "
-                 f"({human_size(sum(e.size for e in leftovers))}) from unfinished builds")
+    lines.append(f"{plural(len(entries), 'entry')}, {human_size(total)}; {plural(len(leftovers), 'leftover')} "
+                 f"({human_size(sum(e.size for e in leftovers))}) of builds no live process runs")
     return "\n".join(lines) + "\n"
 
 
@@ -419,9 +423,9 @@ def render_plan(plan: Plan, applied: bool, removed: int | None = None) -> str:
         lines.append(f"  {'kept':<12} {e.stage:<9} {e.name}  {human_size(e.size)}  ({why})")
     n = len(plan.remove) if removed is None else removed
     if applied:
-        head = f"removed {n} entries, {human_size(plan.size)}"
+        head = f"removed {plural(n, 'entry')}, {human_size(plan.size)}"
     elif plan.remove:
-        head = f"would remove {n} entries, {human_size(plan.size)} (dry run; add --yes to remove them)"
+        head = f"would remove {plural(n, 'entry')}, {human_size(plan.size)} (dry run; add --yes to remove them)"
     else:
         head = "nothing to remove"
     if plan.keep:

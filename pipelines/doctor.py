@@ -36,6 +36,7 @@ from pipelines.cache_admin import (
     human_age,
     human_size,
     parse_duration,
+    plural,
     remove_entry,
     scan,
 )
@@ -225,9 +226,9 @@ def doctor_command(overrides: list[str], fix: bool, orphans_older_than: str, out
     if not problems:
         out.write("healthy: stores open, no runs left RUNNING by a dead process, no cache leftovers\n")
     elif not left:
-        out.write(f"fixed all {len(problems)} problems\n")
+        out.write(f"fixed all {plural(len(problems), 'problem')}\n")
     elif fix:
-        out.write(f"{left} of {len(problems)} problems remain\n")
+        out.write(f"{plural(left, 'problem')} not fixed (of {len(problems)})\n")
     else:
-        out.write(f"{len(problems)} problems; `transferlab doctor --fix` repairs them\n")
+        out.write(f"{plural(len(problems), 'problem')}; `transferlab doctor --fix` repairs them\n")
     return 1 if left else 0

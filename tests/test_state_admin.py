@@ -131,7 +131,7 @@ def test_list_table_is_human_readable(home: Path, capsys) -> None:
     lines = out.splitlines()
     assert lines[0].split() == ["STAGE", "ENTRY", "SIZE", "AGE", "RUN", "REGISTERED", "STATUS"]
     assert any("regfp0000000000a" in line and "tiny/1" in line and "30d" in line and "KiB" in line for line in lines)
-    assert lines[-1].startswith("3 entries") and "1 leftovers" in lines[-1]
+    assert lines[-1].startswith("3 entries") and "1 leftover " in lines[-1]
 
 
 def test_prune_is_a_dry_run_unless_yes(home: Path, capsys) -> None:
@@ -285,4 +285,4 @@ def test_doctor_reports_a_repair_that_failed(home: Path) -> None:
     out = io.StringIO()
     assert doctor_command([f"paths.home={home}"], True, "1d", out, Unreachable()) == 1
     assert "failed   run abc123: its MLflow store http://gone:5000 could not be updated; lease kept" in out.getvalue()
-    assert out.getvalue().splitlines()[-1] == "1 of 1 problems remain"
+    assert out.getvalue().splitlines()[-1] == "1 problem not fixed (of 1)"
