@@ -230,5 +230,5 @@ def doctor_command(overrides: list[str], fix: bool, orphans_older_than: str, out
     elif fix:
         out.write(f"{plural(left, 'problem')} not fixed (of {len(problems)})\n")
     else:
-        out.write(f"{plural(len(problems), 'problem')}; `transferlab doctor --fix` repairs them\n")
+        out.write(f"{plural(len(problems), 'problem')}; run `transferlab doctor --fix` to repair\n")
     return 1 if left else 0

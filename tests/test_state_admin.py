@@ -219,7 +219,7 @@ def test_doctor_reports_and_fixes_leftovers_and_a_corrupt_store(home: Path, caps
     assert any("prefect.db" in p and "does not open" in p and "file is not a database" in p for p in problems)
     assert any(".partial-abandoned0000000" in p and "abandoned partial build" in p for p in problems)
     assert all("(fix: " in p for p in problems)
-    assert out.splitlines()[-1] == "5 problems; `transferlab doctor --fix` repairs them"
+    assert out.splitlines()[-1] == "5 problems; run `transferlab doctor --fix` to repair"
     code, out, _ = _run(capsys, "doctor", "--fix", f"paths.home={home}")
     assert code == 0 and out.splitlines()[-1] == "fixed all 5 problems", out
     assert list((home / "prefect").glob("prefect.db.corrupt-*")) and not (home / "prefect" / "prefect.db").exists()
