@@ -286,3 +286,19 @@ def test_doctor_reports_a_repair_that_failed(home: Path) -> None:
     assert doctor_command([f"paths.home={home}"], True, "1d", out, Unreachable()) == 1
     assert "failed   run abc123: its MLflow store http://gone:5000 could not be updated; lease kept" in out.getvalue()
     assert out.getvalue().splitlines()[-1] == "1 problem not fixed (of 1)"
+
+
+def test_cache_and_doctor_import_neither_torch_nor_prefect(home: Path) -> None:
+    """They must stay quick and safe beside a running pipeline: no Prefect server, no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, io, contextlib\n"
+            "from pipelines.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    main(['cache', 'list', 'paths.home={home}'])\n"
+            f"    main(['cache', 'prune', '--max-size', '1K', 'paths.home={home}'])\n"
+            f"    main(['doctor', 'paths.home={home}'])\n"
+            "print(sorted(m for m in ('torch', 'prefect', 'lightning', 'transformers') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr
