@@ -302,3 +302,22 @@ def test_cache_and_doctor_import_neither_torch_nor_prefect(home: Path) -> None:
             "print(sorted(m for m in ('torch', 'prefect', 'lightning', 'transformers') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_an_unreadable_registry_protects_every_complete_entry(home: Path, capsys) -> None:
+    """If the store does not open, nobody can tell what is registered: prune keeps all
+    complete entries (and says why), list shows '?', and MLflow never touches the file."""
+    (home / "mlflow.db").write_bytes(b"garbage, not sqlite" * 50)
+    code, out, err = _run(capsys, "cache", "prune", "--older-than", "1d", "--yes", "--orphans-older-than", "100d",
+                          f"paths.home={home}")
+    assert code == 0 and "does not open" in err and len(err.strip().splitlines()) == 1
+    assert out.startswith("removed 1 entry, 1000 B; kept 4 protected")  # only the trash dir went
+    assert out.count("the model registry could not be read") == 4, out
+    code, out, _ = _run(capsys, "cache", "list", "--stage", "prep", f"paths.home={home}")
+    assert " ? " in out.splitlines()[1]
+    assert (home / "mlflow.db").read_bytes() == b"garbage, not sqlite" * 50
+
+
+def test_options_may_follow_the_overrides(home: Path, capsys) -> None:
+    code, out, _ = _run(capsys, "cache", "prune", f"paths.home={home}", "--older-than", "7d", "--stage", "prep")
+    assert code == 0 and out.startswith("would remove 1 entry,"), out
