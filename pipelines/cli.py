@@ -55,7 +55,58 @@ def build_parser() -> argparse.ArgumentParser:
     text = ("serve every flow as a deployment against a running Prefect server (PREFECT_API_URL) and MLflow "
             "(MLFLOW_TRACKING_URI or tracking.uri): the worker of a shared setup")
     _serve_options(sub.add_parser("serve", help=text, description=text))
+    _state_commands(sub)
     return parser
+
+
+STORE_HELP = "Hydra overrides naming the state dir, e.g. paths.home=... (default: $TRANSFERLAB_HOME)"
+
+
+def _state_commands(sub: Any) -> None:
+    """``cache list|prune`` and ``doctor``: read the state dir; no Prefect, no torch."""
+    text = "list or prune the stage cache ($TRANSFERLAB_HOME/cache): size, age, building run, registered versions"
+    cache = sub.add_parser("cache", help=text, description=text)
+    actions = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    text = "every cache entry with size, age, stage, the MLflow run that built it, registered versions, live use"
+    p = actions.add_parser("list", help=text, description=text)
+    p.add_argument("--stage", help="only this stage (prep, pretrain, finetune, init, ...)")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=STORE_HELP)
+    text = ("remove cache entries: a dry run unless --yes; never one a registered model version points at or a "
+            "live build uses. Without --older-than/--max-size only leftovers of unfinished builds go")
+    p = actions.add_parser("prune", help=text, description=text)
+    p.add_argument("--older-than", metavar="AGE", help="complete entries older than this, e.g. 7d, 12h, 2w")
+    p.add_argument("--max-size", metavar="SIZE", help="then the oldest while the total exceeds this, e.g. 5G, 500M")
+    p.add_argument("--stage", help="only this stage (prep, pretrain, finetune, init, ...)")
+    p.add_argument("--orphans-older-than", metavar="AGE", default="1d",
+                   help="leftovers (.partial-* with no live lock, .tmp-*, no record.json) older than this (default 1d)")
+    p.add_argument("--yes", action="store_true", help="remove them (default: only print what would go)")
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=STORE_HELP)
+    text = ("check the state dir: stores that do not open, RUNNING runs with no live process, leftovers of "
+            "killed builds; --fix repairs them. Exit 0 healthy, 1 problems found")
+    p = sub.add_parser("doctor", help=text, description=text)
+    p.add_argument("--fix", action="store_true", help="repair what it finds")
+    p.add_argument("--orphans-older-than", metavar="AGE", default="1d",
+                   help="report leftovers of builds older than this (default 1d; younger ones may be resumed)")
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=STORE_HELP)
+
+
+def state_command(args: argparse.Namespace) -> int:
+    """``cache`` and ``doctor``: one-line errors and exit 2 on bad usage, like every command."""
+    try:
+        if args.command == "doctor":
+            from pipelines.doctor import doctor_command
+
+            return doctor_command(args.overrides, args.fix, args.orphans_older_than, sys.stdout)
+        from pipelines import cache_admin
+
+        if args.cache_command == "list":
+            return cache_admin.list_command(args.overrides, args.json, args.stage, sys.stdout, sys.stderr)
+        return cache_admin.prune_command(args.overrides, args.older_than, args.max_size, args.stage,
+                                         args.orphans_older_than, args.yes, sys.stdout, sys.stderr)
+    except UserError as exc:
+        print(f"transferlab: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _serve_options(p: argparse.ArgumentParser) -> None:
@@ -164,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("up", "serve"):
         return services_command(args)
+    if args.command in ("cache", "doctor"):  # the state dir only: no Prefect, no torch
+        return state_command(args)
     if args.command == "compare":  # reads MLflow only: no Prefect, no torch
         args.targets += extra
         try:
@@ -181,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from pipelines.preflight import check_inputs
 
-        check_inputs(cfg, "finetune" if args.command == "sweep" else args.command)
+        check_inputs(cfg, "finetune" if args.command == "sweep" else args.command,
+                     sweep=args.command == "sweep" or cfg["sweep"]["enabled"])
         from pipelines.runtime import prepare_environment
 
         prepare_environment(cfg)

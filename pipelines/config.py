@@ -48,6 +48,51 @@ DATA_SOURCES = {"synthetic", "local_text", "local_labeled", "hub"}
 # Data file keys: a path, a glob, or a list of them; made absolute at compose time.
 DATA_PATH_KEYS = ("path", "labeled_path", "validation_path", "test_path")
 DATA_FORMATS = {"auto", "text", "jsonl", "csv", "tsv", "parquet", "conll"}
+# What Lightning's Trainer accepts (tests/test_bad_input.py checks these against the installed
+# Lightning), checked at compose time so a typo fails in a second, not after MLflow runs exist.
+# precision: Lightning's names and aliases, plus transferlab's ``auto`` (modules/training/hardware.py).
+PRECISIONS = {"auto", "64", "32", "16", "bf16", "64-true", "32-true", "16-true", "16-mixed", "bf16-true",
+              "bf16-mixed", "transformer-engine", "transformer-engine-float16"}
+ACCELERATORS = {"auto", "gpu", "cpu", "cuda", "mps", "tpu"}
+STRATEGIES_LIGHTNING = {
+    "auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true", "ddp_fork",
+    "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true", "ddp_notebook",
+    "ddp_notebook_find_unused_parameters_false", "ddp_notebook_find_unused_parameters_true", "ddp_spawn",
+    "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true", "deepspeed",
+    "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3",
+    "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme", "fsdp", "fsdp_cpu_offload", "single_device",
+    "single_tpu", "single_xla", "xla", "xla_debug",
+}
+# Special tokens each family's trained tokenizer adds (modules/data/tokenization.py _SPECIAL_ORDER),
+# and the alphabet a tokenizer kind needs on top: byte-level BPE starts from all 256 bytes;
+# WordPiece and Unigram from the corpus's characters (Unigram fails outright when they do not
+# fit), for which 64 is a floor that covers letters, digits and punctuation.
+SPECIAL_TOKENS = {"causal": 2, "masked": 5, "seq2seq": 5}
+ALPHABET = {"bpe": 256, "wordpiece": 64, "unigram": 64}
+_AUTO_TOKENIZER = {"causal": "bpe", "masked": "wordpiece", "seq2seq": "bpe"}
+# (key, lowest, lowest allowed?, highest, highest allowed?): ranges the schema's types cannot say.
+# None as a value is checked only where the schema allows null (then: the default applies).
+RANGES = [
+    ("pretrain.lr", 0, False, None, False), ("pretrain.weight_decay", 0, True, None, False),
+    ("pretrain.warmup_steps", 0, True, None, False), ("pretrain.grad_clip", 0, True, None, False),
+    ("pretrain.val_every_n_steps", 1, True, None, False), ("pretrain.val_batches", 1, True, None, False),
+    ("pretrain.mlm_probability", 0, False, 1, False), ("pretrain.checkpoint_every_n_steps", 1, True, None, False),
+    ("pretrain.keep_checkpoints", 1, True, None, False),
+    ("finetune.weight_decay", 0, True, None, False), ("finetune.warmup_ratio", 0, True, 1, False),
+    ("finetune.patience", 0, True, None, False), ("finetune.dropout", 0, True, 1, False),
+    ("finetune.max_length", 1, True, None, False),
+    ("model.dropout", 0, True, 1, False), ("model.n_inner", 1, True, None, False),
+    ("model.max_positions", 1, True, None, False),
+    ("tokenizer.min_frequency", 0, True, None, False),
+    ("evaluate.batch_size", 1, True, None, False), ("evaluate.perplexity_batches", 1, True, None, False),
+    ("trainer.num_nodes", 1, True, None, False), ("trainer.num_workers", 0, True, None, False),
+    ("trainer.num_threads", 1, True, None, False), ("trainer.log_every_n_steps", 1, True, None, False),
+    ("trainer.progress_every_n_steps", 1, True, None, False), ("trainer.peak_flops", 0, False, None, False),
+    ("carbon.measure_power_secs", 0, False, None, False),
+    ("data.words_per_topic", 1, True, None, False), ("data.neutral_words", 0, True, None, False),
+    ("data.labeled_train", 1, True, None, False), ("data.labeled_val", 1, True, None, False),
+    ("data.labeled_test", 1, True, None, False), ("data.cue_rate", 0, True, 1, True),
+]
 
 
 def group_options(group: str) -> list[str]:
@@ -250,6 +295,10 @@ def validate(cfg: dict[str, Any]) -> None:
     )
     _check_data(cfg["data"])
     _check_sweep(cfg["sweep"])
+    _check_ranges(cfg)
+    _check_trainer(cfg["trainer"])
+    if scratch:
+        _check_vocab(cfg)
     if cfg["pretrain"]["max_steps"] < 0 or (scratch and cfg["pretrain"]["max_steps"] == 0):
         raise ConfigError(f"bad value for 'pretrain.max_steps': {cfg['pretrain']['max_steps']!r} (must be > 0; "
                           "0 only with model.init=<checkpoint>, to fine-tune it without pretraining)")
@@ -270,6 +319,56 @@ def validate(cfg: dict[str, Any]) -> None:
                 f"bad value for '{key}': {cfg[group][name]} exceeds "
                 f"model.max_positions={cfg['model']['max_positions']}"
             )
+
+
+def _check_ranges(cfg: dict[str, Any]) -> None:
+    for key, lo, lo_ok, hi, hi_ok in RANGES:
+        group, name = key.split(".")
+        value = cfg[group][name]
+        if value is None:
+            continue
+        bad = value < lo or (value == lo and not lo_ok) or (hi is not None and (value > hi or (value == hi and not hi_ok)))
+        if bad:
+            low = f"{'>=' if lo_ok else '>'} {lo}"
+            high = f" and {'<=' if hi_ok else '<'} {hi}" if hi is not None else ""
+            raise ConfigError(f"bad value for '{key}': {value!r} (must be {low}{high})")
+
+
+def _check_trainer(trainer: dict[str, Any]) -> None:
+    """The values Lightning's Trainer would refuse only after the MLflow runs exist."""
+    trainer["precision"] = str(trainer["precision"])  # 16 and 32 arrive as ints from the override parser
+    _choice({"trainer": trainer}, "trainer.precision", PRECISIONS)
+    _choice({"trainer": trainer}, "trainer.accelerator", ACCELERATORS)
+    _choice({"trainer": trainer}, "trainer.strategy", STRATEGIES_LIGHTNING)
+    devices = trainer["devices"]
+    ok = (devices == "auto"
+          or (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1))
+          or (isinstance(devices, str) and re.fullmatch(r"-1|[1-9]\d*|\d+(,\d+)*,?", devices.strip()) is not None)
+          or (isinstance(devices, list) and devices and len(set(devices)) == len(devices)
+              and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)))
+    if not ok:
+        raise ConfigError(f"bad value for 'trainer.devices': {devices!r} (a count >= 1, -1 or auto for all, "
+                          "or a list of device indices such as [0,1])")
+
+
+def min_vocab_size(kind: str, family: str) -> int | None:
+    """The smallest ``tokenizer.vocab_size`` a trained tokenizer can honour: its special
+    tokens plus its alphabet (None: a pretrained tokenizer brings its own vocabulary)."""
+    kind = _AUTO_TOKENIZER.get(family, "bpe") if kind == "auto" else kind
+    if kind not in ALPHABET:
+        return None
+    return ALPHABET[kind] + SPECIAL_TOKENS[family]
+
+
+def _check_vocab(cfg: dict[str, Any]) -> None:
+    tok = cfg["tokenizer"]
+    least = min_vocab_size(tok["kind"], cfg["model"]["family"])
+    if least is not None and tok["vocab_size"] < least:
+        kind = _AUTO_TOKENIZER[cfg["model"]["family"]] if tok["kind"] == "auto" else tok["kind"]
+        alphabet = "256 bytes" if kind == "bpe" else f"{ALPHABET[kind]} characters"
+        raise ConfigError(f"bad value for 'tokenizer.vocab_size': {tok['vocab_size']} is below {least}, the least a "
+                          f"{kind} tokenizer for a {cfg['model']['family']} model needs ({alphabet} + "
+                          f"{SPECIAL_TOKENS[cfg['model']['family']]} special tokens)")
 
 
 def check_task(finetune_cfg: dict[str, Any], family: str) -> None:

@@ -13,7 +13,7 @@ from pipelines.errors import UserError
 NEEDS_LABELS = ("finetune", "evaluate", "run")
 
 
-def check_inputs(cfg: dict[str, Any], until: str = "prep") -> None:
+def check_inputs(cfg: dict[str, Any], until: str = "prep", sweep: bool | None = None) -> None:
     """Raise ``UserError`` for data that cannot serve the stages up to ``until``.
 
     A finished prep output for this exact config and data means the data was validated
@@ -41,12 +41,53 @@ def check_inputs(cfg: dict[str, Any], until: str = "prep") -> None:
                else "use a labeled source, e.g. data=sst2_local data.path=train.tsv")
         raise UserError(f"data={data['name']} has no labels to fine-tune or evaluate on; {fix} "
                         f"(or run `transferlab pretrain` only)")
+    synthetic = data["source"] == "synthetic"
+    if until in NEEDS_LABELS and synthetic:  # the class count is in the config: no need to import prep
+        _check_label_budget(cfg, cfg["sweep"]["enabled"] if sweep is None else sweep, None)
     try:
-        if _prep_is_cached(cfg):
-            return
-        check_data(data, cfg["finetune"]["task"])
+        cached = _prep_record(cfg)
+        if cached is None:
+            check_data(data, cfg["finetune"]["task"])
     except DataError as exc:
         raise UserError(str(exc)) from exc
+    if until in NEEDS_LABELS and not synthetic:
+        _check_label_budget(cfg, cfg["sweep"]["enabled"] if sweep is None else sweep, cached)
+
+
+def check_budget(task: str, budget: int, n_classes: int, key: str) -> None:
+    """A classification budget below the class count cannot hold every class (the stratified
+    subset would miss some and the metrics compare nothing): one line naming ``key``."""
+    if task == "classification" and budget < n_classes:
+        raise UserError(f"bad value for '{key}': {budget} labeled example(s) cannot contain all {n_classes} classes; "
+                        f"use at least {n_classes}")
+
+
+def _check_label_budget(cfg: dict[str, Any], sweep: bool, prep_record: dict[str, Any] | None) -> None:
+    """Fine-tuning budgets against the class count, known before any work: from the config
+    (synthetic), the finished prep output, or the pre-flight load of the data files."""
+    ft = cfg["finetune"]
+    if ft["task"] != "classification" or all(init == "zero_shot" for init in ft["inits"]):
+        return
+    n_classes = _class_count(cfg, prep_record)
+    if not n_classes:
+        return
+    if sweep:
+        budgets = [b for b in cfg["sweep"]["budgets"] if b != "all"]
+        if budgets:
+            check_budget(ft["task"], min(budgets), n_classes, "sweep.budgets")
+    else:
+        check_budget(ft["task"], ft["train_examples"], n_classes, "finetune.train_examples")
+
+
+def _class_count(cfg: dict[str, Any], prep_record: dict[str, Any] | None) -> int | None:
+    from modules.data.sources import validated_label_names
+
+    if cfg["data"]["source"] == "synthetic":
+        return cfg["data"]["num_topics"]
+    if prep_record is not None:
+        return len((prep_record.get("stats") or {}).get("label_names") or []) or None
+    names = validated_label_names(cfg["data"], cfg["finetune"]["task"])
+    return len(names) if names else None
 
 
 def _check_local_family(cfg: dict[str, Any], init: str) -> None:
@@ -64,9 +105,9 @@ def _check_local_family(cfg: dict[str, Any], init: str) -> None:
     check_task_family(cfg["finetune"]["task"], family_of(config, init), f"the {init_label(init)} checkpoint in finetune.inits")
 
 
-def _prep_is_cached(cfg: dict[str, Any]) -> bool:
-    """Whether a finished prep output exists for this config (reads, never creates, state)."""
+def _prep_record(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished prep output's record for this config, or None (reads, never creates, state)."""
     from pipelines.cache import StageCache
     from pipelines.stages.prep import prep_fingerprint
 
-    return StageCache(cfg["paths"]["home"], "prep").lookup(prep_fingerprint(cfg)) is not None
+    return StageCache(cfg["paths"]["home"], "prep").lookup(prep_fingerprint(cfg))

@@ -30,12 +30,12 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import stages
+from pipelines import liveness, stages
 from pipelines.config import check_task, check_zero_shot, compose
 from pipelines.errors import UserError
 from pipelines.flows import carbon_totals, prep, pretrain
 from pipelines.model_init import resolve_init
-from pipelines.preflight import check_inputs
+from pipelines.preflight import check_budget, check_inputs
 from pipelines.stages.common import StageContext
 from pipelines.tracking import TAG_KIND, Tracker, run_context, tracking_uri
 
@@ -95,9 +95,8 @@ def _check_budgets(cfg: dict[str, Any], points: list[Point], label_names: list[s
     """A classification budget below the class count cannot hold every class: refuse the
     sweep up front rather than fail those points one by one."""
     smallest = min((p.budget for p in points if p.init != "zero_shot"), default=None)
-    if cfg["finetune"]["task"] == "classification" and smallest is not None and smallest < len(label_names):
-        raise UserError(f"bad value for 'sweep.budgets': {smallest} labeled examples cannot contain all "
-                        f"{len(label_names)} classes; use budgets of at least {len(label_names)}")
+    if smallest is not None:
+        check_budget(cfg["finetune"]["task"], smallest, len(label_names), "sweep.budgets")
 
 
 def point_config(cfg: dict[str, Any], point: Point, threads: int, parallel: int) -> dict[str, Any]:
@@ -214,11 +213,12 @@ def run_sweep(cfg: dict[str, Any]) -> dict[str, Any]:
     check_zero_shot(cfg["finetune"], cfg["model"]["family"])
     check_task(cfg["finetune"], cfg["model"]["family"])
     started = time.perf_counter()
+    liveness.reap_quietly(cfg["paths"]["home"])  # an earlier, killed run's leftovers: KILLED / Crashed
     tracker = Tracker.from_config(cfg)
     name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}-sweep"
     tags = {TAG_KIND: "sweep", "transferlab.experiment": cfg["experiment_name"], "transferlab.flow": "data_efficiency",
             "transferlab.task": cfg["finetune"]["task"]}
-    with run_context(tracker, name, tags) as parent:
+    with run_context(tracker, name, tags) as parent, liveness.pipeline_run(cfg, parent):
         tracker.log_config(parent, cfg)
         log.info("sweep: MLflow parent run %s in %s", parent, tracking_uri(cfg))
         prep_record = prep(cfg, parent)

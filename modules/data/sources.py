@@ -107,6 +107,13 @@ def check_data(cfg: dict[str, Any], task: str = "classification") -> None:
         _validated[key] = data
 
 
+def validated_label_names(cfg: dict[str, Any], task: str = "classification") -> list[str] | None:
+    """The label names of the data :func:`check_data` loaded (None if it holds none for ``cfg``),
+    so pre-flight can check budgets against the class count without a second read."""
+    data = _validated.get(f"{data_fingerprint(cfg)}-{task}")
+    return list(data.label_names) if data is not None else None
+
+
 def load_raw(cfg: dict[str, Any], task: str = "classification") -> RawData:
     """The raw corpus and the labeled splits of ``task`` from ``data.source`` (reusing a pre-flight load)."""
     if cfg["source"] != "synthetic" and _validated:
