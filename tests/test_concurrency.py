@@ -87,6 +87,26 @@ def test_concurrent_preps_build_once_and_the_others_reuse(tmp_path: Path) -> Non
     assert sorted(p.name for p in cache.root.iterdir()) == [fp]  # no second copy, lock or temp dir
 
 
+def test_wait_timeout_fails_the_stage_before_its_run_starts(tmp_path: Path) -> None:
+    """Past cache.wait_timeout_s the stage stops with one line naming the key; no child run is left."""
+    from mlflow import MlflowClient
+
+    from pipelines.cache import StageCache
+    from pipelines.config import compose
+    from pipelines.locks import BuildTimeout
+    from pipelines.stages import prep
+    from pipelines.stages.common import StageContext
+    from pipelines.stages.prep import prep_fingerprint
+    from pipelines.tracking import Tracker
+
+    cfg = compose(tiny_overrides(tmp_path, "carbon.enabled=false", "cache.wait_timeout_s=1"))
+    tracker = Tracker.from_config(cfg)
+    with StageCache(tmp_path, "prep").claim(prep_fingerprint(cfg), 0):
+        with pytest.raises(BuildTimeout, match=r"gave up after 1 s waiting for prep \w+ being built by pid"):
+            prep(StageContext(cfg, tracker))
+    assert MlflowClient(tracker.uri).search_runs([tracker.experiment_id]) == []
+
+
 # --- 4 whole pipelines at once ---------------------------------------------------------------
 
 

@@ -195,3 +195,11 @@ def test_exclusive_serializes(tmp_path: Path) -> None:
     for t in threads:
         t.join(30)
     assert all(order[k][0] == "in" and order[k + 1] == ("out", order[k][1]) for k in range(0, 8, 2))
+
+
+def test_different_entries_build_side_by_side(tmp_path: Path) -> None:
+    """Sweep points that share nothing: their builds hold separate locks at the same time."""
+    cache = StageCache(tmp_path, "finetune")
+    with cache.claim("fp1", 0) as one, cache.claim("fp2", 0) as two:
+        assert not one.done and not two.done
+        assert cache.builder("fp1") and cache.builder("fp2")
