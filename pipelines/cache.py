@@ -18,7 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipelines.locks import Claim
 
 RECORD = "record.json"
 
@@ -69,9 +72,36 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 class StageCache:
     def __init__(self, home: str | Path, stage: str) -> None:
         self.root = Path(home) / "cache" / stage
+        self.stage = stage
 
     def path(self, fp: str) -> Path:
         return self.root / fp
+
+    def lock_path(self, fp: str) -> Path:
+        """The entry's build lock (``pipelines.locks.build_lock``); exists only while it is built."""
+        return self.root / f".lock-{fp}"
+
+    def builder(self, fp: str) -> str | None:
+        """Who is building the entry now ("pid N"), or None: no live process is."""
+        from pipelines.locks import holder
+
+        return holder(self.lock_path(fp))
+
+    @contextmanager
+    def claim(self, fp: str, timeout_s: float) -> Iterator[Claim]:
+        """Build the entry here, or wait for the process that is building it and reuse it.
+
+        Yields ``Claim(done=True)`` when the entry is finished (right away, or after waiting
+        up to ``timeout_s`` for its builder), else ``Claim(done=False)`` holding the entry's
+        build lock until the block ends: build and publish it inside the block. Two runs
+        that need the same output build it once; a builder that fails or dies (the kernel
+        drops its lock) hands the build to the next waiter.
+        """
+        from pipelines.locks import build_lock
+
+        with build_lock(self.lock_path(fp), f"{self.stage} {fp}", timeout_s,
+                        lambda: self.lookup(fp) is not None) as claim:
+            yield claim
 
     def lookup(self, fp: str) -> dict[str, Any] | None:
         """The record of a complete entry, or None (a dir without a record is not complete)."""
@@ -97,10 +127,11 @@ class ResumableBuild:
 
     Unlike :meth:`StageCache.build`, the dir survives failures and kills, so running the
     same command again continues from what it holds (checkpoints, the MLflow run id, the
-    carbon of earlier attempts). An exclusive ``flock`` on ``lock`` inside it keeps two
-    live processes from building the same entry; the kernel drops it when its holder dies,
-    even by SIGKILL. :meth:`publish` renames the dir to the final entry; ``record.json``
-    must have been written into it last.
+    carbon of earlier attempts). Enter it under :meth:`StageCache.claim`, which makes a
+    second process wait for this build instead of failing; the exclusive ``flock`` on
+    ``lock`` inside the dir also marks it as live for anyone looking (the kernel drops it
+    when its holder dies, even by SIGKILL). :meth:`publish` renames the dir to the final
+    entry; ``record.json`` must have been written into it last.
     """
 
     STATE = "state.json"

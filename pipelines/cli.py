@@ -241,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         prepare_environment(cfg)
         from pipelines.distributed import is_rank_zero
 
+        if is_rank_zero():
+            from pipelines.runtime import prepare_prefect_db
+
+            prepare_prefect_db()  # before this run's temporary Prefect server migrates it, maybe with others
+
         if not is_rank_zero():
             # A rank > 0 that a launcher (Lightning's, torchrun, srun) started with the same
             # command: no Prefect flow and no summary; rank 0 owns those.

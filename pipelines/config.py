@@ -299,6 +299,9 @@ def validate(cfg: dict[str, Any]) -> None:
     _check_trainer(cfg["trainer"])
     if scratch:
         _check_vocab(cfg)
+    if cfg["cache"]["wait_timeout_s"] < 0:
+        raise ConfigError(f"bad value for 'cache.wait_timeout_s': {cfg['cache']['wait_timeout_s']!r} "
+                          "(seconds >= 0; 0: do not wait for another run's build)")
     if cfg["pretrain"]["max_steps"] < 0 or (scratch and cfg["pretrain"]["max_steps"] == 0):
         raise ConfigError(f"bad value for 'pretrain.max_steps': {cfg['pretrain']['max_steps']!r} (must be > 0; "
                           "0 only with model.init=<checkpoint>, to fine-tune it without pretraining)")

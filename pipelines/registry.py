@@ -74,7 +74,11 @@ def register_export(
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description=f"transferlab pretrained exports ({cfg['experiment_name']})")
+        try:
+            client.create_registered_model(name, description=f"transferlab pretrained exports ({cfg['experiment_name']})")
+        except MlflowException as exc:  # another run (another seed, say) created it since we looked
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
     existing = find_version(client, name, fp)
     if existing is not None:
         log.info("pretrain: %s version %s already holds fingerprint %s; registering nothing new", name,

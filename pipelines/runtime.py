@@ -39,3 +39,51 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+def prepare_prefect_db() -> None:
+    """Create Prefect's sqlite database once, under a lock, before a temporary server starts.
+
+    Each ``transferlab run`` starts its own temporary Prefect server on the state dir's
+    database, and each server migrates a database it finds behind. Several starting
+    together on a new state dir run the same migrations at once; the losers exit ("Online
+    migration expected to match one row") and Prefect retries them on another port after
+    a 90-line traceback. Migrating here, under an exclusive ``flock`` next to the database,
+    leaves them nothing to do. A database that has its schema already costs one sqlite read.
+    """
+    if os.environ.get("PREFECT_API_URL"):  # a running server owns its database
+        return
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().server.database.connection_url
+    url = url.get_secret_value() if url is not None else ""
+    prefix = "sqlite+aiosqlite:///"
+    if not url.startswith(prefix) or ":memory:" in url:
+        return
+    db = Path(url.removeprefix(prefix))
+    if _has_schema(db):
+        return
+    from pipelines.locks import exclusive
+
+    with exclusive(db.with_name(db.name + ".lock")):
+        if _has_schema(db):  # another run created it while we waited
+            return
+        import asyncio
+
+        from prefect.server.database import provide_database_interface
+
+        logging.getLogger("transferlab").info("prefect: creating the database %s", db)
+        asyncio.run(provide_database_interface().create_db())
+
+
+def _has_schema(db: Path) -> bool:
+    """Whether Prefect's migrations have run on ``db`` (alembic recorded a revision)."""
+    import sqlite3
+
+    if not db.is_file():
+        return False
+    try:
+        with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=60) as conn:
+            return bool(conn.execute("SELECT version_num FROM alembic_version").fetchall())
+    except sqlite3.Error:
+        return False

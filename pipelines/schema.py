@@ -194,6 +194,16 @@ class CarbonConfig:
 
 
 @dataclass
+class CacheConfig:
+    # Two runs that need the same stage output (prep, pretrain, a fine-tune or sweep point)
+    # build it once: the later one waits for the builder, then reuses the output as a cache
+    # hit; if the builder fails or dies, the waiter builds it. The wait gives up after this
+    # many seconds (0: do not wait, fail at once). The default (6 h) outlasts a long
+    # pretraining on one machine; the value lives here only.
+    wait_timeout_s: float = 21600.0
+
+
+@dataclass
 class PathsConfig:
     home: str = ".transferlab"
 
@@ -212,6 +222,7 @@ class TransferLabConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     carbon: CarbonConfig = field(default_factory=CarbonConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 

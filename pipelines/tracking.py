@@ -28,6 +28,7 @@ TAG_STRATEGY = "transferlab.strategy"  # finetune.strategy of a fine-tune run
 TAG_CACHE = "transferlab.cache"
 TAG_FINGERPRINT = "transferlab.fingerprint"
 TAG_CACHE_SOURCE = "transferlab.cache_source_run"
+TAG_CACHE_WAITED = "transferlab.cache_waited_s"  # seconds this stage waited for another run's build
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 TAG_EARLIER_PARENTS = "transferlab.earlier_parent_runs"  # comma-separated, oldest first
@@ -66,6 +67,33 @@ def mlflow_params(cfg: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+_OPENED: set[str] = set()  # sqlite stores this process has created or checked
+
+
+def open_client(uri: str) -> Any:
+    """An ``MlflowClient`` on ``uri``; a sqlite store is created (or checked) under a lock first.
+
+    MLflow's SqlAlchemyStore creates its tables when it finds them missing, and two
+    processes starting at once on a fresh store both do: one dies with ``table ... already
+    exists`` (MLflow 3.17's tracking store takes no lock around it). So the first client
+    in each process opens the tracking and registry stores while holding an exclusive
+    ``flock`` on ``<db>.lock`` next to the database. Later contention is sqlite's own:
+    MLflow's sessions wait up to 20 s on a locked database (``PRAGMA busy_timeout``).
+    """
+    from mlflow.tracking import MlflowClient
+
+    if not uri.startswith("sqlite:///") or uri in _OPENED:
+        return MlflowClient(tracking_uri=uri)
+    from pipelines.locks import exclusive
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    with exclusive(db.with_name(db.name + ".lock")):
+        client = MlflowClient(tracking_uri=uri)  # builds the tracking store: creates the tables
+        client.search_registered_models(max_results=1)  # the registry store checks them too
+    _OPENED.add(uri)
+    return client
+
+
 @dataclass
 class Tracker:
     uri: str
@@ -74,25 +102,29 @@ class Tracker:
     experiment_id: str = field(init=False)
 
     def __post_init__(self) -> None:
-        from mlflow.tracking import MlflowClient
+        from mlflow.exceptions import MlflowException
 
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         for name in ("alembic", "mlflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = open_client(self.uri)
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is None:
             location = self.artifact_location if self.uri.startswith("sqlite:") else None
-            self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=location,
-                                                               tags={TAG_EXPERIMENT_KIND: MODEL_TRAINING})
-        else:
-            self.experiment_id = exp.experiment_id
-            if TAG_EXPERIMENT_KIND not in exp.tags:  # created before this tag, or by someone else
-                try:
-                    self.client.set_experiment_tag(self.experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING)
-                except Exception as exc:  # e.g. no EDIT permission on a shared server: only a UI nicety
-                    log.debug("experiment kind tag not set: %s", exc)
+            try:
+                self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=location,
+                                                                   tags={TAG_EXPERIMENT_KIND: MODEL_TRAINING})
+                return
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                # Another run created it since we looked (runs started together on a new store).
+                exp = self.client.get_experiment_by_name(self.experiment)
+        self.experiment_id = exp.experiment_id
+        if TAG_EXPERIMENT_KIND not in exp.tags:  # created before this tag, or by someone else
+            try:
+                self.client.set_experiment_tag(self.experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING)
+            except Exception as exc:  # e.g. no EDIT permission on a shared server: only a UI nicety
+                log.debug("experiment kind tag not set: %s", exc)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Tracker:

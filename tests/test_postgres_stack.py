@@ -264,3 +264,25 @@ def test_rejected_override_fails_the_flow_run_before_any_work(stack: Stack, serv
     assert run.state.is_failed(), f"{run.state_name}: {run.state.message}"
     assert "hydra.run.dir" in (run.state.message or ""), run.state.message
     assert {r.info.run_id for r in _pipeline_parents(client)} == before
+
+
+def test_four_pipelines_at_once_on_the_stack(stack: Stack, tmp_path: Path) -> None:
+    """4 ``transferlab run`` started together against the PostgreSQL-backed servers (seeds 0, 0,
+    1, 2, one state dir for the cache): all finish, each child run belongs to its own
+    parent, nothing stays RUNNING, and the repeated seed reuses what the other built."""
+    from test_concurrency import SEEDS, check_concurrent_runs, start_runs, tails, wait_runs
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "TRANSFERLAB_"))}
+    env.update({"PREFECT_API_URL": stack.prefect_api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    home, logs, experiment = tmp_path / "home", tmp_path / "logs", "concurrent-runs"
+    t0, t0_wall = time.monotonic(), time.time() - 1
+    procs = start_runs(home, SEEDS, logs, f"tracking.uri={stack.mlflow_url}", f"tracking.experiment={experiment}",
+                       env=env)
+    codes = wait_runs(procs, logs, timeout=FLOW_RUN_TIMEOUT_S * 2)
+    print(f"\n4 pipelines at once on the PostgreSQL stack: {time.monotonic() - t0:.0f} s")
+    assert codes == [0, 0, 0, 0], f"{tails(logs)}\n{stack.tails()}"
+    figures = check_concurrent_runs(stack.mlflow_url, SEEDS, logs, experiment)
+    print(f"figures: {figures}")
+    states = _pg_rows(stack, "prefect", "select f.name, r.state_type from flow_run r join flow f on f.id = r.flow_id "
+                                        f"where r.created >= to_timestamp({t0_wall})")
+    assert sorted(states) == [("transfer_learning", "COMPLETED")] * 4, states

@@ -12,9 +12,11 @@ from typing import Any
 from pipelines.cache import StageCache
 from pipelines.carbon import AttemptLedger, CarbonResult, track_carbon
 from pipelines.distributed import is_rank_zero
+from pipelines.locks import Claim
 from pipelines.tracking import (
     TAG_CACHE,
     TAG_CACHE_SOURCE,
+    TAG_CACHE_WAITED,
     TAG_FINGERPRINT,
     TAG_STAGE,
     Tracker,
@@ -109,8 +111,19 @@ def tracked_stage(ctx: StageContext, stage: str, run_name: str | None = None,
                 run.log_artifact(run.carbon.csv)
 
 
-def reuse(run: StageRun, cache: StageCache, fp: str, stage: str) -> dict[str, Any] | None:
-    """The finished output's record if the cache has one; says which it was in the log and MLflow."""
+def wait_timeout(cfg: dict[str, Any]) -> float:
+    """How long a stage waits for another process building the same output (cache.wait_timeout_s)."""
+    return float(cfg["cache"]["wait_timeout_s"])
+
+
+def reuse(run: StageRun, cache: StageCache, fp: str, stage: str, claim: Claim | None = None) -> dict[str, Any] | None:
+    """The finished output's record if the cache has one; says which it was in the log and MLflow.
+
+    With the ``claim`` the stage waited on (StageCache.claim), a wait for another process's
+    build is recorded on the run (tag ``transferlab.cache_waited_s``).
+    """
+    if claim is not None and claim.waited_for:
+        run.set_tags({TAG_CACHE_WAITED: f"{claim.waited_s:.1f}"})
     cached = cache.lookup(fp)
     if cached is None:
         log.info("%s: cache miss %s; computing", stage, fp)

@@ -27,6 +27,7 @@ from pipelines.stages.common import (
     record,
     reuse,
     tracked_stage,
+    wait_timeout,
 )
 from pipelines.stages.pretrain import lightning_logger
 from pipelines.tracking import TAG_INIT, TAG_STRATEGY, TAG_TASK
@@ -109,8 +110,10 @@ def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
         from pipelines.model_init import source_label
 
         tags[TAG_INIT_SOURCE] = source_label(init)
-    with tracked_stage(ctx, "finetune", f"finetune-{label}", tags) as run:
-        cached = reuse(run, cache, fp, f"finetune[{label}]")
+    # Another run (or sweep point) building the same entry: wait for it, then reuse it.
+    with (cache.claim(fp, wait_timeout(cfg)) as claim,
+          tracked_stage(ctx, "finetune", f"finetune-{label}", tags) as run):
+        cached = reuse(run, cache, fp, f"finetune[{label}]", claim)
         if cached is None:
             with cache.build(fp) as tmp:
                 result = (_zero_shot(cfg, prep_record, source, tmp) if init == "zero_shot"

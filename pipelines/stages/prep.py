@@ -7,7 +7,14 @@ import logging
 from typing import Any
 
 from pipelines.cache import StageCache, fingerprint, write_record
-from pipelines.stages.common import StageContext, cache_fields, record, reuse, tracked_stage
+from pipelines.stages.common import (
+    StageContext,
+    cache_fields,
+    record,
+    reuse,
+    tracked_stage,
+    wait_timeout,
+)
 
 log = logging.getLogger("transferlab")
 
@@ -87,8 +94,10 @@ def prep(ctx: StageContext) -> dict[str, Any]:
     lm_fp = lm_fingerprint(cfg)  # hashes the input files once for both fingerprints
     fp = prep_fingerprint(cfg, lm_fp)
     cache = StageCache(ctx.home, "prep")
-    with tracked_stage(ctx, "prep") as run:
-        cached = reuse(run, cache, fp, "prep")
+    # Another run building the same entry: wait for it (before the run starts, so the wait
+    # is not timed or charged as carbon), then reuse it.
+    with cache.claim(fp, wait_timeout(cfg)) as claim, tracked_stage(ctx, "prep") as run:
+        cached = reuse(run, cache, fp, "prep", claim)
         if cached is not None:
             stats = cached["stats"]
         else:

@@ -12,6 +12,8 @@ builds in a deterministic work dir, ``cache/pretrain/.partial-<fp>/`` (see
 Running the same command again resumes from the newest intact checkpoint, reopens the
 same MLflow run (step axis continues), sums carbon over attempts and, when training is
 done, renames the dir to ``cache/pretrain/<fp>`` with ``record.json`` written last.
+Another run needing the same model meanwhile waits for this one (``StageCache.claim``)
+and reuses it; if this one dies, the waiter resumes the partial dir in its place.
 
 Under DDP/FSDP every rank calls :func:`pretrain`; only global rank 0 touches MLflow,
 carbon and the cache (:func:`_train_in_other_rank` is the rest).
@@ -34,6 +36,7 @@ from pipelines.stages.common import (
     record,
     reuse,
     tracked_stage,
+    wait_timeout,
 )
 from pipelines.tracking import Tracker, tracking_uri
 
@@ -183,10 +186,13 @@ def pretrain(ctx: StageContext, prep_record: dict[str, Any]) -> dict[str, Any]:
     cache = StageCache(ctx.home, "pretrain")
     if not is_rank_zero():
         return _train_in_other_rank(ctx, prep_record, cache, fp)
-    if cache.lookup(fp) is None:
-        return _build(ctx, prep_record, cache, fp, passthrough)
+    # Another run training the same model: wait for it, then reuse its export. The build
+    # lock is held through publishing and registering, so a waiter finds both done.
+    with cache.claim(fp, wait_timeout(cfg)) as claim:
+        if not claim.done:
+            return _build(ctx, prep_record, cache, fp, passthrough)
     with tracked_stage(ctx, "pretrain") as run:
-        cached = reuse(run, cache, fp, "pretrain")
+        cached = reuse(run, cache, fp, "pretrain", claim)
         # The metrics of the model this pipeline uses, so the run reads complete.
         run.log_metrics({k: v for k, v in cached["metrics"].items() if k.startswith("val/")})
         _tag_init(run, cfg)
