@@ -99,6 +99,11 @@ def credentials(env: dict[str, str], host: str, forced: bool) -> Credentials | N
                or auth.secret_problem("MLFLOW_AUTH_ADMIN_PASSWORD", mlflow_password))
     if problem:
         raise UserError(f"{why} both UIs need a login: {problem} (set {AUTH_VARS})")
+    import importlib.util
+
+    if importlib.util.find_spec("flask_wtf") is None:  # MLflow's basic-auth app needs it
+        raise UserError(f"{why} MLflow needs its basic-auth app, which needs Flask-WTF: "
+                        "pip install 'transferlab[server]' (or Flask-WTF)")
     key = env.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_urlsafe(32)
     return Credentials(str(prefect), mlflow_user, str(mlflow_password), key)
 
