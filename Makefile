@@ -10,12 +10,14 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 # The integration tests need system packages: PostgreSQL (the Postgres stack test), Chromium
-# (the browser test) and docker-compose (validating docker/docker-compose.yml; no engine).
-SYSTEM_PACKAGES := postgresql chromium docker-compose
+# (the browser test), docker-compose (validating docker/docker-compose.yml) and, for the compose
+# stack built and run for real (tests/test_docker_stack.py), Debian's Docker engine and
+# debootstrap (local stand-ins for the base images where no registry is reachable).
+SYSTEM_PACKAGES := postgresql chromium docker-compose docker.io debootstrap
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_MARKERS := postgres or browser or compose
 
-.PHONY: run up test test-slow test-system test-all system-deps compose-config install lint clean-state
+.PHONY: run up test test-slow test-system test-all system-deps docker-engine compose-config install lint clean-state
 
 # Reinstall only when the dependency spec or the lock changes, so repeat runs start at once.
 # torch goes first and exactly pinned: any looser spec resolves to a multi-GB CUDA build.
@@ -50,6 +52,11 @@ system-deps:
 	@command -v apt-get >/dev/null || { echo "transferlab: no apt-get here; install $(SYSTEM_PACKAGES) yourself"; exit 1; }
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null
+
+# A Docker engine for the compose stack test: leaves a running one alone, else starts dockerd
+# (root; CI machines have no systemd).
+docker-engine:
+	docker/ci-dockerd.sh
 
 test-system: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "$(SYSTEM_MARKERS)" -q

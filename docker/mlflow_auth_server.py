@@ -1,5 +1,7 @@
 """Start ``mlflow server --app-name basic-auth`` with an auth config generated from the environment.
 
+The checks and the INI come from pipelines/auth.py (``transferlab up --auth`` uses the same).
+
 Why a script: MLflow's basic-auth app reads its settings (auth database, default permission)
 from an INI file named by ``MLFLOW_AUTH_CONFIG_PATH``; the file that ships inside the wheel points
 at a SQLite file in the working directory. This writes a private INI per container start from
@@ -20,6 +22,9 @@ Environment (required unless a default is shown):
   MLFLOW_FLASK_SERVER_SECRET_KEY  static key for the auth app's CSRF protection
   MLFLOW_ARTIFACTS_DESTINATION  default /mlartifacts (served by the server: --serve-artifacts)
   MLFLOW_AUTH_DEFAULT_PERMISSION  default READ (what users get on others' experiments)
+  MLFLOW_WORKER_USERNAME / MLFLOW_WORKER_PASSWORD  optional: an ordinary (non-admin) user created
+                                (or its password reset to this one) before the server starts;
+                                the compose worker logs in as it. Both or neither.
   MLFLOW_HOST / MLFLOW_PORT     default 0.0.0.0 / 5000
   MLFLOW_ALLOWED_HOSTS          Host headers accepted (MLflow's DNS-rebinding guard); default
                                 mlflow (the compose service name) and localhost, any port
@@ -34,6 +39,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+# In the image the project is installed; from a checkout, the repository root is one level up.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines import auth  # noqa: E402
+
 REQUIRED = (
     "MLFLOW_BACKEND_STORE_URI",
     "MLFLOW_AUTH_DATABASE_URI",
@@ -41,7 +51,7 @@ REQUIRED = (
     "MLFLOW_AUTH_ADMIN_PASSWORD",
     "MLFLOW_FLASK_SERVER_SECRET_KEY",
 )
-MIN_SECRET_LEN = 12
+MIN_SECRET_LEN = auth.MIN_SECRET_LEN
 DEFAULT_ALLOWED_HOSTS = "mlflow,mlflow:*,localhost,localhost:*,127.0.0.1,127.0.0.1:*"
 
 
@@ -50,33 +60,32 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def _ini_value(value: str) -> str:
-    # configparser's default interpolation treats '%' specially (URL-encoded passwords have it).
-    return value.replace("%", "%%")
-
-
 def _default_permission(env: dict[str, str]) -> str:
-    permission = env.get("MLFLOW_AUTH_DEFAULT_PERMISSION", "READ")
-    if permission not in {"READ", "EDIT", "MANAGE", "NO_PERMISSIONS"}:
-        _fail(f"bad value for MLFLOW_AUTH_DEFAULT_PERMISSION: {permission!r}")
-    return permission
+    try:
+        return auth.default_permission(env)
+    except ValueError as e:
+        _fail(str(e))
+        raise
 
 
 def write_auth_config(env: dict[str, str], directory: Path) -> Path:
     """Write the basic-auth INI (mode 0600) into ``directory`` and return its path."""
-    permission = _default_permission(env)
-    text = (
-        "[mlflow]\n"
-        f"default_permission = {permission}\n"
-        f"database_uri = {_ini_value(env['MLFLOW_AUTH_DATABASE_URI'])}\n"
-        f"admin_username = {_ini_value(env['MLFLOW_AUTH_ADMIN_USERNAME'])}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-    )
-    path = directory / "basic_auth.ini"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
+    return auth.write_auth_config(env["MLFLOW_AUTH_DATABASE_URI"], env["MLFLOW_AUTH_ADMIN_USERNAME"],
+                                  _default_permission(env), directory)
+
+
+def worker_user(env: dict[str, str]) -> tuple[str, str] | None:
+    """The worker's (username, password) when configured; fails on half or weak settings."""
+    username, password = env.get("MLFLOW_WORKER_USERNAME"), env.get("MLFLOW_WORKER_PASSWORD")
+    if not username and not password:
+        return None
+    if not username:
+        _fail("MLFLOW_WORKER_PASSWORD is set but MLFLOW_WORKER_USERNAME is not")
+    if username == env.get("MLFLOW_AUTH_ADMIN_USERNAME"):
+        _fail("MLFLOW_WORKER_USERNAME must differ from the admin user (the worker is not an admin)")
+    if problem := auth.secret_problem("MLFLOW_WORKER_PASSWORD", password):
+        _fail(problem)
+    return username, password  # type: ignore[return-value]
 
 
 def server_argv(env: dict[str, str], extra: list[str]) -> list[str]:
@@ -104,16 +113,16 @@ def main(argv: list[str]) -> None:
     if missing:
         _fail(f"required environment variable(s) not set: {', '.join(missing)}")
     for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
-        if len(env[name]) < MIN_SECRET_LEN:
-            _fail(
-                f"{name} is shorter than {MIN_SECRET_LEN} characters; generate one with "
-                'python -c "import secrets; print(secrets.token_urlsafe(24))"'
-            )
-    if env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "password1234":
-        _fail("MLFLOW_AUTH_ADMIN_PASSWORD is MLflow's old public default; set a real one")
+        if problem := auth.secret_problem(name, env[name]):
+            _fail(problem)
     _default_permission(env)  # checked before anything is written
+    worker = worker_user(env)
     config = write_auth_config(env, Path(tempfile.mkdtemp(prefix="mlflow-auth-")))
     os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
+    if worker is not None:
+        # Before the server: its admin bootstrap is per user name, so this does not disturb it.
+        outcome = auth.ensure_user(env["MLFLOW_AUTH_DATABASE_URI"], *worker)
+        print(f"mlflow_auth_server: worker user {worker[0]!r} {outcome}", flush=True)
     args = server_argv(env, argv)
     print(
         f"mlflow_auth_server: auth config {config}; starting mlflow server on "

@@ -46,11 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     text = ("local services: a Prefect server and an MLflow server on the state dir, and every flow served as a "
             "deployment to start from the Prefect UI; Ctrl-C stops it all")
     p = sub.add_parser("up", help=text, description=text)
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"interface both servers bind to (default {DEFAULT_HOST})")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"interface both servers bind to (default {DEFAULT_HOST}; any other than loopback "
+                        "requires logins, see --auth)")
     p.add_argument("--prefect-port", type=int, default=DEFAULT_PREFECT_PORT,
                    help=f"Prefect server port (default {DEFAULT_PREFECT_PORT})")
     p.add_argument("--mlflow-port", type=int, default=DEFAULT_MLFLOW_PORT,
                    help=f"MLflow server port (default {DEFAULT_MLFLOW_PORT})")
+    p.add_argument("--auth", action="store_true",
+                   help="require logins even on loopback (always on for any other --host): "
+                        "PREFECT_SERVER_API_AUTH_STRING=user:password and MLFLOW_AUTH_ADMIN_PASSWORD "
+                        "(MLFLOW_AUTH_ADMIN_USERNAME, default admin) from the environment")
     _serve_options(p)
     text = ("serve every flow as a deployment against a running Prefect server (PREFECT_API_URL) and MLflow "
             "(MLFLOW_TRACKING_URI or tracking.uri): the worker of a shared setup")
@@ -200,7 +206,7 @@ def services_command(args: argparse.Namespace) -> int:
     try:
         if args.command == "up":
             return services.up(args.overrides, args.host, args.prefect_port, args.mlflow_port, args.data_dir,
-                               args.limit, max_entries=args.max_entries)
+                               args.limit, max_entries=args.max_entries, auth=args.auth)
         return services.serve(args.overrides, args.data_dir, args.limit, max_entries=args.max_entries)
     except (UserError, DataError) as exc:
         print(f"transferlab: error: {exc}", file=sys.stderr)

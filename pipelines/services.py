@@ -12,8 +12,10 @@ servers after it, each with SIGTERM and, 15 s later, SIGKILL.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -50,6 +52,100 @@ class Service:
         self.log_file.flush()
         text = self.log_path.read_text(errors="replace").strip().splitlines()
         return "\n".join(text[-lines:])
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the servers off the network.
+
+    Only loopback addresses (127.0.0.0/8, ::1) and the name ``localhost`` count; any other name
+    is treated as reachable from elsewhere (it is not resolved: a name can point anywhere).
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The logins ``up`` puts on both servers (off loopback, or with ``--auth``)."""
+
+    prefect_auth_string: str  # "user:password", Prefect's basic auth for the API and UI
+    mlflow_username: str  # MLflow's basic-auth admin (created on the state dir's first start)
+    mlflow_password: str
+    flask_secret_key: str  # MLflow auth app's CSRF key
+
+
+AUTH_VARS = "PREFECT_SERVER_API_AUTH_STRING=admin:<password> and MLFLOW_AUTH_ADMIN_PASSWORD=<password>"
+
+
+def credentials(env: dict[str, str], host: str, forced: bool) -> Credentials | None:
+    """The logins to start the servers with, from the environment; None on loopback (unless
+    ``forced``). Off loopback, missing or weak ones refuse the start with one line saying how."""
+    from pipelines import auth
+
+    if is_loopback(host) and not forced:
+        return None
+    prefect = env.get("PREFECT_SERVER_API_AUTH_STRING")
+    mlflow_user = env.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
+    mlflow_password = env.get("MLFLOW_AUTH_ADMIN_PASSWORD")
+    why = "with --auth" if is_loopback(host) else f"--host {host} is reachable from other machines, so"
+    if not prefect and not mlflow_password:
+        raise UserError(f"{why} both UIs need a login: set {AUTH_VARS} (12+ random characters each, e.g. from "
+                        f"{auth.GENERATE_HINT}), or bind to 127.0.0.1")
+    problem = (auth.auth_string_problem("PREFECT_SERVER_API_AUTH_STRING", prefect)
+               or auth.secret_problem("MLFLOW_AUTH_ADMIN_PASSWORD", mlflow_password))
+    if problem:
+        raise UserError(f"{why} both UIs need a login: {problem} (set {AUTH_VARS})")
+    import importlib.util
+
+    if importlib.util.find_spec("flask_wtf") is None:  # MLflow's basic-auth app needs it
+        raise UserError(f"{why} MLflow needs its basic-auth app, which needs Flask-WTF: "
+                        "pip install 'transferlab[server]' (or Flask-WTF)")
+    key = env.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_urlsafe(32)
+    return Credentials(str(prefect), mlflow_user, str(mlflow_password), key)
+
+
+def mlflow_auth_env(creds: Credentials, home: Path) -> dict[str, str]:
+    """Server environment for MLflow's basic-auth app: users in ``home/mlflow-auth.db``."""
+    from pipelines import auth
+
+    config_dir = home / "mlflow-auth"
+    config_dir.mkdir(mode=0o700, exist_ok=True)
+    config = auth.write_auth_config(f"sqlite:///{home / 'mlflow-auth.db'}", creds.mlflow_username, "READ",
+                                    config_dir)
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_USERNAME": creds.mlflow_username,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": creds.mlflow_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": creds.flask_secret_key}
+
+
+def client_auth_env(creds: Credentials | None) -> dict[str, str]:
+    """What this process and the flow runs it starts log in with (empty without logins)."""
+    if creds is None:
+        return {}
+    return {"PREFECT_API_AUTH_STRING": creds.prefect_auth_string,
+            "MLFLOW_TRACKING_USERNAME": creds.mlflow_username,
+            "MLFLOW_TRACKING_PASSWORD": creds.mlflow_password}
+
+
+def check_mlflow_login(mlflow_url: str, creds: Credentials, auth_db: Path) -> None:
+    """The admin password must be the stored one: MLflow set it on the state dir's first start."""
+    import base64
+    import urllib.error
+
+    token = base64.b64encode(f"{creds.mlflow_username}:{creds.mlflow_password}".encode()).decode()
+    req = urllib.request.Request(f"{mlflow_url}/api/2.0/mlflow/users/get?username={creds.mlflow_username}",
+                                 headers={"Authorization": f"Basic {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10):  # noqa: S310 (our own server)
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code != 401:
+            raise
+    raise UserError(f"MLFLOW_AUTH_ADMIN_PASSWORD is not the password of MLflow user {creds.mlflow_username!r} "
+                    f"stored in {auth_db} (set on its first start): use that one, or change it in the MLflow UI")
 
 
 def check_port(host: str, port: int, what: str, flag: str) -> None:
@@ -196,8 +292,13 @@ def operator_limits(cfg: dict[str, Any], max_entries: list[str] | None) -> dict[
 
 
 def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, data_dirs: list[str],
-       limit: int | None, out: IO[str] = sys.stdout, max_entries: list[str] | None = None) -> int:
-    """Start both servers, serve the deployments, and stop it all on Ctrl-C."""
+       limit: int | None, out: IO[str] = sys.stdout, max_entries: list[str] | None = None,
+       auth: bool = False) -> int:
+    """Start both servers, serve the deployments, and stop it all on Ctrl-C.
+
+    Off loopback (or with ``auth``) both servers require logins taken from the environment
+    (see ``credentials``); without them nothing starts.
+    """
     from pipelines.config import compose
     from pipelines.tracking import artifact_root
 
@@ -208,6 +309,7 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
                         "MLflow server on the state dir; to use another server, run `transferlab serve`)")
     if prefect_port == mlflow_port:
         raise UserError(f"--prefect-port and --mlflow-port are both {prefect_port}: choose two ports")
+    creds = credentials(dict(os.environ), host, auth)  # before anything binds or starts
     check_port(host, prefect_port, "for the Prefect server", "--prefect-port")
     check_port(host, mlflow_port, "for the MLflow server", "--mlflow-port")
     _check_data_dirs(data_dirs)
@@ -218,6 +320,15 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
            # MLflow 3's job runner (GenAI scorers, trace rollups: unused here) forks seven ~250 MB workers.
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("PREFECT_API_URL", None)  # the server must not think it is a client of another one
+    # Logins exactly when decided above: a stray auth string in the caller's shell must not lock
+    # the runner out of a server it did not mean to protect.
+    for key in ("PREFECT_SERVER_API_AUTH_STRING", "PREFECT_API_AUTH_STRING", "MLFLOW_AUTH_CONFIG_PATH"):
+        env.pop(key, None)
+    mlflow_app: list[str] = []
+    if creds is not None:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = creds.prefect_auth_string
+        env.update(mlflow_auth_env(creds, home))
+        mlflow_app = ["--app-name", "basic-auth"]
     prefect_url, mlflow_url = f"http://{host}:{prefect_port}", f"http://{host}:{mlflow_port}"
     # Where the UI in the browser finds the API: without it the UI assumes port 4200.
     env["PREFECT_UI_API_URL"] = f"{prefect_url}/api"
@@ -236,9 +347,13 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
                               env, f"{prefect_url}/api/health", home / "logs"))
         services.append(start("MLflow server", [sys.executable, "-m", "mlflow", "server", "--host", host,
                                                 "--port", str(mlflow_port), "--backend-store-uri", store,
-                                                "--default-artifact-root", artifact_root(cfg), "--workers", "1"],
+                                                "--default-artifact-root", artifact_root(cfg), "--workers", "1", *mlflow_app],
                               env, f"{mlflow_url}/health", home / "logs"))
         wait_ready(services)
+        if creds is not None:
+            check_mlflow_login(mlflow_url, creds, home / "mlflow-auth.db")
+        os.environ.pop("PREFECT_API_AUTH_STRING", None)
+        os.environ.update(client_auth_env(creds))  # the runner and its flow runs log in
         os.environ["PREFECT_API_URL"] = f"{prefect_url}/api"
         os.environ["PREFECT_HOME"] = prefect_home
         os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"

@@ -255,8 +255,10 @@ class TransferlabUp:
 
     READY = "transferlab: ready"
 
-    def __init__(self, home: Path, overrides: Sequence[str], log_path: Path, timeout: float = 300) -> None:
+    def __init__(self, home: Path, overrides: Sequence[str], log_path: Path, timeout: float = 300,
+                 args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
         self.home, self.overrides, self.log_path, self.timeout = home, list(overrides), log_path, timeout
+        self.args, self.extra_env = list(args), dict(env or {})
         self.prefect_port, self.mlflow_port = free_port(), free_port()
         self.prefect_url = f"http://127.0.0.1:{self.prefect_port}"
         self.mlflow_url = f"http://127.0.0.1:{self.mlflow_port}"
@@ -267,8 +269,9 @@ class TransferlabUp:
         # The test session's own Prefect/MLflow settings must not leak in: `up` decides them.
         for key in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_UI_API_URL", "MLFLOW_TRACKING_URI"):
             env.pop(key, None)
+        env.update(self.extra_env)
         cmd = [PYTHON, "-m", "pipelines.cli", "up", "--prefect-port", str(self.prefect_port),
-               "--mlflow-port", str(self.mlflow_port), *self.overrides]
+               "--mlflow-port", str(self.mlflow_port), *self.args, *self.overrides]
         self.proc = start_process(cmd, self.log_path, env, cwd=Path(__file__).resolve().parents[1])
         deadline = time.monotonic() + self.timeout
         while self.READY not in self.output():

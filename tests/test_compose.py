@@ -25,6 +25,7 @@ REQUIRED = {
     "MLFLOW_ADMIN_PASSWORD": "test-mlflow-secret-123",
     "MLFLOW_FLASK_SECRET_KEY": "test-flask-key-123",
     "PREFECT_AUTH_PASSWORD": "test-prefect-secret-123",
+    "MLFLOW_WORKER_PASSWORD": "test-worker-secret-123",
 }
 SERVICES = {"postgres", "mlflow", "prefect-server", "worker"}
 
@@ -184,6 +185,23 @@ def test_worker_serves_against_both_servers(config: dict[str, Any]) -> None:
     assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     assert env["PREFECT_API_AUTH_STRING"] == server_env["PREFECT_SERVER_API_AUTH_STRING"]
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert env["MLFLOW_TRACKING_USERNAME"] == mlflow_env["MLFLOW_AUTH_ADMIN_USERNAME"]
-    assert env["MLFLOW_TRACKING_PASSWORD"] == mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    # its own ordinary user, which the mlflow service creates; not the admin
+    assert env["MLFLOW_TRACKING_USERNAME"] == mlflow_env["MLFLOW_WORKER_USERNAME"] == "worker"
+    assert env["MLFLOW_TRACKING_PASSWORD"] == mlflow_env["MLFLOW_WORKER_PASSWORD"]
+    assert env["MLFLOW_TRACKING_PASSWORD"] != mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" not in env
     assert env["TRANSFERLAB_HOME"] == "/state"
+
+
+def test_base_images_default_to_the_official_ones_and_can_be_replaced(tmp_path: Path,
+                                                                      config: dict[str, Any]) -> None:
+    assert config["services"]["postgres"]["image"] == "postgres:16"
+    assert config["services"]["worker"]["build"]["args"]["PYTHON_IMAGE"] == "python:3.11-slim"
+    local = {"PYTHON_IMAGE": "transferlab-local/python:3.11-bookworm",
+             "POSTGRES_IMAGE": "transferlab-local/postgres:15-bookworm"}
+    result = _compose(tmp_path, {**REQUIRED, **local})
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert services["postgres"]["image"] == local["POSTGRES_IMAGE"]
+    for name in ("mlflow", "prefect-server", "worker"):
+        assert services[name]["build"]["args"]["PYTHON_IMAGE"] == local["PYTHON_IMAGE"]

@@ -48,7 +48,7 @@ def _run_start_script(env: dict[str, str]) -> subprocess.CompletedProcess:
         ({"MLFLOW_AUTH_ADMIN_PASSWORD": ""}, "not set: MLFLOW_AUTH_ADMIN_PASSWORD"),
         ({"MLFLOW_FLASK_SERVER_SECRET_KEY": ""}, "not set: MLFLOW_FLASK_SERVER_SECRET_KEY"),
         ({"MLFLOW_AUTH_ADMIN_PASSWORD": "short"}, "MLFLOW_AUTH_ADMIN_PASSWORD is shorter than 12"),
-        ({"MLFLOW_AUTH_ADMIN_PASSWORD": "password1234"}, "old public default"),
+        ({"MLFLOW_AUTH_ADMIN_PASSWORD": "password1234"}, "well-known default"),
         ({"MLFLOW_AUTH_DEFAULT_PERMISSION": "ALL"}, "MLFLOW_AUTH_DEFAULT_PERMISSION"),
     ],
 )
@@ -126,3 +126,38 @@ def test_healthcheck_deployment_sends_the_auth_string(http_server: str) -> None:
         _healthcheck("deployment", "flow/dep", env={**env, "PREFECT_API_AUTH_STRING": "x:y"}) == 1
     )
     assert _healthcheck("deployment", "flow/other", env=env) == 1
+
+
+def test_worker_user_is_created_as_an_ordinary_user_and_follows_its_password(tmp_path: Path) -> None:
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    from pipelines.auth import ensure_user
+
+    db = f"sqlite:///{tmp_path / 'auth.db'}"
+    assert ensure_user(db, "worker", "worker-secret-1234") == "created"
+    assert ensure_user(db, "worker", "worker-secret-1234") == "unchanged"
+    assert ensure_user(db, "worker", "rotated-secret-5678") == "updated"
+    store = SqlAlchemyStore()
+    store.init_db(db)
+    store.update_user("worker", is_admin=True)  # someone promoted it: the setup takes that back
+    assert ensure_user(db, "worker", "rotated-secret-5678") == "updated"
+    assert store.authenticate_user("worker", "rotated-secret-5678")
+    assert not store.authenticate_user("worker", "worker-secret-1234")
+    assert store.get_user("worker").is_admin is False
+    store.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"MLFLOW_WORKER_PASSWORD": "worker-secret-1234"}, "MLFLOW_WORKER_USERNAME is not"),
+        ({"MLFLOW_WORKER_USERNAME": "worker"}, "MLFLOW_WORKER_PASSWORD is not set"),
+        ({"MLFLOW_WORKER_USERNAME": "worker", "MLFLOW_WORKER_PASSWORD": "short"}, "shorter than 12"),
+        ({"MLFLOW_WORKER_USERNAME": "admin", "MLFLOW_WORKER_PASSWORD": "worker-secret-1234"},
+         "must differ from the admin"),
+    ],
+)
+def test_start_script_refuses_a_half_or_weak_worker_login(extra: dict[str, str], message: str) -> None:
+    result = _run_start_script({**GOOD_ENV, **extra})
+    assert result.returncode == 2
+    assert message in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -79,3 +80,62 @@ def test_up_serves_runs_that_log_to_its_mlflow_server_and_stops_on_ctrl_c(tmp_pa
     assert code == 0, up.output()[-2000:]
     assert "transferlab: stopped" in up.output()
     assert port_is_free(pport) and port_is_free(mport)  # both servers are gone
+
+
+@pytest.mark.slow
+def test_up_with_logins_refuses_anonymous_requests_and_its_runs_log_in(tmp_path: Path) -> None:
+    """`--auth` takes the path every non-loopback --host takes, on 127.0.0.1 (tests never bind
+    beyond loopback): both servers answer 401 without the login, the runner and the flow runs
+    it starts log in with it, and a second start with another MLflow password is refused."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from mlflow.tracking import MlflowClient
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    prefect_login, mlflow_password = "ops:Prefect-pw-7f3k9q", "MLflow-pw-2x8m4z"
+    logins = {"PREFECT_SERVER_API_AUTH_STRING": prefect_login, "MLFLOW_AUTH_ADMIN_PASSWORD": mlflow_password}
+
+    def status(url: str, login: str | None = None, body: bytes | None = None) -> int:
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        if login:
+            req.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    up = TransferlabUp(tmp_path, TINY, tmp_path / "up.log", args=["--auth"], env=logins)
+    with up:
+        flows = f"{up.prefect_url}/api/flow_runs/filter"
+        experiments = f"{up.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=5"
+        assert status(flows, body=b"{}") == 401 and status(experiments) == 401
+        assert status(flows, "ops:wrong-password-1", b"{}") == 401
+        assert status(experiments, "admin:wrong-password-1") == 401
+        assert status(flows, prefect_login, b"{}") == 200
+        assert status(experiments, f"admin:{mlflow_password}") == 200
+        with temporary_settings({PREFECT_API_URL: f"{up.prefect_url}/api", PREFECT_API_AUTH_STRING: prefect_login}):
+            run = run_deployment("transfer_learning/transfer_learning", timeout=900,
+                                 parameters={"label_budget": 24, "overrides": ["finetune.max_epochs=1"]})
+        assert run.state is not None and run.state.is_completed(), (run.state, up.output()[-3000:])
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = "admin", mlflow_password
+        try:
+            client = MlflowClient(up.mlflow_url)
+            runs = client.search_runs([client.get_experiment_by_name("transferlab").experiment_id])
+        finally:
+            del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+        parent = next(r for r in runs if r.data.tags.get("transferlab.kind") == "pipeline")
+        assert parent.info.status == "FINISHED" and len(runs) == 6
+        assert up.interrupt() == 0, up.output()[-2000:]
+    assert (tmp_path / "mlflow-auth.db").exists()
+
+    # The admin exists now with that password: another one is refused, in one line.
+    again = TransferlabUp(tmp_path, TINY, tmp_path / "up2.log", args=["--auth"],
+                          env={**logins, "MLFLOW_AUTH_ADMIN_PASSWORD": "Another-pw-9v5n1c"})
+    with pytest.raises(RuntimeError):
+        again.__enter__()
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD is not the password of MLflow user 'admin'" in again.output()
+    assert again.proc is not None and again.proc.returncode == 2
