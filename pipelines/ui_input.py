@@ -206,13 +206,14 @@ def _within(real: Path, roots: list[Path]) -> bool:
 
 
 # The service's own stores and logs in the state dir are never a run's input: a corpus read
-# from them would carry other people's runs and the servers' logs into a tokenizer's vocabulary.
-SERVICE_FILES = ("prefect", "logs", "mlflow.db")
+# from them would carry other people's runs, the servers' logs or the MLflow logins' password
+# hashes (mlflow-auth.db) into a tokenizer's vocabulary.
+SERVICE_FILES = ("prefect", "logs", "live")
 
 
 def _readable(real: Path, roots: list[Path]) -> bool:
     state = roots[0]
-    if real.parent == state and real.name.startswith("mlflow.db"):  # with -journal, -wal
+    if real.parent == state and ".db" in real.name:  # mlflow.db, mlflow-auth.db, -journal, .lock
         return False
     if _within(real, [state / name for name in SERVICE_FILES]):
         return False

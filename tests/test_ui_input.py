@@ -41,6 +41,7 @@ def site(tmp_path: Path) -> dict[str, Path]:
     (state / "logs").mkdir()  # the service's own files: never a run's input
     (state / "logs" / "mlflow-server.log").write_text(f"password={SECRET}\n")
     (state / "mlflow.db").write_text("not a corpus\n")
+    (state / "mlflow-auth.db").write_text(f"admin:{SECRET}\n")  # up's MLflow logins
     return {"state": state, "data": data, "sibling": sibling}
 
 
@@ -109,6 +110,8 @@ def _attack_overrides(site: dict[str, Path]) -> list[tuple[str, list[str], str]]
         ("test-path", ["data=local_labeled", f"data.path={data}/train.csv", f"data.test_path={sib}/secret.csv"],
          "data.test_path"),
         ("service-db", ["data=local_text", f"data.path={state}/mlflow.db"], "data.path"),
+        ("auth-db", ["data=local_text", f"data.path={state}/mlflow-auth.db"], "data.path"),
+        ("auth-db-glob", ["data=local_text", f"data.path={state}/*auth*"], "data.path"),
         ("service-logs-glob", ["data=local_text", f"data.path='{state}/**/*.log'"], "data.path"),
         ("home-glob", [f"paths.home='{state}*'"], "paths.home"),
         ("home-outside", [f"paths.home={sib}"], "paths.home"),
