@@ -245,10 +245,20 @@ def run_context(tracker: Tracker, name: str, tags: dict[str, str], parent_run_id
         run_id = tracker.start_run(name, tags, parent_run_id)
     try:
         yield run_id
-    except KeyboardInterrupt:
-        tracker.end_run(run_id, "KILLED")
-        raise
-    except BaseException:
-        tracker.end_run(run_id, "FAILED")
+    except BaseException as exc:
+        tracker.end_run(run_id, "KILLED" if interrupted(exc) else "FAILED")
         raise
     tracker.end_run(run_id, "FINISHED")
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Ctrl-C, or SIGTERM as Prefect raises it inside a flow run (TerminationSignal)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    import sys
+
+    if "prefect" in sys.modules:
+        from prefect.exceptions import TerminationSignal
+
+        return isinstance(exc, TerminationSignal)
+    return False
