@@ -36,6 +36,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
@@ -190,3 +194,82 @@ def exit_now(code: int) -> None:
         except Exception:  # a closed pipe: nothing more to say
             pass
     os._exit(code)
+
+
+def follow_runner() -> None:
+    """In a flow run that ``transferlab up``/``serve`` started: die with it (SIGTERM, so the
+    run still stops as for Ctrl-C). Prefect's runner starts flow runs from its event loop on
+    the main thread, which lives as long as the runner."""
+    runner = os.environ.get("TRANSFERLAB_RUNNER_PID")
+    if runner and runner == str(os.getppid()):
+        die_with_parent(signal.SIGTERM)
+
+
+# A SIGTERM that lands inside one of these is acted on a moment later: an exception raised
+# in the middle of an MLflow/SQLAlchemy write left a sqlite write lock held by a dead
+# transaction, and every later write of the run failed with "database is locked".
+_DEFER_IN = ("/sqlalchemy/", "/mlflow/store/", "/sqlite3/")
+DEFER_RETRY_S = 0.25
+DEFER_AT_MOST_S = 3.0
+
+
+def _deferrable(frame: Any) -> bool:
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if any(part in name for part in _DEFER_IN):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def is_sigterm_exit(exc: BaseException) -> bool:
+    """Lightning's own stop after SIGTERM (``SIGTERMException``, a SystemExit)."""
+    return isinstance(exc, SystemExit) and type(exc).__name__ == "SIGTERMException"
+
+
+@contextmanager
+def deferred_sigterm() -> Iterator[None]:
+    """Inside a pipeline: SIGTERM stops the run at a safe point, within ``DEFER_AT_MOST_S``.
+
+    A SIGTERM is handed to the handler that was there before (Prefect's, which reports the
+    flow run and raises its TerminationSignal; or the CLI's KeyboardInterrupt) at once,
+    unless it lands in an MLflow/SQLAlchemy write: then it is re-sent every
+    ``DEFER_RETRY_S`` until it lands elsewhere (or ``DEFER_AT_MOST_S`` have passed).
+    Lightning's own stop (at an epoch end, or under DDP) becomes the same exception.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    first: list[float] = []
+    done = threading.Event()
+
+    def delegate(signum: int, frame: Any) -> None:
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    def resend() -> None:
+        if not done.wait(DEFER_RETRY_S):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def handler(signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        first.append(now)
+        if now - first[0] < DEFER_AT_MOST_S and _deferrable(frame):
+            threading.Thread(target=resend, daemon=True).start()
+            return
+        delegate(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except SystemExit as exc:
+        if not (first and is_sigterm_exit(exc)):
+            raise
+        delegate(signal.SIGTERM, None)  # the same exception as an undeferred SIGTERM
+        raise
+    finally:
+        done.set()
+        signal.signal(signal.SIGTERM, previous)

@@ -168,14 +168,10 @@ def _mark_mlflow(lease: Lease) -> list[str]:
             raise  # the store is unreachable: keep the lease for the next start
         log.debug("lease %s: parent run not found: %s", lease.run_id, exc)  # deleted meanwhile
         return marked
-    children = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{lease.run_id}' and attributes.status = 'RUNNING'",
-        max_results=1000)
-    for run in [*children, parent]:
-        if run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, status="KILLED")
-            marked.append(run.info.run_id)
+    marked += _kill_running_children(lease.tracking_uri, lease.run_id)
+    if parent.info.status == "RUNNING":
+        client.set_terminated(lease.run_id, status="KILLED")
+        marked.append(lease.run_id)
     return marked
 
 
@@ -255,5 +251,28 @@ def pipeline_run(cfg: dict[str, Any], run_id: str) -> Iterator[Lease]:
     """The lease of a pipeline's (or sweep's) MLflow parent run, in this flow run if any."""
     from pipelines.tracking import tracking_uri
 
-    with hold(cfg["paths"]["home"], run_id, tracking_uri(cfg), current_flow_run_id()) as lease:
-        yield lease
+    uri = tracking_uri(cfg)
+    with hold(cfg["paths"]["home"], run_id, uri, current_flow_run_id()) as lease:
+        try:
+            yield lease
+        except BaseException:
+            # A stage run in a process that was killed under us (a sweep worker) never ended
+            # its run: whatever is still RUNNING under this parent is over now.
+            try:
+                _kill_running_children(uri, run_id)
+            except Exception as exc:
+                log.debug("stage runs of %s not marked: %s", run_id, exc)
+            raise
+
+
+def _kill_running_children(uri: str, run_id: str) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_run(run_id).info.experiment_id
+    children = client.search_runs(
+        [experiment], filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'",
+        max_results=1000)
+    for run in children:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in children]

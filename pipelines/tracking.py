@@ -252,10 +252,15 @@ def run_context(tracker: Tracker, name: str, tags: dict[str, str], parent_run_id
 
 
 def interrupted(exc: BaseException) -> bool:
-    """Ctrl-C, or SIGTERM as Prefect raises it inside a flow run (TerminationSignal)."""
+    """Ctrl-C, or SIGTERM as Prefect (TerminationSignal) or Lightning (SIGTERMException) raise it."""
     if isinstance(exc, KeyboardInterrupt):
         return True
     import sys
+
+    from pipelines.lifecycle import is_sigterm_exit
+
+    if is_sigterm_exit(exc):
+        return True
 
     if "prefect" in sys.modules:
         from prefect.exceptions import TerminationSignal

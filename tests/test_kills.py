@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import killing
@@ -26,7 +27,7 @@ SIGTERM_BOUND_S = 15.0  # the spec's 10 s, with slack for 2 busy cores
 
 def _flow_run_state(home: Path, flow_run_id: str) -> str:
     """The flow run's state type, read from the state dir's Prefect database."""
-    with sqlite3.connect(home / "prefect" / "prefect.db") as db:
+    with closing(sqlite3.connect(home / "prefect" / "prefect.db", timeout=30)) as db:
         row = db.execute("select state_type from flow_run where id = ?", (flow_run_id,)).fetchone()
     assert row is not None, f"flow run {flow_run_id} not in the Prefect database"
     return str(row[0])
