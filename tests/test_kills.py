@@ -133,3 +133,55 @@ def test_kill9_then_sigterm_leave_nothing_behind(tmp_path: Path) -> None:
     assert liveness.leases(home) == []
     partial = next((home / "cache" / "pretrain").glob(".partial-*"))
     assert list((partial / "carbon").glob("attempt-*.json")), "no carbon figures saved for the attempts"
+
+
+# bench/chaos.py's config: pretraining spans checkpoints (every 20 of 120 steps).
+CHAOS = ["pretrain.max_steps=120", "pretrain.checkpoint_every_n_steps=20", "pretrain.val_every_n_steps=20"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not lifecycle.supported(), reason="PR_SET_PDEATHSIG is Linux only")
+@pytest.mark.parametrize("kill_on", [
+    r"pretrain: step (4[0-9]|[5-9][0-9]) ",  # past two checkpoints: the rerun resumes
+    r"transferlab - finetune\[scratch\]: ",  # prep, pretrain, finetune[pretrained] done: reused
+], ids=["pretrain", "finetune-scratch"])
+def test_chaos_kill9_then_rerun(tmp_path: Path, kill_on: str) -> None:
+    """Two of bench/chaos.py's kills (it does 10 at random moments): kill -9, rerun, check."""
+    home = tmp_path / "home"
+    result = killing.chaos_trial(home, tiny_overrides(home, *CHAOS), tmp_path / "logs", kill_on=kill_on)
+    print(f"kill in {result['stage']}: last process gone {result['gone_s']:.2f} s after the CLI")
+    assert result["problems"] == []
+    if "pretrain" in kill_on:
+        assert result["stage"] == "pretrain" and result["resumed_pretrain"]
+    else:
+        assert result["stage"] == "finetune[scratch]" and result["finished_before_rerun"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not lifecycle.supported(), reason="PR_SET_PDEATHSIG is Linux only")
+def test_up_stopped_with_a_run_in_flight_leaves_nothing_running(tmp_path: Path) -> None:
+    """SIGTERM to `up` (docker stop) while a UI-started run pretrains: the run is stopped and
+    marked (MLflow KILLED, Prefect Crashed) before the servers go, and no process is left."""
+    from conftest import TINY
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from stack import TransferlabUp
+
+    up = TransferlabUp(tmp_path, [*TINY, *PRETRAIN], tmp_path / "up.log")
+    with up:
+        assert up.proc is not None
+        with temporary_settings({PREFECT_API_URL: f"{up.prefect_url}/api"}):
+            flow_run = run_deployment("transfer_learning/transfer_learning", timeout=0)
+        deadline = time.monotonic() + 600
+        while not any(r["stage"] == "pretrain" and r["status"] == "RUNNING" for r in killing.mlflow_runs(tmp_path)):
+            assert time.monotonic() < deadline and up.proc.poll() is None, up.output()[-3000:]
+            time.sleep(1)
+        up.proc.send_signal(signal.SIGTERM)
+        code = up.proc.wait(timeout=120)
+        took, left = killing.wait_gone(tmp_path, up.proc.pid, NOT_FOREVER_S)
+    assert code == 0, up.output()[-3000:]
+    assert left == [], f"outlived transferlab up: {left}"
+    runs = killing.mlflow_runs(tmp_path)
+    assert [r for r in runs if r["status"] == "RUNNING"] == []
+    assert {r["status"] for r in runs if r["kind"] == "pipeline"} == {"KILLED"}
+    assert _flow_run_state(tmp_path, str(flow_run.id)) == "CRASHED"
