@@ -241,12 +241,14 @@ def run_sweep(cfg: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     lifecycle.follow_runner()  # a served run ends with the `up`/`serve` that started it
     liveness.reap_quietly(cfg["paths"]["home"])  # an earlier, killed run's leftovers: KILLED / Crashed
-    tracker = Tracker.from_config(cfg)
     name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}-sweep"
     tags = {TAG_KIND: "sweep", "transferlab.experiment": cfg["experiment_name"], "transferlab.flow": "data_efficiency",
             "transferlab.task": cfg["finetune"]["task"]}
-    with run_context(tracker, name, tags) as parent, liveness.pipeline_run(cfg, parent), \
+    # The lease first: a kill from here on leaves nothing unmarked (see pipelines.liveness).
+    with liveness.pipeline_run(cfg) as lease, \
+            run_context(tracker := Tracker.from_config(cfg), name, tags) as parent, \
             lifecycle.deferred_sigterm():
+        lease.bind(parent)
         tracker.log_config(parent, cfg)
         log.info("sweep: MLflow parent run %s in %s", parent, tracking_uri(cfg))
         prep_record = prep(cfg, parent)

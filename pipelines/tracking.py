@@ -66,6 +66,33 @@ def mlflow_params(cfg: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def create_sqlite_store(uri: str) -> None:
+    """Create a new sqlite MLflow store whole or not at all.
+
+    MLflow creates its schema table by table; a run killed meanwhile (the first run on a
+    fresh state dir spends seconds there) left a half-made store that every later run
+    failed on ("table label_schemas already exists"). The schema is built in a temp file
+    and linked into place, which fails harmlessly if another process got there first.
+    """
+    import os
+    import uuid
+
+    from mlflow.tracking import MlflowClient
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    if path.exists():
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process created it meanwhile: use theirs
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @dataclass
 class Tracker:
     uri: str
@@ -78,6 +105,7 @@ class Tracker:
 
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            create_sqlite_store(self.uri)
         for name in ("alembic", "mlflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
         self.client = MlflowClient(tracking_uri=self.uri)

@@ -185,3 +185,25 @@ def test_up_stopped_with_a_run_in_flight_leaves_nothing_running(tmp_path: Path) 
     assert [r for r in runs if r["status"] == "RUNNING"] == []
     assert {r["status"] for r in runs if r["kind"] == "pipeline"} == {"KILLED"}
     assert _flow_run_state(tmp_path, str(flow_run.id)) == "CRASHED"
+
+
+def test_kill_while_mlflow_creates_its_store_leaves_a_usable_state_dir(tmp_path: Path) -> None:
+    """Found by bench/chaos.py: a kill during MLflow's schema creation (the first run on a
+    fresh state dir) left a store every later run failed on. It is created whole or not at all."""
+    from pipelines.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = f"from pipelines.tracking import Tracker; Tracker({uri!r}, 'e')"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=killing.cli_env(tmp_path))
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".mlflow.db.*.tmp")):  # the schema is being built
+            assert proc.poll() is None and time.monotonic() < deadline, "the store was never built"
+            time.sleep(0.01)
+        proc.kill()
+    finally:
+        proc.wait()
+    assert not (tmp_path / "mlflow.db").exists()
+    tracker = Tracker(uri, "e")  # the next run creates it anew
+    assert tracker.client.get_experiment(tracker.experiment_id).name == "e"
+    tracker.end_run(tracker.start_run("r", {}), "FINISHED")
