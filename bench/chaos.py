@@ -1,10 +1,11 @@
-"""Chaos: kill -9 a tiny pipeline at N moments spread over all its stages, rerun after each.
+"""Chaos: kill -9 a tiny pipeline at 10 random moments spread over all its stages, rerun after each.
 
-One uninterrupted run on a fresh state dir measures the pipeline's duration T. Then, for
-each of N trials, a run on a fresh state dir is killed with SIGKILL at a moment drawn
-uniformly from the i-th of N equal slices of [0, T) (stratified, so the kills cover
-start-up, prep, pretraining, both fine-tunes, evaluation and the MLflow writes between
-them), and run again to completion. A kill is survived when:
+Each of the 10 trials starts a run on a fresh state dir and kills it with SIGKILL a random
+0-2 s after the first log line of one of 10 moments of the pipeline: start-up (the MLflow
+store being created), prep, the MLflow writes after prep, early pretraining, pretraining
+past two checkpoints, late pretraining, both fine-tunes, the MLflow writes between them,
+and evaluation (log lines rather than wall times: this machine's load moves the stages by
+minutes). Then it runs the same command again to completion. A kill is survived when:
 
 - no process of the killed run (CLI, Prefect's temporary server, workers) outlives it by 30 s;
 - the rerun exits 0 and leaves no process behind;
@@ -36,44 +37,50 @@ from conftest import TINY  # noqa: E402
 CHAOS = [*TINY, "pretrain.max_steps=120", "pretrain.checkpoint_every_n_steps=20", "pretrain.val_every_n_steps=20"]
 
 
+# (log line that starts the moment, at most this many seconds after it)
+MOMENTS = [
+    (r"Beginning flow run", 3.0),
+    (r"prep: cache miss", 2.0),
+    (r"Task run 'prep' - Finished", 1.0),
+    (r"pretrain: step \d+ ", 2.0),
+    (r"pretrain: step (4\d|5\d) ", 2.0),
+    (r"pretrain: step 1[01]\d ", 2.0),
+    (r"finetune\[pretrained\]: ", 2.0),
+    (r"Task run 'finetune\[pretrained\]' - Finished", 1.0),
+    (r"finetune\[scratch\]: ", 2.0),
+    (r"transferlab - evaluate: ", 1.0),
+]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--kills", type=int, default=10, help="at most 10 (one per moment)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, default=None, help="keep state dirs and logs here")
     args = parser.parse_args()
     base = args.keep or Path(tempfile.mkdtemp(prefix="transferlab-chaos-"))
     base.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
+    moments = rng.sample(MOMENTS, min(args.kills, len(MOMENTS)))
     try:
-        ref = base / "reference"
-        t0 = time.monotonic()
-        proc = killing.start(ref / "home", [*CHAOS, f"paths.home={ref / 'home'}"], _log(ref))
-        if proc.wait() != 0:
-            sys.exit(f"the uninterrupted run failed; see {ref / 'run.log'}")
-        duration = time.monotonic() - t0
-        print(f"uninterrupted run: {duration:.1f} s", flush=True)
         survived = 0
-        for i in range(args.kills):
-            at = (i + rng.random()) / args.kills * duration
+        t0 = time.monotonic()
+        for i, (line, spread) in enumerate(moments):
+            delay = rng.uniform(0.0, spread)
             home = base / f"kill-{i:02d}" / "home"
-            result = killing.chaos_trial(home, [*CHAOS, f"paths.home={home}"], home.parent, kill_after_s=at)
+            result = killing.chaos_trial(home, [*CHAOS, f"paths.home={home}"], home.parent, kill_on=line,
+                                         delay_s=delay)
             ok = not result["problems"]
             survived += ok
-            print(f"kill {i + 1:2d} at {at:5.1f} s ({result['stage']}): "
-                  f"{'survived' if ok else 'FAILED: ' + '; '.join(result['problems'])}"
+            print(f"kill {i + 1:2d} {delay:.1f} s after /{line}/ ({result['stage']}): "
+                  f"{'survived' if ok else 'FAILED: ' + '; '.join(result['problems'])[:2000]}"
                   f"{' (pretraining resumed)' if result['resumed_pretrain'] else ''}, "
                   f"last process gone {result['gone_s']:.2f} s after the kill", flush=True)
-        print(f"kills survived: {survived} / {args.kills}")
-        return 0 if survived == args.kills else 1
+        print(f"kills survived: {survived} / {len(moments)}  ({time.monotonic() - t0:.0f} s)")
+        return 0 if survived == len(moments) else 1
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)
-
-
-def _log(run_dir: Path) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir / "run.log"
 
 
 if __name__ == "__main__":

@@ -187,9 +187,10 @@ def prefect_unfinished(home: Path) -> list[str]:
 
 
 def chaos_trial(home: Path, overrides: list[str], logs: Path, kill_after_s: float | None = None,
-                kill_on: str | None = None, rerun_timeout_s: float = 1200.0) -> dict[str, object]:
-    """Start a run on ``home``, ``kill -9`` it (after ``kill_after_s`` or on the first log
-    line matching ``kill_on``), rerun it, and check what the issue asks of a kill.
+                kill_on: str | None = None, rerun_timeout_s: float = 1200.0,
+                delay_s: float = 0.0) -> dict[str, object]:
+    """Start a run on ``home``, ``kill -9`` it (after ``kill_after_s``, or ``delay_s`` after
+    the first log line matching ``kill_on``), rerun it, and check what the issue asks of a kill.
 
     Returns ``{"stage": where the kill landed, "problems": [...], ...}``; no problems means
     the kill was survived.
@@ -201,6 +202,12 @@ def chaos_trial(home: Path, overrides: list[str], logs: Path, kill_after_s: floa
     try:
         if kill_on is not None:
             landed = wait_for(first, kill_on, proc, timeout=rerun_timeout_s)
+            if landed and delay_s:
+                try:
+                    proc.wait(timeout=delay_s)
+                    landed = False
+                except subprocess.TimeoutExpired:
+                    pass
         else:
             deadline = time.monotonic() + (kill_after_s or 0.0)
             while time.monotonic() < deadline and proc.poll() is None:
