@@ -65,9 +65,9 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Ask the kernel to send ``sig`` to this process when its parent (thread) dies."""
     if not supported():
         return
-    ppid = os.getppid()
+    ppid = os.getppid()  # (pid 1 can be a real parent: the CLI as a container's entry point)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    if os.getppid() != ppid or ppid == 1:  # the parent is already gone: follow it now
+    if os.getppid() != ppid:  # the parent died meanwhile: the signal will not come, follow it now
         os.kill(os.getpid(), sig)
 
 
