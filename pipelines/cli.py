@@ -191,10 +191,11 @@ def main(argv: list[str] | None = None) -> int:
 
             run_pipeline(cfg, "evaluate" if args.command == "run" else args.command)
             return 0
-        from pipelines import lifecycle
+        if argv is None:  # this process's own command line: process-wide signal and child set-up
+            from pipelines import lifecycle
 
-        lifecycle.sigterm_as_interrupt()  # docker stop, SLURM, timeout: a clean stop, as Ctrl-C
-        lifecycle.own_prefect_server()  # the temporary Prefect server dies with this process
+            lifecycle.sigterm_as_interrupt()  # docker stop, SLURM, timeout: a clean stop, as Ctrl-C
+            lifecycle.own_prefect_server()  # the temporary Prefect server dies with this process
         from pipelines.flows import run_stage, transfer_learning
 
         if args.command == "sweep" or (args.command == "run" and cfg["sweep"]["enabled"]):
