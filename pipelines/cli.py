@@ -262,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
 
             run_pipeline(cfg, "evaluate" if args.command == "run" else args.command)
             return 0
+        if argv is None:  # this process's own command line: process-wide signal and child set-up
+            from pipelines import lifecycle
+
+            lifecycle.sigterm_as_interrupt()  # docker stop, SLURM, timeout: a clean stop, as Ctrl-C
+            lifecycle.own_prefect_server()  # the temporary Prefect server dies with this process
         from pipelines.flows import run_stage, transfer_learning
 
         if args.command == "sweep" or (args.command == "run" and cfg["sweep"]["enabled"]):
@@ -279,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("transferlab: interrupted", file=sys.stderr)
+        if argv is None:  # this process's own command line (not a test calling main): end it now
+            from pipelines.lifecycle import exit_now
+
+            exit_now(130)
         return 130
     print_summary(summary)
     return 0

@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import liveness, stages
+from pipelines import lifecycle, liveness, stages
 from pipelines.config import check_task, check_zero_shot, compose
 from pipelines.errors import UserError
 from pipelines.model_init import resolve_init
@@ -82,11 +82,15 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
     if not is_rank_zero():  # another rank of a DDP/FSDP pretraining: train only, log nothing
         return run_worker(cfg, until)
     started = time.perf_counter()
+    lifecycle.follow_runner()  # a served run ends with the `up`/`serve` that started it
     liveness.reap_quietly(cfg["paths"]["home"])  # an earlier, killed run's leftovers: KILLED / Crashed
-    tracker = Tracker.from_config(cfg)
     name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}"
     tags = {TAG_KIND: "pipeline", "transferlab.experiment": cfg["experiment_name"], "transferlab.until": until}
-    with run_context(tracker, name, tags) as parent, liveness.pipeline_run(cfg, parent):
+    # The lease first: a kill from here on leaves nothing unmarked (see pipelines.liveness).
+    with liveness.pipeline_run(cfg) as lease, \
+            run_context(tracker := Tracker.from_config(cfg), name, tags) as parent, \
+            lifecycle.deferred_sigterm():
+        lease.bind(parent)
         tracker.log_config(parent, cfg)
         log.info("pipeline: MLflow parent run %s in %s", parent, tracking_uri(cfg))
         records: list[dict[str, Any]] = [prep_record := prep(cfg, parent)]

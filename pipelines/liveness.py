@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -46,11 +47,29 @@ class Lease:
     tracking_uri: str
     flow_run_id: str | None
     path: Path = field(compare=False)
+    _fd: int = field(default=-1, compare=False, repr=False)
 
     def as_json(self) -> str:
         data = asdict(self)
         data.pop("path")
+        data.pop("_fd")
         return json.dumps(data)
+
+    def bind(self, run_id: str) -> None:
+        """Name the MLflow parent run of a lease held before it existed (holder only).
+
+        The file is renamed, so the lock (on the file, not the name) stays held throughout.
+        """
+        if self._fd < 0:
+            raise RuntimeError("only the process holding a lease can bind it")
+        self.run_id = run_id
+        data = self.as_json().encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+        os.fsync(self._fd)
+        new = self.path.with_name(f"{run_id}.json")
+        os.replace(self.path, new)
+        self.path = new
 
     @classmethod
     def read(cls, path: Path) -> Lease | None:
@@ -100,12 +119,15 @@ def hold(home: str | Path, run_id: str, tracking_uri: str, flow_run_id: str | No
 
     The file is written under a temporary name, locked, then renamed into place, so no
     reader ever sees an unlocked lease of a live run. Removed on normal exit of the block.
+    ``run_id=""``: the parent run does not exist yet (a kill now leaves only a Prefect flow
+    run to mark); :meth:`Lease.bind` names it once it does.
     """
     directory = live_dir(home)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{run_id}.json"
+    name = run_id or f"pending-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path = directory / f"{name}.json"
     lease = Lease(run_id, os.getpid(), socket.gethostname(), time.time(), tracking_uri, flow_run_id, path)
-    tmp = directory / f".{run_id}.{os.getpid()}.tmp"
+    tmp = directory / f".{name}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -117,10 +139,12 @@ def hold(home: str | Path, run_id: str, tracking_uri: str, flow_run_id: str | No
         tmp.unlink(missing_ok=True)
         raise
     _held_fds.add(fd)
+    lease._fd = fd
     try:
         yield lease
     finally:
-        path.unlink(missing_ok=True)
+        lease.path.unlink(missing_ok=True)
+        lease._fd = -1
         _held_fds.discard(fd)
         os.close(fd)
 
@@ -159,8 +183,10 @@ def _mark_mlflow(lease: Lease) -> list[str]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=lease.tracking_uri)
     marked: list[str] = []
+    if not lease.run_id:  # killed before its MLflow parent run existed
+        return marked
+    client = MlflowClient(tracking_uri=lease.tracking_uri)
     try:
         parent = client.get_run(lease.run_id)
     except MlflowException as exc:
@@ -168,14 +194,10 @@ def _mark_mlflow(lease: Lease) -> list[str]:
             raise  # the store is unreachable: keep the lease for the next start
         log.debug("lease %s: parent run not found: %s", lease.run_id, exc)  # deleted meanwhile
         return marked
-    children = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{lease.run_id}' and attributes.status = 'RUNNING'",
-        max_results=1000)
-    for run in [*children, parent]:
-        if run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, status="KILLED")
-            marked.append(run.info.run_id)
+    marked += _kill_running_children(lease.tracking_uri, lease.run_id)
+    if parent.info.status == "RUNNING":
+        client.set_terminated(lease.run_id, status="KILLED")
+        marked.append(lease.run_id)
     return marked
 
 
@@ -251,9 +273,37 @@ def describe(lease: Lease) -> dict[str, Any]:
 
 
 @contextmanager
-def pipeline_run(cfg: dict[str, Any], run_id: str) -> Iterator[Lease]:
-    """The lease of a pipeline's (or sweep's) MLflow parent run, in this flow run if any."""
+def pipeline_run(cfg: dict[str, Any], run_id: str = "") -> Iterator[Lease]:
+    """The lease of a pipeline's (or sweep's) MLflow parent run, in this flow run if any.
+
+    Taken before the parent run exists (``run_id=""``; then :meth:`Lease.bind` it), so a kill
+    while the MLflow store opens still leaves the flow run to be marked Crashed.
+    """
     from pipelines.tracking import tracking_uri
 
-    with hold(cfg["paths"]["home"], run_id, tracking_uri(cfg), current_flow_run_id()) as lease:
-        yield lease
+    uri = tracking_uri(cfg)
+    with hold(cfg["paths"]["home"], run_id, uri, current_flow_run_id()) as lease:
+        try:
+            yield lease
+        except BaseException:
+            # A stage run in a process that was killed under us (a sweep worker) never ended
+            # its run: whatever is still RUNNING under this parent is over now.
+            if lease.run_id:
+                try:
+                    _kill_running_children(uri, lease.run_id)
+                except Exception as exc:
+                    log.debug("stage runs of %s not marked: %s", lease.run_id, exc)
+            raise
+
+
+def _kill_running_children(uri: str, run_id: str) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_run(run_id).info.experiment_id
+    children = client.search_runs(
+        [experiment], filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'",
+        max_results=1000)
+    for run in children:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in children]

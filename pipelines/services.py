@@ -38,6 +38,8 @@ STOP_TIMEOUT_S = 15.0
 # Loggers whose records also go to the Prefect UI (at the levels runtime.quiet_libraries sets:
 # our progress lines at INFO; Lightning, transformers and codecarbon warnings only).
 UI_LOGGERS = "transferlab,lightning.pytorch,lightning.fabric,transformers,codecarbon"
+RUNNER_PID_ENV = "TRANSFERLAB_RUNNER_PID"
+FLOW_RUN_STOP_S = 10.0  # how long a flow run in flight gets to stop when up/serve stops
 
 
 @dataclass
@@ -173,7 +175,10 @@ def start(name: str, cmd: list[str], env: dict[str, str], health_url: str, log_d
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name.lower().replace(' ', '-')}.log"
     log_file = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
-    proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    from pipelines.lifecycle import pdeathsig_command
+
+    # SIGTERM when this process dies, even by SIGKILL: a killed `up` leaves no server behind.
+    proc = subprocess.Popen(pdeathsig_command(cmd, signal.SIGTERM), env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)  # its own group: the terminal's Ctrl-C is ours to relay
     return Service(name, health_url, proc, log_path, log_file)
 
@@ -239,6 +244,59 @@ def _watch(services: list[Service], dead: list[Service], stopping: threading.Eve
                 return
 
 
+def reap_quietly(home: str | Path, prefect: bool) -> None:
+    from pipelines.liveness import reap_quietly as reap
+
+    reap(home, prefect=prefect)
+
+
+def _children(exclude: list[int]) -> list[int]:
+    """This process's child processes (Linux /proc), but ``exclude``."""
+    me, out = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        pid = int(stat.parent.name)
+        if int(fields[1]) == me and fields[0] != "Z" and pid not in exclude:
+            out.append(pid)
+    return out
+
+
+def _reaped(pid: int) -> bool:
+    """True once child ``pid`` has exited (and is waited for)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not (or no longer) ours to wait for
+        return not Path(f"/proc/{pid}").exists()
+    return done == pid
+
+
+def end_flow_runs(exclude: list[int]) -> None:
+    """Stop the flow runs still in flight when the runner stopped (SIGTERM: each stops as for
+    Ctrl-C, its MLflow runs KILLED, its flow run Crashed; SIGKILL after FLOW_RUN_STOP_S)."""
+    if not Path("/proc").is_dir():
+        return
+    pids = _children(exclude)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + FLOW_RUN_STOP_S
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if not _reaped(p)]
+        if pids:
+            time.sleep(0.2)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def run_env(tracking_uri: str, server_overrides: list[str], home: str, data_dirs: list[str],
             limits: dict[str, int] | None = None) -> None:
     """What the flow-run processes the runner starts inherit (set before Prefect is imported)."""
@@ -246,6 +304,7 @@ def run_env(tracking_uri: str, server_overrides: list[str], home: str, data_dirs
     from pipelines.ui_input import DATA_DIRS_ENV, SERVER_OVERRIDES_ENV
 
     os.environ["TRANSFERLAB_TRACKING_URI"] = tracking_uri
+    os.environ[RUNNER_PID_ENV] = str(os.getpid())  # flow runs die with this process (lifecycle.follow_runner)
     os.environ["TRANSFERLAB_HOME"] = home
     os.environ[SERVER_OVERRIDES_ENV] = json.dumps(server_overrides)
     os.environ[DATA_DIRS_ENV] = os.pathsep.join(os.path.realpath(d) for d in data_dirs)
@@ -334,6 +393,9 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
     env["PREFECT_UI_API_URL"] = f"{prefect_url}/api"
     env["PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT"] = "false"
     store = f"sqlite:///{home / 'mlflow.db'}"
+    from pipelines.tracking import open_client
+
+    open_client(store)  # a fresh store is created whole and under the lock a CLI run takes too
     services: list[Service] = []
     _sigterm_as_interrupt()
     dead: list[Service] = []
@@ -358,6 +420,7 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
         os.environ["PREFECT_HOME"] = prefect_home
         os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
         run_env(mlflow_url, overrides, str(home), data_dirs, limits)
+        reap_quietly(home, prefect=True)  # runs a killed up/run left Running: KILLED / Crashed
 
         def ready() -> None:
             threading.Thread(target=_watch, args=(services, dead, stopping), daemon=True).start()
@@ -372,6 +435,9 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
         if services:
             out.write("\ntransferlab: stopping the servers...\n")
             out.flush()
+            end_flow_runs([svc.proc.pid for svc in services])
+            if not dead:  # both servers still answer: mark what the stopped runs left
+                reap_quietly(home, prefect=True)
             stop(services)
             out.write("transferlab: stopped\n")
             out.flush()
@@ -424,6 +490,7 @@ def serve(overrides: list[str], data_dirs: list[str], limit: int | None, out: IO
             raise UserError(f"the Prefect API at {api} does not answer ({health}); is the server running?")
         time.sleep(1.0)
     run_env(uri, overrides, cfg["paths"]["home"], data_dirs, limits)
+    reap_quietly(cfg["paths"]["home"], prefect=True)
     _sigterm_as_interrupt()
 
     def ready() -> None:
@@ -436,5 +503,8 @@ def serve(overrides: list[str], data_dirs: list[str], limit: int | None, out: IO
         serve_deployments(limit, ready)
     except KeyboardInterrupt:
         pass
+    finally:
+        end_flow_runs([])
+        reap_quietly(cfg["paths"]["home"], prefect=True)
     out.write("transferlab: stopped\n")
     return 0

@@ -30,7 +30,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import liveness, stages
+from pipelines import lifecycle, liveness, stages
 from pipelines.config import check_task, check_zero_shot, compose
 from pipelines.errors import UserError
 from pipelines.flows import carbon_totals, prep, pretrain
@@ -127,8 +127,11 @@ def _worker_init() -> None:
     """Once per worker process: quiet the libraries and import the training stack now, so
     the seconds of importing torch/Lightning/transformers are not timed (and charged as
     CO2) inside the first fine-tune's tracked stage."""
+    from pipelines.lifecycle import die_with_parent, sigterm_as_interrupt
     from pipelines.runtime import quiet_libraries
 
+    die_with_parent()  # no fine-tune outlives a killed sweep (SIGKILL: the sweep's next start reaps)
+    sigterm_as_interrupt()  # stopped by the sweep: its MLflow run KILLED, carbon saved, as for Ctrl-C
     quiet_libraries()
     import modules.training.recipes  # noqa: F401
     import pipelines.stages.finetune  # noqa: F401
@@ -137,7 +140,8 @@ def _worker_init() -> None:
 @task(cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_bad_input_is_final)
 def sweep_point(cfg: dict[str, Any], prep_record: dict[str, Any], pretrain_record: dict[str, Any], init: str,
                 parent_run_id: str) -> dict[str, Any]:
-    return stages.finetune(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, init)
+    with lifecycle.deferred_sigterm():  # in a worker: stopped by the sweep, never mid-MLflow-write
+        return stages.finetune(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, init)
 
 
 @contextmanager
@@ -167,6 +171,26 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
+@contextmanager
+def _workers_stop_with(runner: Any) -> Iterator[None]:
+    """An interrupted sweep (Ctrl-C, SIGTERM) stops its workers instead of waiting for their
+    fine-tunes to finish (the pool's shutdown waits): SIGTERM, then SIGKILL after 5 s."""
+    try:
+        yield
+    except BaseException:
+        executor = getattr(runner, "_executor", None)  # Prefect 3.8's ProcessPoolExecutor
+        procs = list(getattr(executor, "_processes", {}).values())
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        deadline = time.monotonic() + 5.0
+        for proc in procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+        raise
+
+
 def run_points(cfg: dict[str, Any], points: list[Point], prep_record: dict[str, Any],
                pretrain_record: dict[str, Any], parent: str) -> list[tuple[Point, dict[str, Any] | None, str | None]]:
     """(point, finetune record or None, one-line error or None) for every point, in order."""
@@ -190,7 +214,8 @@ def run_points(cfg: dict[str, Any], points: list[Point], prep_record: dict[str, 
         return out
     from prefect.task_runners import ProcessPoolTaskRunner
 
-    with _shared_api(), ProcessPoolTaskRunner(max_workers=parallel, initializer=_worker_init) as runner:
+    with _shared_api(), ProcessPoolTaskRunner(max_workers=parallel, initializer=_worker_init) as runner, \
+            _workers_stop_with(runner):
         futures = [(point, runner.submit(call, parameters=params)) for point, call, params in calls]
         for point, future in futures:
             future.wait()
@@ -213,12 +238,16 @@ def run_sweep(cfg: dict[str, Any]) -> dict[str, Any]:
     check_zero_shot(cfg["finetune"], cfg["model"]["family"])
     check_task(cfg["finetune"], cfg["model"]["family"])
     started = time.perf_counter()
+    lifecycle.follow_runner()  # a served run ends with the `up`/`serve` that started it
     liveness.reap_quietly(cfg["paths"]["home"])  # an earlier, killed run's leftovers: KILLED / Crashed
-    tracker = Tracker.from_config(cfg)
     name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}-sweep"
     tags = {TAG_KIND: "sweep", "transferlab.experiment": cfg["experiment_name"], "transferlab.flow": "data_efficiency",
             "transferlab.task": cfg["finetune"]["task"]}
-    with run_context(tracker, name, tags) as parent, liveness.pipeline_run(cfg, parent):
+    # The lease first: a kill from here on leaves nothing unmarked (see pipelines.liveness).
+    with liveness.pipeline_run(cfg) as lease, \
+            run_context(tracker := Tracker.from_config(cfg), name, tags) as parent, \
+            lifecycle.deferred_sigterm():
+        lease.bind(parent)
         tracker.log_config(parent, cfg)
         log.info("sweep: MLflow parent run %s in %s", parent, tracking_uri(cfg))
         prep_record = prep(cfg, parent)

@@ -67,6 +67,33 @@ def mlflow_params(cfg: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def create_sqlite_store(uri: str) -> None:
+    """Create a new sqlite MLflow store whole or not at all.
+
+    MLflow creates its schema table by table; a run killed meanwhile (the first run on a
+    fresh state dir spends seconds there) left a half-made store that every later run
+    failed on ("table label_schemas already exists"). The schema is built in a temp file
+    and linked into place, which fails harmlessly if another process got there first.
+    """
+    import os
+    import uuid
+
+    from mlflow.tracking import MlflowClient
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    if path.exists():
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process created it meanwhile: use theirs
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 _OPENED: set[str] = set()  # sqlite stores this process has created or checked
 
 
@@ -88,7 +115,8 @@ def open_client(uri: str) -> Any:
 
     db = Path(uri.removeprefix("sqlite:///"))
     with exclusive(db.with_name(db.name + ".lock")):
-        client = MlflowClient(tracking_uri=uri)  # builds the tracking store: creates the tables
+        create_sqlite_store(uri)  # a fresh store appears whole, even if we are killed meanwhile
+        client = MlflowClient(tracking_uri=uri)  # checks (and upgrades) the tracking store
         client.search_registered_models(max_results=1)  # the registry store checks them too
     _OPENED.add(uri)
     return client
@@ -277,10 +305,25 @@ def run_context(tracker: Tracker, name: str, tags: dict[str, str], parent_run_id
         run_id = tracker.start_run(name, tags, parent_run_id)
     try:
         yield run_id
-    except KeyboardInterrupt:
-        tracker.end_run(run_id, "KILLED")
-        raise
-    except BaseException:
-        tracker.end_run(run_id, "FAILED")
+    except BaseException as exc:
+        tracker.end_run(run_id, "KILLED" if interrupted(exc) else "FAILED")
         raise
     tracker.end_run(run_id, "FINISHED")
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Ctrl-C, or SIGTERM as Prefect (TerminationSignal) or Lightning (SIGTERMException) raise it."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    import sys
+
+    from pipelines.lifecycle import is_sigterm_exit
+
+    if is_sigterm_exit(exc):
+        return True
+
+    if "prefect" in sys.modules:
+        from prefect.exceptions import TerminationSignal
+
+        return isinstance(exc, TerminationSignal)
+    return False

@@ -107,3 +107,26 @@ def test_unreachable_store_keeps_the_lease(tmp_path: Path) -> None:
     finally:
         os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
     assert [x.run_id for x in liveness.leases(tmp_path)] == ["gone"]
+
+
+def test_lease_taken_before_the_run_exists_is_bound_later(tmp_path: Path) -> None:
+    """A kill before the MLflow parent exists leaves a pending lease: reaped without MLflow."""
+    with liveness.hold(tmp_path, "", "sqlite:///x.db") as lease:
+        assert lease.path.name.startswith("pending-") and lease.run_id == ""
+        lease.bind("parent1")
+        assert lease.path.name == "parent1.json"
+        assert [x.run_id for x in liveness.leases(tmp_path)] == ["parent1"]
+        assert liveness.stale(tmp_path) == []  # the lock moved with the file
+    assert liveness.leases(tmp_path) == []
+    code = """
+import os, sys
+from pipelines import liveness
+with liveness.hold(sys.argv[1], "", "http://127.0.0.1:9/"):
+    os._exit(0)  # dies holding it, before any MLflow run
+"""
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True,
+                   env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    [pending] = liveness.stale(tmp_path)
+    assert pending.run_id == ""
+    assert liveness.reap(tmp_path, prefect=False) == [pending]  # no MLflow store was needed
+    assert liveness.leases(tmp_path) == []
