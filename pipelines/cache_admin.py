@@ -18,7 +18,6 @@ It reads the state dir and the model registry only; it imports neither Prefect n
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from typing import Any
 
 from pipelines.cache import RECORD
 from pipelines.errors import UserError
+from pipelines.locks import is_held
 
 COMPLETE, PARTIAL, TMP, TRASH, NO_RECORD = "complete", "partial", "tmp", "trash", "no-record"
 LEFTOVERS = (PARTIAL, TMP, TRASH, NO_RECORD)
@@ -166,29 +166,6 @@ def _run_id(directory: Path, kind: str) -> str | None:
     return str(run_id) if run_id else None
 
 
-def is_locked(lock_file: Path) -> bool:
-    """Whether some live process holds a ``flock`` on ``lock_file`` (the file is never created).
-
-    Probes with a non-blocking exclusive lock, released at once: it fails iff someone holds a
-    shared or exclusive lock. The kernel drops a dead holder's lock, so this is a liveness test.
-    """
-    try:
-        fd = os.open(lock_file, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
 def lock_files(directory: Path, fp: str) -> list[Path]:
     """Every file whose flock means a live build uses the entry ``fp`` in ``directory.parent``:
     ``lock`` inside it, ``.partial-<fp>/lock`` (a rebuild of the same fingerprint), and any
@@ -203,7 +180,7 @@ def lock_files(directory: Path, fp: str) -> list[Path]:
 
 
 def in_use(directory: Path, fp: str) -> bool:
-    return any(is_locked(f) for f in lock_files(directory, fp))
+    return any(is_held(f) for f in lock_files(directory, fp))
 
 
 def scan(home: str | Path, stage: str | None = None) -> list[Entry]:

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.locks import is_held
+
 log = logging.getLogger("transferlab")
 
 LIVE_DIR = "live"
@@ -150,18 +152,8 @@ def hold(home: str | Path, run_id: str, tracking_uri: str, flow_run_id: str | No
 
 
 def _is_stale(path: Path) -> bool:
-    """True if nobody holds the lock of ``path`` (its holder is dead)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)  # also releases the probe's lock
-    return True
+    """True if the lease file is there and nobody holds its lock (its holder is dead)."""
+    return path.exists() and not is_held(path)
 
 
 def leases(home: str | Path) -> list[Lease]:

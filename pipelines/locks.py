@@ -69,20 +69,29 @@ def _release(fd: int, path: Path) -> None:
     os.close(fd)
 
 
-def holder(path: str | Path) -> str | None:
-    """Who holds the lock at ``path`` ("pid N" or "pid N on host H"), or None if nobody does."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    fd = os.open(path, os.O_RDONLY)
+def is_held(path: str | Path) -> bool:
+    """Whether a live process holds a ``flock`` on ``path`` (never created; a symlink is not
+    followed). The kernel drops a dead holder's lock, so this is also a liveness test: it is
+    how cache builds, ``transferlab cache``/``doctor`` and the run leases of
+    :mod:`pipelines.liveness` tell a live holder from a killed one."""
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _describe(path)
-        return None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the close below
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
     finally:
         os.close(fd)
+    return False
+
+
+def holder(path: str | Path) -> str | None:
+    """Who holds the lock at ``path`` ("pid N" or "pid N on host H"), or None if nobody does."""
+    return _describe(Path(path)) if is_held(path) else None
 
 
 def _describe(path: Path) -> str:
