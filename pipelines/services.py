@@ -226,9 +226,9 @@ def stop(services: list[Service]) -> None:
 def _sigterm_as_interrupt() -> None:
     """``docker stop``/``kill`` stop the stack as cleanly as Ctrl-C does, and Ctrl-C works
     even when started from a shell that ignores SIGINT for background jobs (``up &``)."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
+    from pipelines.lifecycle import sigterm_as_interrupt
+
+    sigterm_as_interrupt()
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 

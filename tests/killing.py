@@ -60,7 +60,8 @@ def _sid(pid: int) -> int | None:
     return int(fields[3])  # state ppid pgrp session
 
 
-def _zombie(pid: int) -> bool:
+def zombie(pid: int) -> bool:
+    """Gone or a zombie: ``pid`` runs no more."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -83,7 +84,7 @@ def run_processes(home: Path, session: int | None = None) -> list[tuple[int, str
         except OSError:
             continue
         if (session is not None and _sid(pid) == session) or needle in cmdline or needle in environ:
-            if not _zombie(pid):
+            if not zombie(pid):
                 found.append((pid, cmdline.replace(b"\0", b" ").decode(errors="replace")[:160]))
     return found
 

@@ -66,17 +66,9 @@ def test_pdeathsig_child_dies_with_its_parent(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     deadline = time.monotonic() + NOT_FOREVER_S
-    while Path(f"/proc/{child}").exists() and not _reaped_zombie(child):
+    while Path(f"/proc/{child}").exists() and not killing.zombie(child):
         assert time.monotonic() < deadline, "the child outlived its parent"
         time.sleep(0.05)
-
-
-def _reaped_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2] == "Z"
 
 
 @pytest.mark.slow
