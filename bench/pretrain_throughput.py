@@ -84,7 +84,7 @@ def hf_trainer(cfg: dict, prep_dir: Path, steps: int, bf16: bool, compile: bool,
 
 def transferlab(base: list[str], prep_record: dict, bf16: bool, compile: bool, seed: int) -> float:
     from pipelines import stages
-    from pipelines.config import compose
+    from pipelines.config.compose import compose
     from pipelines.stages.common import StageContext
 
     # A new seed per measurement: a new pretrain fingerprint, so the stage trains instead of hitting its cache.
@@ -104,8 +104,8 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from pipelines import stages
-    from pipelines.config import compose
-    from pipelines.runtime import quiet_libraries
+    from pipelines.config.compose import compose
+    from pipelines.runtime.env import quiet_libraries
     from pipelines.stages.common import StageContext
 
     quiet_libraries()

@@ -1,6 +1,6 @@
 """Start ``mlflow server --app-name basic-auth`` with an auth config generated from the environment.
 
-The checks and the INI come from pipelines/auth.py (``transferlab up --auth`` uses the same).
+The checks and the INI come from pipelines/serve/auth.py (``transferlab up --auth`` uses the same).
 
 Why a script: MLflow's basic-auth app reads its settings (auth database, default permission)
 from an INI file named by ``MLFLOW_AUTH_CONFIG_PATH``; the file that ships inside the wheel points
@@ -42,7 +42,7 @@ from pathlib import Path
 # In the image the project is installed; from a checkout, the repository root is one level up.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines import auth  # noqa: E402
+from pipelines.serve import auth  # noqa: E402
 
 REQUIRED = (
     "MLFLOW_BACKEND_STORE_URI",

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="two or more run ids, or one MLflow experiment name (its pipeline runs, newest first); "
                         "KEY=VALUE arguments are Hydra overrides naming the store, e.g. paths.home=... tracking.uri=...")
     p.add_argument("--max-runs", type=int, default=10, help="at most this many runs of an experiment (default 10)")
-    from pipelines.services import DEFAULT_HOST, DEFAULT_MLFLOW_PORT, DEFAULT_PREFECT_PORT
+    from pipelines.serve.services import DEFAULT_HOST, DEFAULT_MLFLOW_PORT, DEFAULT_PREFECT_PORT
 
     text = ("local services: a Prefect server and an MLflow server on the state dir, and every flow served as a "
             "deployment to start from the Prefect UI; Ctrl-C stops it all")
@@ -101,10 +101,10 @@ def state_command(args: argparse.Namespace) -> int:
     """``cache`` and ``doctor``: one-line errors and exit 2 on bad usage, like every command."""
     try:
         if args.command == "doctor":
-            from pipelines.doctor import doctor_command
+            from pipelines.cache.doctor import doctor_command
 
             return doctor_command(args.overrides, args.fix, args.orphans_older_than, sys.stdout)
-        from pipelines import cache_admin
+        from pipelines.cache import admin as cache_admin
 
         if args.cache_command == "list":
             return cache_admin.list_command(args.overrides, args.json, args.stage, sys.stdout, sys.stderr)
@@ -133,9 +133,9 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
 
 def compare_command(targets: list[str], max_runs: int) -> str:
     """The ``compare`` table as text: run ids or an experiment name, plus store overrides."""
-    from pipelines import compare
-    from pipelines.config import compose
-    from pipelines.tracking import tracking_uri
+    from pipelines.config.compose import compose
+    from pipelines.tracking import compare
+    from pipelines.tracking.runs import tracking_uri
 
     overrides = [t for t in targets if "=" in t]
     names = [t for t in targets if "=" not in t]
@@ -198,7 +198,7 @@ def print_sweep_summary(summary: dict[str, Any], out: Any = None) -> None:
 
 
 def services_command(args: argparse.Namespace) -> int:
-    from pipelines import services
+    from pipelines.serve import services
 
     if args.limit < 1:
         print(f"transferlab: error: bad value for --limit: {args.limit} (at least 1)", file=sys.stderr)
@@ -232,23 +232,23 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     try:
-        from pipelines.config import compose, to_yaml
+        from pipelines.config.compose import compose, to_yaml
 
         cfg = compose(args.overrides)
         if args.command == "config":
             sys.stdout.write(to_yaml(cfg))
             return 0
-        from pipelines.preflight import check_inputs
+        from pipelines.config.preflight import check_inputs
 
         check_inputs(cfg, "finetune" if args.command == "sweep" else args.command,
                      sweep=args.command == "sweep" or cfg["sweep"]["enabled"])
-        from pipelines.runtime import prepare_environment
+        from pipelines.runtime.env import prepare_environment
 
         prepare_environment(cfg)
-        from pipelines.distributed import is_rank_zero
+        from pipelines.runtime.distributed import is_rank_zero
 
         if is_rank_zero():
-            from pipelines.runtime import prepare_prefect_db
+            from pipelines.runtime.env import prepare_prefect_db
 
             prepare_prefect_db()  # before this run's temporary Prefect server migrates it, maybe with others
 
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             run_pipeline(cfg, "evaluate" if args.command == "run" else args.command)
             return 0
         if argv is None:  # this process's own command line: process-wide signal and child set-up
-            from pipelines import lifecycle
+            from pipelines.runtime import lifecycle
 
             lifecycle.sigterm_as_interrupt()  # docker stop, SLURM, timeout: a clean stop, as Ctrl-C
             lifecycle.own_prefect_server()  # the temporary Prefect server dies with this process
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("transferlab: interrupted", file=sys.stderr)
         if argv is None:  # this process's own command line (not a test calling main): end it now
-            from pipelines.lifecycle import exit_now
+            from pipelines.runtime.lifecycle import exit_now
 
             exit_now(130)
         return 130

@@ -14,15 +14,17 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import lifecycle, liveness, stages
-from pipelines.config import check_task, check_zero_shot, compose
+from pipelines import stages
+from pipelines.checkpoint_refs import resolve_init
+from pipelines.config.compose import check_task, check_zero_shot, compose
+from pipelines.config.preflight import check_inputs
 from pipelines.errors import UserError
-from pipelines.model_init import resolve_init
-from pipelines.preflight import check_inputs
-from pipelines.publish import pipeline_markdown, publish, run_link
+from pipelines.runtime import lifecycle
 from pipelines.stages.common import StageContext, stage_label
 from pipelines.stages.finetune import init_label
-from pipelines.tracking import TAG_KIND, Tracker, run_context, tracking_uri
+from pipelines.tracking import liveness
+from pipelines.tracking.publish import pipeline_markdown, publish, run_link
+from pipelines.tracking.runs import TAG_KIND, Tracker, run_context, tracking_uri
 
 log = logging.getLogger("transferlab")
 
@@ -77,7 +79,7 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
     if until in ("finetune", "evaluate"):  # a checkpoint's family is known now: fail before pretraining
         check_zero_shot(cfg["finetune"], cfg["model"]["family"])
         check_task(cfg["finetune"], cfg["model"]["family"])
-    from pipelines.distributed import is_rank_zero, run_worker
+    from pipelines.runtime.distributed import is_rank_zero, run_worker
 
     if not is_rank_zero():  # another rank of a DDP/FSDP pretraining: train only, log nothing
         return run_worker(cfg, until)
@@ -86,7 +88,7 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
     liveness.reap_quietly(cfg["paths"]["home"])  # an earlier, killed run's leftovers: KILLED / Crashed
     name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}"
     tags = {TAG_KIND: "pipeline", "transferlab.experiment": cfg["experiment_name"], "transferlab.until": until}
-    # The lease first: a kill from here on leaves nothing unmarked (see pipelines.liveness).
+    # The lease first: a kill from here on leaves nothing unmarked (see pipelines.tracking.liveness).
     with liveness.pipeline_run(cfg) as lease, \
             run_context(tracker := Tracker.from_config(cfg), name, tags) as parent, \
             lifecycle.deferred_sigterm():

@@ -30,14 +30,16 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import lifecycle, liveness, stages
-from pipelines.config import check_task, check_zero_shot, compose
+from pipelines import stages
+from pipelines.checkpoint_refs import resolve_init
+from pipelines.config.compose import check_task, check_zero_shot, compose
+from pipelines.config.preflight import check_budget, check_inputs
 from pipelines.errors import UserError
 from pipelines.flows import carbon_totals, prep, pretrain
-from pipelines.model_init import resolve_init
-from pipelines.preflight import check_budget, check_inputs
+from pipelines.runtime import lifecycle
 from pipelines.stages.common import StageContext
-from pipelines.tracking import TAG_KIND, Tracker, run_context, tracking_uri
+from pipelines.tracking import liveness
+from pipelines.tracking.runs import TAG_KIND, Tracker, run_context, tracking_uri
 
 log = logging.getLogger("transferlab")
 
@@ -127,8 +129,8 @@ def _worker_init() -> None:
     """Once per worker process: quiet the libraries and import the training stack now, so
     the seconds of importing torch/Lightning/transformers are not timed (and charged as
     CO2) inside the first fine-tune's tracked stage."""
-    from pipelines.lifecycle import die_with_parent, sigterm_as_interrupt
-    from pipelines.runtime import quiet_libraries
+    from pipelines.runtime.env import quiet_libraries
+    from pipelines.runtime.lifecycle import die_with_parent, sigterm_as_interrupt
 
     die_with_parent()  # no fine-tune outlives a killed sweep (SIGKILL: the sweep's next start reaps)
     sigterm_as_interrupt()  # stopped by the sweep: its MLflow run KILLED, carbon saved, as for Ctrl-C
@@ -243,7 +245,7 @@ def run_sweep(cfg: dict[str, Any]) -> dict[str, Any]:
     name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}-sweep"
     tags = {TAG_KIND: "sweep", "transferlab.experiment": cfg["experiment_name"], "transferlab.flow": "data_efficiency",
             "transferlab.task": cfg["finetune"]["task"]}
-    # The lease first: a kill from here on leaves nothing unmarked (see pipelines.liveness).
+    # The lease first: a kill from here on leaves nothing unmarked (see pipelines.tracking.liveness).
     with liveness.pipeline_run(cfg) as lease, \
             run_context(tracker := Tracker.from_config(cfg), name, tags) as parent, \
             lifecycle.deferred_sigterm():
@@ -351,7 +353,7 @@ def _requested(p: Point) -> int | None:
 
 
 def _publish(cfg: dict[str, Any], tracker: Tracker, parent: str, text: str) -> None:
-    from pipelines.publish import publish, run_link
+    from pipelines.tracking.publish import publish, run_link
 
     link = run_link(cfg, tracking_uri(cfg), tracker.experiment_id, parent)
     body = "\n".join(line for line in text.splitlines() if not line.startswith("!["))  # images live in MLflow

@@ -65,7 +65,7 @@ def tiny_overrides(home: Path, *extra: str) -> list[str]:
 
 @pytest.fixture
 def tiny_cfg(tmp_path: Path) -> dict[str, Any]:
-    from pipelines.config import compose
+    from pipelines.config.compose import compose
 
     return compose(tiny_overrides(tmp_path))
 

@@ -155,7 +155,7 @@ def test_trainer_choices_match_the_installed_lightning() -> None:
     from lightning.pytorch.accelerators import AcceleratorRegistry
     from lightning.pytorch.strategies import StrategyRegistry
 
-    from pipelines.config import ACCELERATORS, PRECISIONS, STRATEGIES_LIGHTNING
+    from pipelines.config.compose import ACCELERATORS, PRECISIONS, STRATEGIES_LIGHTNING
 
     lightning = {str(v) for arg in get_args(_PRECISION_INPUT) for v in get_args(arg)}
     assert PRECISIONS == lightning | {"auto"}
@@ -166,7 +166,7 @@ def test_trainer_choices_match_the_installed_lightning() -> None:
 def test_vocab_floor_matches_the_tokenizer_specials() -> None:
     """min_vocab_size counts the special tokens modules/data/tokenization.py really adds."""
     from modules.data.tokenization import _AUTO_KIND, _SPECIAL_ORDER
-    from pipelines.config import _AUTO_TOKENIZER, SPECIAL_TOKENS, min_vocab_size
+    from pipelines.config.compose import _AUTO_TOKENIZER, SPECIAL_TOKENS, min_vocab_size
 
     assert SPECIAL_TOKENS == {family: len(tokens) for family, tokens in _SPECIAL_ORDER.items()}
     assert _AUTO_TOKENIZER == _AUTO_KIND  # the kind `auto` trains, as the tokenizer module picks it

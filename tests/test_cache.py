@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cache import StageCache, atomic_dir, fingerprint, write_record
+from pipelines.cache.store import StageCache, atomic_dir, fingerprint, write_record
 
 
 def test_fingerprint_is_stable_and_input_sensitive() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import pipelines.carbon as carbon
-from pipelines.carbon import track_carbon
+import pipelines.tracking.carbon as carbon
+from pipelines.tracking.carbon import track_carbon
 
 CFG = {"enabled": True, "country_iso_code": "USA", "measure_power_secs": 1, "tracking_mode": "machine"}
 

@@ -15,9 +15,9 @@ import pytest
 from conftest import tiny_overrides
 
 from pipelines.cli import main
-from pipelines.compare import Comparison, RunInfo, compare, render
-from pipelines.config import compose, flatten
-from pipelines.tracking import TAG_KIND, TAG_STAGE, Tracker, tracking_uri
+from pipelines.config.compose import compose, flatten
+from pipelines.tracking.compare import Comparison, RunInfo, compare, render
+from pipelines.tracking.runs import TAG_KIND, TAG_STAGE, Tracker, tracking_uri
 
 EXPERIMENT = "transferlab"
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_overrides
 
 from pipelines import stages
-from pipelines.config import compose
+from pipelines.config.compose import compose
 from pipelines.stages.common import StageContext
 
 pytestmark = pytest.mark.slow

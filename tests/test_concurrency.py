@@ -30,7 +30,7 @@ def test_fresh_sqlite_store_opened_by_four_processes_at_once(tmp_path: Path) -> 
     go = tmp_path / "go"
     uri = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
     code = ("import sys, time; from pathlib import Path; import mlflow.tracking; "
-            "from pipelines.tracking import Tracker\n"
+            "from pipelines.tracking.runs import Tracker\n"
             f"while not Path({str(go)!r}).exists(): time.sleep(0.01)\n"
             f"t = Tracker({uri!r}, 'transferlab', {(tmp_path / 'home' / 'mlartifacts').as_uri()!r})\n"
             "print(t.experiment_id)\n")
@@ -49,12 +49,12 @@ def test_concurrent_preps_build_once_and_the_others_reuse(tmp_path: Path) -> Non
     over when that builder gives up, the others reuse its output as cache hits."""
     from mlflow import MlflowClient
 
-    from pipelines.cache import StageCache
-    from pipelines.config import compose
+    from pipelines.cache.store import StageCache
+    from pipelines.config.compose import compose
     from pipelines.stages import prep
     from pipelines.stages.common import StageContext
     from pipelines.stages.prep import prep_fingerprint
-    from pipelines.tracking import TAG_CACHE, TAG_CACHE_WAITED, Tracker
+    from pipelines.tracking.runs import TAG_CACHE, TAG_CACHE_WAITED, Tracker
 
     cfg = compose(tiny_overrides(tmp_path, "carbon.enabled=false"))
     cache = StageCache(tmp_path, "prep")
@@ -91,13 +91,13 @@ def test_wait_timeout_fails_the_stage_before_its_run_starts(tmp_path: Path) -> N
     """Past cache.wait_timeout_s the stage stops with one line naming the key; no child run is left."""
     from mlflow import MlflowClient
 
-    from pipelines.cache import StageCache
-    from pipelines.config import compose
-    from pipelines.locks import BuildTimeout
+    from pipelines.cache.store import StageCache
+    from pipelines.config.compose import compose
+    from pipelines.runtime.locks import BuildTimeout
     from pipelines.stages import prep
     from pipelines.stages.common import StageContext
     from pipelines.stages.prep import prep_fingerprint
-    from pipelines.tracking import Tracker
+    from pipelines.tracking.runs import Tracker
 
     cfg = compose(tiny_overrides(tmp_path, "carbon.enabled=false", "cache.wait_timeout_s=1"))
     tracker = Tracker.from_config(cfg)

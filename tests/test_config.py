@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipelines.cli import main
-from pipelines.config import compose, group_options
+from pipelines.config.compose import compose, group_options
 from pipelines.errors import ConfigError
 
 
@@ -111,6 +111,6 @@ def test_console_script_reports_bad_group_option(tmp_path: Path) -> None:
     (["model=bart_tiny", "pretrain.lr=5e-4"], 5e-4),
 ])
 def test_pretrain_lr_defaults_by_family_unless_set(tmp_path: Path, overrides: list[str], lr: float) -> None:
-    from pipelines.config import compose
+    from pipelines.config.compose import compose
 
     assert compose([f"paths.home={tmp_path}", *overrides])["pretrain"]["lr"] == lr

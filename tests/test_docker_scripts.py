@@ -131,7 +131,7 @@ def test_healthcheck_deployment_sends_the_auth_string(http_server: str) -> None:
 def test_worker_user_is_created_as_an_ordinary_user_and_follows_its_password(tmp_path: Path) -> None:
     from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
-    from pipelines.auth import ensure_user
+    from pipelines.serve.auth import ensure_user
 
     db = f"sqlite:///{tmp_path / 'auth.db'}"
     assert ensure_user(db, "worker", "worker-secret-1234") == "created"

@@ -15,7 +15,7 @@ from conftest import tiny_overrides
 from modules.data.denoising import DataCollatorForTextInfilling, infill_spans
 from modules.data.synthetic import generate
 from modules.data.tokenization import train_tokenizer
-from pipelines.config import compose
+from pipelines.config.compose import compose
 
 DATA = generate(seed=5, corpus_documents=120, labeled_train=8, labeled_val=4, labeled_test=4, words_per_topic=8,
                 neutral_words=40)

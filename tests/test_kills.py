@@ -17,7 +17,8 @@ import killing
 import pytest
 from conftest import tiny_overrides
 
-from pipelines import lifecycle, liveness
+from pipelines.runtime import lifecycle
+from pipelines.tracking import liveness
 
 # Long enough that a kill lands inside pretraining; checkpoints every 50 steps.
 PRETRAIN = ["pretrain.max_steps=300", "pretrain.checkpoint_every_n_steps=50"]
@@ -47,7 +48,7 @@ def test_pdeathsig_child_dies_with_its_parent(tmp_path: Path) -> None:
     marker = tmp_path / "child.pid"
     parent = (
         "import subprocess, sys, time\n"
-        "from pipelines.lifecycle import pdeathsig_command\n"
+        "from pipelines.runtime.lifecycle import pdeathsig_command\n"
         "p = subprocess.Popen(pdeathsig_command([sys.executable, '-c', 'import time; time.sleep(600)']),"
         " start_new_session=True)\n"
         f"open({str(marker)!r}, 'w').write(str(p.pid))\n"
@@ -182,10 +183,10 @@ def test_up_stopped_with_a_run_in_flight_leaves_nothing_running(tmp_path: Path) 
 def test_kill_while_mlflow_creates_its_store_leaves_a_usable_state_dir(tmp_path: Path) -> None:
     """Found by bench/chaos.py: a kill during MLflow's schema creation (the first run on a
     fresh state dir) left a store every later run failed on. It is created whole or not at all."""
-    from pipelines.tracking import Tracker
+    from pipelines.tracking.runs import Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = f"from pipelines.tracking import Tracker; Tracker({uri!r}, 'e')"
+    code = f"from pipelines.tracking.runs import Tracker; Tracker({uri!r}, 'e')"
     proc = subprocess.Popen([sys.executable, "-c", code], env=killing.cli_env(tmp_path))
     try:
         deadline = time.monotonic() + 120

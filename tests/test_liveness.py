@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines import liveness
+from pipelines.tracking import liveness
 
 HOLDER = """
 import sys, time
-from pipelines import liveness
+from pipelines.tracking import liveness
 with liveness.hold(sys.argv[1], sys.argv[2], sys.argv[3]):
     print("held", flush=True)
     time.sleep(600)
@@ -53,7 +53,7 @@ def test_forked_child_does_not_keep_a_dead_parents_lease(tmp_path: Path) -> None
     """A DataLoader worker or pool process forked by the pipeline must not hold its lease."""
     code = """
 import os, sys, time
-from pipelines import liveness
+from pipelines.tracking import liveness
 with liveness.hold(sys.argv[1], "r", "sqlite:///x.db"):
     if os.fork() == 0:
         time.sleep(600)
@@ -120,7 +120,7 @@ def test_lease_taken_before_the_run_exists_is_bound_later(tmp_path: Path) -> Non
     assert liveness.leases(tmp_path) == []
     code = """
 import os, sys
-from pipelines import liveness
+from pipelines.tracking import liveness
 with liveness.hold(sys.argv[1], "", "http://127.0.0.1:9/"):
     os._exit(0)  # dies holding it, before any MLflow run
 """

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from modules.data.sources import load_raw
 from pipelines import stages
 from pipelines.cli import main
-from pipelines.config import compose
+from pipelines.config.compose import compose
 from pipelines.stages.common import StageContext
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cache import StageCache, write_record
-from pipelines.locks import BuildTimeout, build_lock, exclusive, holder
+from pipelines.cache.store import StageCache, write_record
+from pipelines.runtime.locks import BuildTimeout, build_lock, exclusive, holder
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,7 +83,7 @@ def test_waiter_takes_over_when_the_builder_fails(tmp_path: Path, caplog: pytest
 def test_waiter_takes_over_when_the_builder_is_killed(tmp_path: Path) -> None:
     """SIGKILL of the builder: the kernel drops its lock and the waiter builds."""
     lock, marker = tmp_path / ".lock-abc", tmp_path / "done"
-    code = ("import sys, time; from pathlib import Path; from pipelines.locks import build_lock\n"
+    code = ("import sys, time; from pathlib import Path; from pipelines.runtime.locks import build_lock\n"
             f"with build_lock(Path({str(lock)!r}), 'prep abc', 5, lambda: False):\n"
             "    print('locked', flush=True); time.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True,

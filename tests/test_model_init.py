@@ -9,10 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_overrides
 
-from pipelines.cli import main
-from pipelines.config import compose
-from pipelines.errors import ConfigError, UserError
-from pipelines.model_init import (
+from pipelines.checkpoint_refs import (
     check_init,
     content_digest,
     family_of,
@@ -20,6 +17,9 @@ from pipelines.model_init import (
     parse_models_uri,
     resolve_init,
 )
+from pipelines.cli import main
+from pipelines.config.compose import compose
+from pipelines.errors import ConfigError, UserError
 
 TEXTS = ["the cat sat on the mat", "a dog ran in the park", "birds sing at dawn"] * 20
 
@@ -150,7 +150,7 @@ def test_missing_mlflow_uri_exits_2_and_leaves_nothing(tmp_path: Path, capsys: p
 
 
 def test_missing_mlflow_uri_in_an_existing_store(tmp_path: Path) -> None:
-    from pipelines.tracking import Tracker
+    from pipelines.tracking.runs import Tracker
 
     cfg = compose(tiny_overrides(tmp_path))
     tracker = Tracker.from_config(cfg)

@@ -10,8 +10,8 @@ import pytest
 from conftest import tiny_overrides
 
 from pipelines import stages
-from pipelines.config import compose
-from pipelines.model_init import resolve_init
+from pipelines.checkpoint_refs import resolve_init
+from pipelines.config.compose import compose
 from pipelines.stages.common import StageContext
 
 NAME = "quickstart-gpt2_tiny"  # pretrain.register_as defaults to ${experiment_name}-${model.name}

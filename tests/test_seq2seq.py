@@ -18,7 +18,7 @@ from modules.data.synthetic import generate, make_lexicon
 from modules.data.synthetic_seq2seq import generate_pairs, target_for
 from modules.data.tokenization import train_tokenizer
 from modules.tasks.seq2seq import TASK, tokenize_pairs
-from pipelines.config import compose
+from pipelines.config.compose import compose
 from pipelines.errors import ConfigError
 
 DATA = generate(seed=5, corpus_documents=120, labeled_train=8, labeled_val=4, labeled_test=4, words_per_topic=8,

@@ -59,7 +59,7 @@ def test_serve_needs_a_prefect_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 
 def test_deployment_parameters_are_typed_with_presets_as_choices() -> None:
-    from pipelines.deployments import FLOWS
+    from pipelines.serve.deployments import FLOWS
 
     assert [f.name for f in FLOWS] == ["transfer_learning", "prep", "pretrain", "finetune", "evaluate",
                                       "data_efficiency"]
@@ -76,7 +76,7 @@ def test_deployment_parameters_are_typed_with_presets_as_choices() -> None:
 
 
 def test_typed_parameters_become_overrides_before_the_free_form_ones() -> None:
-    from pipelines.deployments import ui_overrides
+    from pipelines.serve.deployments import ui_overrides
 
     assert ui_overrides("quickstart_bert", "bert_tiny", 50, 32, ["finetune.max_epochs=2"]) == [
         "experiment=quickstart_bert", "model=bert_tiny", "pretrain.max_steps=50", "finetune.train_examples=32",
@@ -88,7 +88,7 @@ def test_a_rejected_ui_run_fails_with_one_line_before_any_work(tmp_path: Path, p
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from pipelines.deployments import SERVER_OVERRIDES_ENV, transfer_learning
+    from pipelines.serve.deployments import SERVER_OVERRIDES_ENV, transfer_learning
 
     monkeypatch.setenv(SERVER_OVERRIDES_ENV, json.dumps(tiny_overrides(tmp_path)))
     state = transfer_learning(overrides=["hydra.job.chdir=true"], return_state=True)
@@ -112,7 +112,7 @@ GOOD_LOGINS = {"PREFECT_SERVER_API_AUTH_STRING": "ops:Prefect-pw-7f3k9q",
     ("example.org", False), ("localhost.example.org", False), ("", False),
 ])
 def test_only_loopback_addresses_count_as_private(host: str, loopback: bool) -> None:
-    from pipelines.services import is_loopback
+    from pipelines.serve.services import is_loopback
 
     assert is_loopback(host) is loopback
 
@@ -160,7 +160,7 @@ def test_up_names_the_missing_or_weak_login(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_loopback_keeps_running_without_logins_and_off_loopback_uses_them(tmp_path: Path) -> None:
-    from pipelines.services import client_auth_env, credentials
+    from pipelines.serve.services import client_auth_env, credentials
 
     assert credentials({}, "127.0.0.1", forced=False) is None
     assert credentials(GOOD_LOGINS, "127.0.0.1", forced=False) is None  # set but not asked for
@@ -185,7 +185,7 @@ def test_mlflow_auth_env_points_mlflow_at_a_private_config_in_the_state_dir(
 
     from mlflow.server.auth.config import read_auth_config
 
-    from pipelines.services import credentials, mlflow_auth_env
+    from pipelines.serve.services import credentials, mlflow_auth_env
 
     creds = credentials(GOOD_LOGINS, "0.0.0.0", False)
     assert creds is not None

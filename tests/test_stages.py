@@ -10,7 +10,7 @@ import pytest
 from conftest import tiny_overrides
 
 from pipelines import stages
-from pipelines.config import compose
+from pipelines.config.compose import compose
 from pipelines.stages.common import StageContext
 
 

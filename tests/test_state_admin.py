@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipelines import cache_admin
+from pipelines.cache import admin as cache_admin
 from pipelines.cli import main
 
 DAY = 86400
@@ -237,7 +237,7 @@ def test_doctor_young_partial_is_a_resume_point_not_a_problem(home: Path, capsys
 
 def test_doctor_marks_runs_a_dead_process_left_running(home: Path, capsys) -> None:
     """A lease nobody holds the flock of (its process died) over a RUNNING parent run: doctor
-    reports it, and --fix marks it KILLED through pipelines.liveness.reap."""
+    reports it, and --fix marks it KILLED through pipelines.tracking.liveness.reap."""
     from mlflow.tracking import MlflowClient
 
     shutil.rmtree(home / "cache")
@@ -256,7 +256,7 @@ def test_doctor_marks_runs_a_dead_process_left_running(home: Path, capsys) -> No
     assert client.get_run(run_id).info.status == "KILLED"
     assert not (home / "live" / f"{run_id}.json").exists()
     # A live holder's lease is not a problem.
-    from pipelines import liveness
+    from pipelines.tracking import liveness
 
     with liveness.hold(home, "livebeef", uri):
         code, out, _ = _run(capsys, "doctor", f"paths.home={home}")
@@ -267,7 +267,7 @@ def test_doctor_reports_a_repair_that_failed(home: Path) -> None:
     """A stand-in liveness whose reap cannot reach the store: the problem stays, exit 1."""
     import io
 
-    from pipelines.doctor import doctor_command
+    from pipelines.cache.doctor import doctor_command
 
     shutil.rmtree(home / "cache")
     lease_file = home / "stale.json"

@@ -280,7 +280,7 @@ def test_subset_that_cannot_cover_every_type_names_the_budget() -> None:
 
 def test_stage_run_writes_predictions_and_logs_entity_f1(tmp_path: Path) -> None:
     from pipelines import stages
-    from pipelines.config import compose
+    from pipelines.config.compose import compose
     from pipelines.stages.common import StageContext
 
     ctx = StageContext.create(compose(tiny_overrides(tmp_path, "finetune=token_classification", "finetune.max_epochs=1",

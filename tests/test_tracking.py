@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.tracking import MAX_PARAM_CHARS, mlflow_params, redact
+from pipelines.tracking.runs import MAX_PARAM_CHARS, mlflow_params, redact
 
 
 def test_params_are_dotted_truncated_and_redacted() -> None:
@@ -24,7 +24,7 @@ def test_null_tracker_overrides_every_tracker_method() -> None:
     """A rank > 0 must never reach MLflow: any Tracker method NullTracker inherits would."""
     import inspect
 
-    from pipelines.tracking import NullTracker, Tracker
+    from pipelines.tracking.runs import NullTracker, Tracker
 
     public = {n for n, f in inspect.getmembers(Tracker, inspect.isfunction) if not n.startswith("_")}
     inherited = {n for n in public if getattr(NullTracker, n) is getattr(Tracker, n)}

@@ -1,6 +1,6 @@
 """Overrides from the Prefect UI are untrusted: what is refused, with which message, and what passes.
 
-The rule (pipelines/ui_input.py) is checked on the overrides as Hydra parses them; the
+The rule (pipelines/config/ui_input.py) is checked on the overrides as Hydra parses them; the
 attacks below are the reproductions of issue 11 plus variations. Each must end in one
 ConfigError line that names the key and never shows the server's secret or files.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import tiny_overrides
 
+from pipelines.config.limits import default_limits
+from pipelines.config.ui_input import check_syntax, shown_to_ui, untrusted_config
 from pipelines.errors import ConfigError, UserError
-from pipelines.limits import default_limits
-from pipelines.ui_input import check_syntax, shown_to_ui, untrusted_config
 
 SECRET = "hunter2-do-not-show-7f3a"  # the value of env vars an attacker would like to read
 
@@ -287,7 +287,7 @@ def test_operator_overrides_are_trusted_and_come_first(tmp_path: Path) -> None:
 
 
 def test_the_operator_raises_limits_and_the_ui_cannot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.limits import LIMITS_ENV, parse_operator_limits
+    from pipelines.config.limits import LIMITS_ENV, parse_operator_limits
 
     server = tiny_overrides(tmp_path)
     limits = parse_operator_limits(["pretrain.max_steps=300000", "sweep.points=2"])
@@ -306,12 +306,12 @@ def test_the_operator_raises_limits_and_the_ui_cannot(tmp_path: Path, monkeypatc
 
 def test_up_and_serve_take_max_and_refuse_defaults_over_the_limits(tmp_path: Path) -> None:
     from pipelines.cli import build_parser
-    from pipelines.services import operator_limits
+    from pipelines.serve.services import operator_limits
 
     args = build_parser().parse_args(["serve", "--max", "pretrain.max_steps=50", "--max", "trainer.devices=2"])
     assert args.max_entries == ["pretrain.max_steps=50", "trainer.devices=2"]
     assert "--max KEY=N" in build_parser()._subparsers._group_actions[0].choices["up"].format_help()
-    from pipelines.config import compose
+    from pipelines.config.compose import compose
 
     cfg = compose(tiny_overrides(tmp_path))
     assert operator_limits(cfg, args.max_entries)["trainer.devices"] == 2
@@ -320,8 +320,8 @@ def test_up_and_serve_take_max_and_refuse_defaults_over_the_limits(tmp_path: Pat
 
 
 def test_default_limits_fit_the_machine_and_the_presets(tmp_path: Path) -> None:
-    from pipelines.config import compose, group_options
-    from pipelines.limits import check_limits
+    from pipelines.config.compose import compose, group_options
+    from pipelines.config.limits import check_limits
 
     limits = default_limits()
     assert limits["sweep.parallel"] == os.cpu_count() and limits["trainer.num_nodes"] == 1
@@ -337,8 +337,8 @@ def test_default_limits_fit_the_machine_and_the_presets(tmp_path: Path) -> None:
                                  "runs:/abc/./hf_model", "models:/m/1/a\\..\\b", "models:/m/1/%2e%2e/x",
                                  "runs:/abc/hf_model%2F..%2F..%2Fetc"])
 def test_mlflow_uris_cannot_climb_out_of_their_artifacts(uri: str, tmp_path: Path) -> None:
-    from pipelines.config import compose
-    from pipelines.model_init import locate_checkpoint
+    from pipelines.checkpoint_refs import locate_checkpoint
+    from pipelines.config.compose import compose
 
     cfg = compose(tiny_overrides(tmp_path))
     with pytest.raises(UserError, match=r"may not contain '\.' or '\.\.' segments"):
@@ -347,7 +347,7 @@ def test_mlflow_uris_cannot_climb_out_of_their_artifacts(uri: str, tmp_path: Pat
 
 
 def test_a_symlink_in_a_local_artifact_dir_is_not_followed_out(tmp_path: Path) -> None:
-    from pipelines.model_init import _check_contained
+    from pipelines.checkpoint_refs import _check_contained
 
     artifacts, outside = tmp_path / "artifacts", tmp_path / "outside"
     artifacts.mkdir()
@@ -365,8 +365,8 @@ def test_a_symlink_in_a_local_artifact_dir_is_not_followed_out(tmp_path: Path) -
 
 
 def test_ui_errors_name_the_key_and_file_not_the_contents(tmp_path: Path) -> None:
-    from pipelines.config import compose
-    from pipelines.preflight import check_inputs
+    from pipelines.config.compose import compose
+    from pipelines.config.preflight import check_inputs
 
     data = tmp_path / "data"
     data.mkdir()
@@ -381,7 +381,7 @@ def test_ui_errors_name_the_key_and_file_not_the_contents(tmp_path: Path) -> Non
 
 def test_a_failed_ui_run_shows_the_message_without_contents() -> None:
     from modules.data.errors import DataError
-    from pipelines.deployments import _user_errors_fail_cleanly
+    from pipelines.serve.deployments import _user_errors_fail_cleanly
 
     def flow_body() -> None:
         try:
@@ -395,9 +395,9 @@ def test_a_failed_ui_run_shows_the_message_without_contents() -> None:
 
 
 def test_an_mlflow_artifact_that_is_no_model_is_never_published_in_the_init_cache(tmp_path: Path) -> None:
-    from pipelines.config import compose
-    from pipelines.model_init import resolve_init
-    from pipelines.tracking import Tracker
+    from pipelines.checkpoint_refs import resolve_init
+    from pipelines.config.compose import compose
+    from pipelines.tracking.runs import Tracker
 
     cfg = compose(tiny_overrides(tmp_path))
     tracker = Tracker.from_config(cfg)
@@ -431,8 +431,8 @@ def test_the_hidden_form_survives_a_process_boundary() -> None:
 def test_served_flows_refuse_before_any_work_and_show_no_secret(tmp_path: Path, prefect_harness: None,
                                                                 secret_env: None,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.deployments import SERVER_OVERRIDES_ENV, data_efficiency, transfer_learning
-    from pipelines.limits import LIMITS_ENV, parse_operator_limits
+    from pipelines.config.limits import LIMITS_ENV, parse_operator_limits
+    from pipelines.serve.deployments import SERVER_OVERRIDES_ENV, data_efficiency, transfer_learning
 
     monkeypatch.setenv(SERVER_OVERRIDES_ENV, json.dumps(tiny_overrides(tmp_path)))
     monkeypatch.setenv(LIMITS_ENV, json.dumps(parse_operator_limits(["pretrain.max_steps=1000"])))

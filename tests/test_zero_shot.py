@@ -16,7 +16,7 @@ from conftest import tiny_overrides
 from modules.evaluation.zero_shot import verbalize, zero_shot_classify
 from pipelines import stages
 from pipelines.cli import main
-from pipelines.config import compose
+from pipelines.config.compose import compose
 from pipelines.errors import UserError
 from pipelines.stages.common import StageContext
 

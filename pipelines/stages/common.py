@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.cache import StageCache
-from pipelines.carbon import AttemptLedger, CarbonResult, track_carbon
-from pipelines.distributed import is_rank_zero
-from pipelines.locks import Claim
-from pipelines.tracking import (
+from pipelines.cache.store import StageCache
+from pipelines.runtime.distributed import is_rank_zero
+from pipelines.runtime.locks import Claim
+from pipelines.tracking.carbon import AttemptLedger, CarbonResult, track_carbon
+from pipelines.tracking.runs import (
     TAG_CACHE,
     TAG_CACHE_SOURCE,
     TAG_CACHE_WAITED,

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipelines.cache import StageCache, fingerprint, write_record
+from pipelines.cache.store import StageCache, fingerprint, write_record
 from pipelines.errors import UserError
 from pipelines.stages.common import (
     StageContext,
@@ -30,7 +30,7 @@ from pipelines.stages.common import (
     wait_timeout,
 )
 from pipelines.stages.pretrain import lightning_logger
-from pipelines.tracking import TAG_INIT, TAG_STRATEGY, TAG_TASK
+from pipelines.tracking.runs import TAG_INIT, TAG_STRATEGY, TAG_TASK
 
 log = logging.getLogger("transferlab")
 
@@ -43,7 +43,7 @@ def init_label(init: str) -> str:
     checkpoint reference (its last path segment), the init itself otherwise."""
     if init in BUILTIN_INITS:
         return init
-    from pipelines.model_init import source_label
+    from pipelines.checkpoint_refs import source_label
 
     # The last two path segments: "sentence-transformers/all-MiniLM-L6-v2", "<run id>/hf_model",
     # "my_package/model" (a bare "model" or "hf_model" says nothing).
@@ -53,7 +53,7 @@ def init_label(init: str) -> str:
 
 def _source(cfg: dict[str, Any], pretrain_record: dict[str, Any], init: str) -> tuple[Path, dict[str, Any]]:
     """The checkpoint ``init`` tunes from (a local dir) and what identifies its content."""
-    from pipelines.model_init import content_digest, locate_checkpoint
+    from pipelines.checkpoint_refs import content_digest, locate_checkpoint
 
     if init in BUILTIN_INITS:
         hf_model = Path(pretrain_record["hf_model"])
@@ -76,7 +76,7 @@ def finetune_fingerprint(cfg: dict[str, Any], prep_record: dict[str, Any], ident
 
 
 def _family(source: Path) -> str:
-    from pipelines.model_init import family_of
+    from pipelines.checkpoint_refs import family_of
 
     return family_of(json.loads((source / "config.json").read_text()), str(source))
 
@@ -98,7 +98,7 @@ def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
     label = init_label(init)
     check_task_family(task, family, f"the {'pretrained model' if init in BUILTIN_INITS else label} checkpoint")
     if init == "zero_shot":
-        from pipelines.config import check_zero_shot
+        from pipelines.config.compose import check_zero_shot
 
         check_zero_shot(ft, family)
     fp = finetune_fingerprint(cfg, prep_record, identity, init)
@@ -107,7 +107,7 @@ def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
     if init != "zero_shot":
         tags[TAG_STRATEGY] = ft["strategy"]
     if init not in BUILTIN_INITS:
-        from pipelines.model_init import source_label
+        from pipelines.checkpoint_refs import source_label
 
         tags[TAG_INIT_SOURCE] = source_label(init)
     # Another run (or sweep point) building the same entry: wait for it, then reuse it.

@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from pipelines.cache import StageCache, fingerprint, write_record
+from pipelines.cache.store import StageCache, fingerprint, write_record
 from pipelines.stages.common import (
     StageContext,
     cache_fields,

@@ -2,7 +2,7 @@
 
 A pretraining run can take hours and die at any moment (SIGKILL, preemption, OOM). It
 builds in a deterministic work dir, ``cache/pretrain/.partial-<fp>/`` (see
-``pipelines.cache.ResumableBuild``), that outlives the process:
+``pipelines.cache.store.ResumableBuild``), that outlives the process:
 
 - ``checkpoints/step=*.ckpt`` — atomic Lightning checkpoints every
   ``pretrain.checkpoint_every_n_steps``, newest ``pretrain.keep_checkpoints`` kept;
@@ -25,10 +25,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipelines import model_init, registry
-from pipelines.cache import ResumableBuild, StageCache, fingerprint, write_record
-from pipelines.carbon import AttemptLedger
-from pipelines.distributed import is_rank_zero
+from pipelines import checkpoint_refs as model_init
+from pipelines.cache.store import ResumableBuild, StageCache, fingerprint, write_record
+from pipelines.runtime.distributed import is_rank_zero
 from pipelines.stages.common import (
     StageContext,
     StageRun,
@@ -38,7 +37,9 @@ from pipelines.stages.common import (
     tracked_stage,
     wait_timeout,
 )
-from pipelines.tracking import Tracker, tracking_uri
+from pipelines.tracking import registry
+from pipelines.tracking.carbon import AttemptLedger
+from pipelines.tracking.runs import Tracker, tracking_uri
 
 log = logging.getLogger("transferlab")
 

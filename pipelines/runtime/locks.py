@@ -73,7 +73,7 @@ def is_held(path: str | Path) -> bool:
     """Whether a live process holds a ``flock`` on ``path`` (never created; a symlink is not
     followed). The kernel drops a dead holder's lock, so this is also a liveness test: it is
     how cache builds, ``transferlab cache``/``doctor`` and the run leases of
-    :mod:`pipelines.liveness` tell a live holder from a killed one."""
+    :mod:`pipelines.tracking.liveness` tell a live holder from a killed one."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:

@@ -25,7 +25,7 @@ def run_link(cfg: dict[str, Any], uri: str, experiment_id: str, run_id: str) -> 
     base = mlflow_ui_base(cfg, uri)
     if base:
         return f"[MLflow parent run `{run_id}`]({base}/#/experiments/{experiment_id}/runs/{run_id})"
-    from pipelines.tracking import redact
+    from pipelines.tracking.runs import redact
 
     return f"MLflow store `{redact(uri)}`, parent run `{run_id}` (open it with `mlflow ui --backend-store-uri ...`)"
 

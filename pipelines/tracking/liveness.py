@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.locks import is_held
+from pipelines.runtime.locks import is_held
 
 log = logging.getLogger("transferlab")
 
@@ -271,7 +271,7 @@ def pipeline_run(cfg: dict[str, Any], run_id: str = "") -> Iterator[Lease]:
     Taken before the parent run exists (``run_id=""``; then :meth:`Lease.bind` it), so a kill
     while the MLflow store opens still leaves the flow run to be marked Crashed.
     """
-    from pipelines.tracking import tracking_uri
+    from pipelines.tracking.runs import tracking_uri
 
     uri = tracking_uri(cfg)
     with hold(cfg["paths"]["home"], run_id, uri, current_flow_run_id()) as lease:

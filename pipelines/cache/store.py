@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipelines.locks import Claim
+    from pipelines.runtime.locks import Claim
 
 RECORD = "record.json"
 
@@ -78,12 +78,12 @@ class StageCache:
         return self.root / fp
 
     def lock_path(self, fp: str) -> Path:
-        """The entry's build lock (``pipelines.locks.build_lock``); exists only while it is built."""
+        """The entry's build lock (``pipelines.runtime.locks.build_lock``); exists only while it is built."""
         return self.root / f".lock-{fp}"
 
     def builder(self, fp: str) -> str | None:
         """Who is building the entry now ("pid N"), or None: no live process is."""
-        from pipelines.locks import holder
+        from pipelines.runtime.locks import holder
 
         return holder(self.lock_path(fp))
 
@@ -97,7 +97,7 @@ class StageCache:
         that need the same output build it once; a builder that fails or dies (the kernel
         drops its lock) hands the build to the next waiter.
         """
-        from pipelines.locks import build_lock
+        from pipelines.runtime.locks import build_lock
 
         with build_lock(self.lock_path(fp), f"{self.stage} {fp}", timeout_s,
                         lambda: self.lookup(fp) is not None) as claim:

@@ -20,7 +20,7 @@ from modules.tasks import (  # a light module: no torch, so validation stays ins
 )
 from pipelines.errors import ConfigError
 
-CONF_DIR = Path(os.environ.get("TRANSFERLAB_CONF", Path(__file__).resolve().parents[1] / "conf"))
+CONF_DIR = Path(os.environ.get("TRANSFERLAB_CONF", Path(__file__).resolve().parents[2] / "conf"))
 
 FAMILIES = {"causal", "masked", "seq2seq"}
 ARCHS = {"gpt2": "causal", "bert": "masked", "bart": "seq2seq"}
@@ -28,7 +28,7 @@ TOKENIZER_KINDS = {"auto", "bpe", "wordpiece", "unigram", "pretrained"}
 INITS = {"pretrained", "scratch", "zero_shot"}  # zero_shot: causal LMs only (prompt scoring)
 # Peak pretraining LR when pretrain.lr is null. The post-LayerNorm BART stalls at 3e-3
 # (val/loss flat at the unigram plateau, ~4.98, for 600 steps) and learns at 1e-3; a
-# pretrained checkpoint is adapted gently (pipelines.model_init sets CONTINUE_LR).
+# pretrained checkpoint is adapted gently (pipelines.checkpoint_refs sets CONTINUE_LR).
 FAMILY_LR = {"causal": 3e-3, "masked": 3e-3, "seq2seq": 1e-3}
 CONTINUE_LR = 1e-4
 # How a classifier fine-tunes (modules/models/freeze.py), and its peak LR when finetune.lr is
@@ -170,7 +170,7 @@ def compose(overrides: list[str] | None = None) -> dict[str, Any]:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from pipelines.schema import register_schema
+    from pipelines.config.schema import register_schema
 
     overrides = list(overrides or [])
     _reject_hydra_overrides(overrides)
@@ -241,7 +241,7 @@ def _unknown_keys(cfg: dict[str, Any], schema: dict[str, Any], prefix: str = "")
 
 def validate(cfg: dict[str, Any]) -> None:
     """Checks the schema's types cannot express: choices, ranges, cross-key consistency."""
-    from pipelines.schema import TransferLabConfig
+    from pipelines.config.schema import TransferLabConfig
 
     schema = OmegaConf.to_container(OmegaConf.structured(TransferLabConfig))
     unknown = _unknown_keys(cfg, schema)  # type: ignore[arg-type]
@@ -251,7 +251,7 @@ def validate(cfg: dict[str, Any]) -> None:
         )
     _choice(cfg, "data.source", DATA_SOURCES)
     scratch = (cfg["model"]["init"] or "scratch") == "scratch"
-    if scratch:  # otherwise the checkpoint's config decides (pipelines.model_init)
+    if scratch:  # otherwise the checkpoint's config decides (pipelines.checkpoint_refs)
         _choice(cfg, "model.arch", set(ARCHS))
         _choice(cfg, "model.family", FAMILIES)
     _choice(cfg, "tokenizer.kind", TOKENIZER_KINDS)
@@ -305,7 +305,7 @@ def validate(cfg: dict[str, Any]) -> None:
     if cfg["pretrain"]["max_steps"] < 0 or (scratch and cfg["pretrain"]["max_steps"] == 0):
         raise ConfigError(f"bad value for 'pretrain.max_steps': {cfg['pretrain']['max_steps']!r} (must be > 0; "
                           "0 only with model.init=<checkpoint>, to fine-tune it without pretraining)")
-    from pipelines.registry import check_name
+    from pipelines.tracking.registry import check_name
 
     check_name(cfg["pretrain"]["register_as"])
     if cfg["data"]["num_topics"] < 2:

@@ -5,10 +5,10 @@ Checks, one output line per problem with its fix:
 - the local stores open: ``mlflow.db`` and Prefect's ``prefect/*.db`` are opened read-only
   and queried (a file that is not a database, or a corrupt one, breaks every later run with
   a long traceback); ``--fix`` moves such a file aside so the next run starts a fresh store;
-- MLflow runs left RUNNING by a process that is gone (:mod:`pipelines.liveness`: a pipeline
+- MLflow runs left RUNNING by a process that is gone (:mod:`pipelines.tracking.liveness`: a pipeline
   holds a flock-ed lease on its parent run for its life); ``--fix`` marks the parent and its
-  RUNNING stage runs KILLED (:func:`pipelines.liveness.reap`);
-- cache leftovers (:mod:`pipelines.cache_admin`): ``.partial-*`` builds no live process
+  RUNNING stage runs KILLED (:func:`pipelines.tracking.liveness.reap`);
+- cache leftovers (:mod:`pipelines.cache.admin`): ``.partial-*`` builds no live process
   holds the lock of, ``.tmp-*`` dirs of killed builds, entries without ``record.json`` and
   ``.trash-*`` dirs of an interrupted prune; ``--fix`` removes them the safe way.
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipelines.cache_admin import (
+from pipelines.cache.admin import (
     COMPLETE,
     NO_RECORD,
     ORPHAN_AGE,
@@ -125,7 +125,7 @@ def check_stores(home: Path, tracking_uri: str) -> list[Problem]:
 
 
 class Liveness(Protocol):
-    """What doctor uses of :mod:`pipelines.liveness` (tests pass a stand-in)."""
+    """What doctor uses of :mod:`pipelines.tracking.liveness` (tests pass a stand-in)."""
 
     def stale(self, home: str | Path) -> list[Any]: ...
 
@@ -193,7 +193,7 @@ def check_cache(home: Path, orphan_age: float) -> list[Problem]:
 
 def diagnose(home: Path, tracking_uri: str, orphan_age: float = ORPHAN_AGE,
              liveness: Liveness | None = None) -> list[Problem]:
-    from pipelines import liveness as live
+    from pipelines.tracking import liveness as live
 
     problems = check_stores(home, tracking_uri)
     problems += check_runs(home, liveness or live)  # type: ignore[arg-type]
@@ -203,8 +203,8 @@ def diagnose(home: Path, tracking_uri: str, orphan_age: float = ORPHAN_AGE,
 
 def doctor_command(overrides: list[str], fix: bool, orphans_older_than: str, out: Any,
                    liveness: Liveness | None = None) -> int:
-    from pipelines.config import compose
-    from pipelines.tracking import tracking_uri
+    from pipelines.config.compose import compose
+    from pipelines.tracking.runs import tracking_uri
 
     orphan_age = parse_duration(orphans_older_than, "--orphans-older-than")
     cfg = compose(overrides)

@@ -8,7 +8,7 @@ nothing):
 
 - **one known key, one plain value**: ``KEY=VALUE`` where KEY is a config group
   (``model=bert_tiny``, VALUE one of its presets) or a key of the schema
-  (``pipelines/schema.py``) made of lowercase names; no ``+``/``++`` (adding keys), ``~``
+  (``pipelines/config/schema.py``) made of lowercase names; no ``+``/``++`` (adding keys), ``~``
   (deleting), ``@package``, ``hydra.*`` or ``_``-prefixed parts (``_target_``), no sweeps
   (``a=1,2``, ``choice()``, ``range()``, ``interval()``, ``glob()``), no mappings;
 - **values are data, never expressions**: strings, numbers, booleans, null, or a flat list
@@ -21,7 +21,7 @@ nothing):
   started with), ``tracking.ui_url`` (the link in every run's summary),
   ``model.trust_remote_code`` (runs code from a checkpoint), ``model.init_path`` (filled in
   by transferlab);
-- after composing and validating: the operator's limits (``pipelines.limits``); ``paths.home``
+- after composing and validating: the operator's limits (``pipelines.config.limits``); ``paths.home``
   without glob characters and inside the service's state dir; every local file or dir the
   run would read (data files, each match of a glob, a tokenizer or checkpoint dir) resolved
   through symlinks and inside the state dir (not its ``SERVICE_FILES``) or a ``--data-dir``;
@@ -45,7 +45,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import DATA_PATH_KEYS, compose, config_groups, group_options
+from pipelines.config.compose import DATA_PATH_KEYS, compose, config_groups, group_options
 from pipelines.errors import ConfigError, UserError
 
 OPERATOR_ONLY = ("tracking.uri", "tracking.ui_url", "model.trust_remote_code", "model.init_path")
@@ -79,7 +79,7 @@ def _shown(text: str) -> str:
 def _schema() -> dict[str, Any]:
     from omegaconf import OmegaConf
 
-    from pipelines.schema import TransferLabConfig
+    from pipelines.config.schema import TransferLabConfig
 
     return OmegaConf.to_container(OmegaConf.structured(TransferLabConfig))  # type: ignore[return-value]
 
@@ -242,8 +242,8 @@ def _inside(path: str, roots: list[Path]) -> bool:
 
 def _local_refs(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     """(key, local path) for everything the run would read from the server's disk."""
-    from pipelines.config import INITS
-    from pipelines.model_init import kind_of
+    from pipelines.checkpoint_refs import kind_of
+    from pipelines.config.compose import INITS
 
     out: list[tuple[str, str]] = []
     for key in DATA_PATH_KEYS:
@@ -261,7 +261,7 @@ def _local_refs(cfg: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _checkpoint_refs(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     """(key, reference) of every checkpoint/tokenizer reference that is not a built-in init."""
-    from pipelines.config import INITS
+    from pipelines.config.compose import INITS
 
     refs = [("model.init", cfg["model"]["init"] or "scratch"), ("tokenizer.path", cfg["tokenizer"]["path"])]
     refs += [("finetune.inits", i) for i in cfg["finetune"]["inits"] if i not in INITS]
@@ -270,7 +270,7 @@ def _checkpoint_refs(cfg: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _check_remote_refs(cfg: dict[str, Any]) -> None:
     """Hub ids must be ids; MLflow URIs must stay inside their artifact dir."""
-    from pipelines.model_init import check_artifact_path, kind_of
+    from pipelines.checkpoint_refs import check_artifact_path, kind_of
 
     for key, ref in _checkpoint_refs(cfg):
         kind = kind_of(ref)
@@ -327,11 +327,11 @@ def untrusted_config(server_overrides: list[str], ui_overrides: list[str], data_
                      limits: dict[str, int] | None = None) -> dict[str, Any]:
     """The config for a UI-triggered run: the operator's overrides, then the UI's, checked.
 
-    ``limits``: the service's (``pipelines.limits``); None: those the service handed to this
+    ``limits``: the service's (``pipelines.config.limits``); None: those the service handed to this
     process, or this machine's defaults. Raises ``ConfigError`` naming the key at fault, before
     any work (nothing is downloaded, copied or written).
     """
-    from pipelines.limits import check_limits, check_value, limits_from_env
+    from pipelines.config.limits import check_limits, check_value, limits_from_env
 
     limits = limits_from_env() if limits is None else limits
     parsed = parse_ui_overrides(ui_overrides)

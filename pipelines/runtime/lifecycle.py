@@ -26,7 +26,7 @@ The fix, on Linux:
   their parent and exit within seconds.
 
 Elsewhere (not Linux) these are no-ops, and the next start's lease reaping
-(``pipelines.liveness``) still marks a killed run's leftovers.
+(``pipelines.tracking.liveness``) still marks a killed run's leftovers.
 """
 
 from __future__ import annotations

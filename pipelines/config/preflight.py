@@ -24,11 +24,11 @@ def check_inputs(cfg: dict[str, Any], until: str = "prep", sweep: bool | None = 
     """
     from modules.data.errors import DataError
     from modules.data.sources import check_data, has_labels
-    from pipelines.model_init import check_init
+    from pipelines.checkpoint_refs import check_init
 
     check_init(cfg)  # model.init: exists, config.json + safetensors, no unrequested custom code
     if until in NEEDS_LABELS:
-        from pipelines.model_init import check_checkpoint_ref
+        from pipelines.checkpoint_refs import check_checkpoint_ref
         from pipelines.stages.finetune import BUILTIN_INITS
 
         for init in cfg["finetune"]["inits"]:  # extra checkpoints to tune next to pretrained/scratch
@@ -96,7 +96,7 @@ def _check_local_family(cfg: dict[str, Any], init: str) -> None:
     import json
     from pathlib import Path
 
-    from pipelines.model_init import family_of, kind_of
+    from pipelines.checkpoint_refs import family_of, kind_of
     from pipelines.stages.finetune import check_task_family, init_label
 
     if kind_of(init) != "local":
@@ -107,7 +107,7 @@ def _check_local_family(cfg: dict[str, Any], init: str) -> None:
 
 def _prep_record(cfg: dict[str, Any]) -> dict[str, Any] | None:
     """The finished prep output's record for this config, or None (reads, never creates, state)."""
-    from pipelines.cache import StageCache
+    from pipelines.cache.store import StageCache
     from pipelines.stages.prep import prep_fingerprint
 
     return StageCache(cfg["paths"]["home"], "prep").lookup(prep_fingerprint(cfg))

@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipelines.cache import RECORD, atomic_dir, write_record
+from pipelines.cache.store import RECORD, atomic_dir, write_record
 from pipelines.errors import UserError
 
 log = logging.getLogger("transferlab")
@@ -137,7 +137,7 @@ def _hub_download(init: str, local_only: bool) -> Path:
 def _client(cfg: dict[str, Any]):
     from mlflow.tracking import MlflowClient
 
-    from pipelines.tracking import tracking_uri
+    from pipelines.tracking.runs import tracking_uri
 
     uri = tracking_uri(cfg)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -145,7 +145,7 @@ def _client(cfg: dict[str, Any]):
 
 def _store_missing(cfg: dict[str, Any]) -> bool:
     """A local sqlite store that does not exist yet holds no runs or models: say so without creating it."""
-    from pipelines.tracking import tracking_uri
+    from pipelines.tracking.runs import tracking_uri
 
     uri = tracking_uri(cfg)
     return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
@@ -246,7 +246,7 @@ def _mlflow_source(cfg: dict[str, Any], init: str, key: str = "model.init") -> t
 
 
 def redact_uri(cfg: dict[str, Any]) -> str:
-    from pipelines.tracking import redact, tracking_uri
+    from pipelines.tracking.runs import redact, tracking_uri
 
     return redact(tracking_uri(cfg))
 
@@ -256,7 +256,7 @@ def _download_mlflow(cfg: dict[str, Any], init: str, key: str = "model.init") ->
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
-    from pipelines.tracking import tracking_uri
+    from pipelines.tracking.runs import tracking_uri
 
     source, cache_key = _mlflow_source(cfg, init, key)
     digest = hashlib.sha256(f"{tracking_uri(cfg)}\n{cache_key}".encode()).hexdigest()[:16]
@@ -353,7 +353,7 @@ def resolve_init(cfg: dict[str, Any]) -> dict[str, Any]:
         cfg["tokenizer"]["path"] = str(path)
         log.info("model.init: tokenizer.kind=auto -> pretrained (the checkpoint's own tokenizer)")
     if cfg["pretrain"]["lr"] is None:
-        from pipelines.config import CONTINUE_LR
+        from pipelines.config.compose import CONTINUE_LR
 
         cfg["pretrain"]["lr"] = CONTINUE_LR  # adapt a trained model gently; 3e-3 would wreck it
         log.info("model.init: pretrain.lr=null -> %g for continued pretraining", CONTINUE_LR)
@@ -440,7 +440,7 @@ def model_identity(model_cfg: dict[str, Any]) -> dict[str, Any]:
     if is_scratch(model_cfg):
         return model_cfg
     if not model_cfg.get("init_path"):
-        raise ValueError("model.init is not resolved; call pipelines.model_init.resolve_init(cfg) first")
+        raise ValueError("model.init is not resolved; call pipelines.checkpoint_refs.resolve_init(cfg) first")
     out = {k: v for k, v in model_cfg.items() if k not in ("init", "init_path")}
     out["init_digest"] = content_digest(model_cfg["init_path"])
     return out

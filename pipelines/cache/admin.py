@@ -1,6 +1,6 @@
 """``transferlab cache list|prune``: what the stage cache holds, and removing what is safe to remove.
 
-The cache (``$TRANSFERLAB_HOME/cache/<stage>/<name>``, see :mod:`pipelines.cache`) only
+The cache (``$TRANSFERLAB_HOME/cache/<stage>/<name>``, see :mod:`pipelines.cache.store`) only
 ever grows: every sweep point keeps a fine-tuned model, killed builds leave ``.partial-*``
 and ``.tmp-*`` dirs, and ``cache/init/`` keeps every downloaded checkpoint. This module
 lists it and prunes it under three rules:
@@ -8,7 +8,7 @@ lists it and prunes it under three rules:
 - never an entry a registered MLflow model version points at (by the fingerprint tag,
   the run that built it, or a local source path inside the entry);
 - never an entry a live build uses: "in use" means a lock file in or next to the entry
-  is ``flock``-ed right now (``.partial-<fp>/lock`` of :class:`~pipelines.cache.ResumableBuild`,
+  is ``flock``-ed right now (``.partial-<fp>/lock`` of :class:`~pipelines.cache.store.ResumableBuild`,
   or any ``*lock*`` file beside the entry whose name holds its fingerprint);
 - removal renames the entry to ``.trash-*`` first and deletes it after, so a concurrent
   reader sees the whole entry or none of it, never a half-deleted one.
@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.cache import RECORD
+from pipelines.cache.store import RECORD
 from pipelines.errors import UserError
-from pipelines.locks import is_held
+from pipelines.runtime.locks import is_held
 
 COMPLETE, PARTIAL, TMP, TRASH, NO_RECORD = "complete", "partial", "tmp", "trash", "no-record"
 LEFTOVERS = (PARTIAL, TMP, TRASH, NO_RECORD)
@@ -204,7 +204,7 @@ def scan(home: str | Path, stage: str | None = None) -> list[Entry]:
 
 
 def stages(home: str | Path) -> list[str]:
-    from pipelines.cache import STAGE_VERSIONS
+    from pipelines.cache.store import STAGE_VERSIONS
 
     root = cache_root(home)
     present = {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
@@ -243,14 +243,14 @@ def read_registry(tracking_uri: str) -> Registry:
     """Every model version of the store's registry; raises ``RuntimeError`` (one line) when
     the store cannot be read. A local sqlite store that does not exist holds none (and is
     not created); one that does not open is reported, never handed to MLflow to "repair"."""
-    from pipelines.tracking import TAG_FINGERPRINT
+    from pipelines.tracking.runs import TAG_FINGERPRINT
 
     registry = Registry()
     if tracking_uri.startswith("sqlite:///"):
         db = Path(tracking_uri.removeprefix("sqlite:///"))
         if not db.is_file():
             return registry
-        from pipelines.doctor import sqlite_problem
+        from pipelines.cache.doctor import sqlite_problem
 
         problem = sqlite_problem(db)
         if problem:
@@ -415,8 +415,8 @@ def render_plan(plan: Plan, applied: bool, removed: int | None = None) -> str:
 
 def _store(overrides: list[str]) -> tuple[Path, str]:
     """(state dir, tracking URI) from the same overrides and env vars as every command."""
-    from pipelines.config import compose
-    from pipelines.tracking import tracking_uri
+    from pipelines.config.compose import compose
+    from pipelines.tracking.runs import tracking_uri
 
     cfg = compose(overrides)
     return Path(cfg["paths"]["home"]), tracking_uri(cfg)

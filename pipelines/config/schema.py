@@ -96,7 +96,7 @@ class PretrainConfig:
     block_size: int = 64
     batch_size: int = 32
     max_steps: int = 1000
-    lr: float | None = None  # null: the family's default (FAMILY_LR in pipelines/config.py)
+    lr: float | None = None  # null: the family's default (FAMILY_LR in pipelines/config/compose.py)
     weight_decay: float = 0.01
     warmup_steps: int = 50
     grad_clip: float = 1.0
@@ -123,7 +123,7 @@ class FinetuneConfig:
     # top `trainable_layers` transformer layers + head train); modules/models/freeze.py.
     strategy: str = "full"
     trainable_layers: int = 2  # strategy=partial only
-    # null: the strategy's default (STRATEGY_LR in pipelines/config.py; CHECKPOINT_LR when
+    # null: the strategy's default (STRATEGY_LR in pipelines/config/compose.py; CHECKPOINT_LR when
     # model.init is a real checkpoint). Used by inits pretrained and scratch.
     lr: float | None = None
     # The LR for extra checkpoints listed in `inits` (null: CHECKPOINT_LR of the strategy).

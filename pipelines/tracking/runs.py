@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import flatten, to_yaml
+from pipelines.config.compose import flatten, to_yaml
 
 log = logging.getLogger("transferlab")
 
@@ -111,7 +111,7 @@ def open_client(uri: str) -> Any:
 
     if not uri.startswith("sqlite:///") or uri in _OPENED:
         return MlflowClient(tracking_uri=uri)
-    from pipelines.locks import exclusive
+    from pipelines.runtime.locks import exclusive
 
     db = Path(uri.removeprefix("sqlite:///"))
     with exclusive(db.with_name(db.name + ".lock")):
@@ -156,7 +156,7 @@ class Tracker:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Tracker:
-        from pipelines.distributed import is_rank_zero
+        from pipelines.runtime.distributed import is_rank_zero
 
         if not is_rank_zero():
             return NullTracker(tracking_uri(cfg), cfg["tracking"]["experiment"])
@@ -317,7 +317,7 @@ def interrupted(exc: BaseException) -> bool:
         return True
     import sys
 
-    from pipelines.lifecycle import is_sigterm_exit
+    from pipelines.runtime.lifecycle import is_sigterm_exit
 
     if is_sigterm_exit(exc):
         return True

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import UserError
-from pipelines.tracking import TAG_KIND, TAG_PARENT, TAG_RUN_NAME, TAG_STAGE
+from pipelines.tracking.runs import TAG_KIND, TAG_PARENT, TAG_RUN_NAME, TAG_STAGE
 
 # Key metrics, in display order. An entry ending in "*" matches every metric with that
 # prefix (``test/accuracy/pretrained``, ``test/accuracy/scratch``, ...), sorted by name.

@@ -86,7 +86,7 @@ AUTH_VARS = "PREFECT_SERVER_API_AUTH_STRING=admin:<password> and MLFLOW_AUTH_ADM
 def credentials(env: dict[str, str], host: str, forced: bool) -> Credentials | None:
     """The logins to start the servers with, from the environment; None on loopback (unless
     ``forced``). Off loopback, missing or weak ones refuse the start with one line saying how."""
-    from pipelines import auth
+    from pipelines.serve import auth
 
     if is_loopback(host) and not forced:
         return None
@@ -112,7 +112,7 @@ def credentials(env: dict[str, str], host: str, forced: bool) -> Credentials | N
 
 def mlflow_auth_env(creds: Credentials, home: Path) -> dict[str, str]:
     """Server environment for MLflow's basic-auth app: users in ``home/mlflow-auth.db``."""
-    from pipelines import auth
+    from pipelines.serve import auth
 
     config_dir = home / "mlflow-auth"
     config_dir.mkdir(mode=0o700, exist_ok=True)
@@ -175,7 +175,7 @@ def start(name: str, cmd: list[str], env: dict[str, str], health_url: str, log_d
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name.lower().replace(' ', '-')}.log"
     log_file = open(log_path, "wb")  # noqa: SIM115 (closed in stop())
-    from pipelines.lifecycle import pdeathsig_command
+    from pipelines.runtime.lifecycle import pdeathsig_command
 
     # SIGTERM when this process dies, even by SIGKILL: a killed `up` leaves no server behind.
     proc = subprocess.Popen(pdeathsig_command(cmd, signal.SIGTERM), env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -226,7 +226,7 @@ def stop(services: list[Service]) -> None:
 def _sigterm_as_interrupt() -> None:
     """``docker stop``/``kill`` stop the stack as cleanly as Ctrl-C does, and Ctrl-C works
     even when started from a shell that ignores SIGINT for background jobs (``up &``)."""
-    from pipelines.lifecycle import sigterm_as_interrupt
+    from pipelines.runtime.lifecycle import sigterm_as_interrupt
 
     sigterm_as_interrupt()
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -245,7 +245,7 @@ def _watch(services: list[Service], dead: list[Service], stopping: threading.Eve
 
 
 def reap_quietly(home: str | Path, prefect: bool) -> None:
-    from pipelines.liveness import reap_quietly as reap
+    from pipelines.tracking.liveness import reap_quietly as reap
 
     reap(home, prefect=prefect)
 
@@ -300,8 +300,8 @@ def end_flow_runs(exclude: list[int]) -> None:
 def run_env(tracking_uri: str, server_overrides: list[str], home: str, data_dirs: list[str],
             limits: dict[str, int] | None = None) -> None:
     """What the flow-run processes the runner starts inherit (set before Prefect is imported)."""
-    from pipelines.limits import LIMITS_ENV, default_limits
-    from pipelines.ui_input import DATA_DIRS_ENV, SERVER_OVERRIDES_ENV
+    from pipelines.config.limits import LIMITS_ENV, default_limits
+    from pipelines.config.ui_input import DATA_DIRS_ENV, SERVER_OVERRIDES_ENV
 
     os.environ["TRANSFERLAB_TRACKING_URI"] = tracking_uri
     os.environ[RUNNER_PID_ENV] = str(os.getpid())  # flow runs die with this process (lifecycle.follow_runner)
@@ -321,7 +321,7 @@ def serve_deployments(limit: int | None, on_ready: Callable[[], None]) -> None:
     from prefect.deployments.runner import EntrypointType
     from prefect.runner import Runner
 
-    from pipelines.deployments import FLOWS
+    from pipelines.serve.deployments import FLOWS
 
     runner = Runner(name="transferlab", pause_on_shutdown=False, limit=limit)
     for f in FLOWS:
@@ -343,7 +343,7 @@ def _check_data_dirs(data_dirs: list[str]) -> None:
 def operator_limits(cfg: dict[str, Any], max_entries: list[str] | None) -> dict[str, int]:
     """The limits of the served runs (``--max KEY=N`` over the machine's defaults); the
     operator's own defaults must fit them, or no served run could start."""
-    from pipelines.limits import check_limits, parse_operator_limits
+    from pipelines.config.limits import check_limits, parse_operator_limits
 
     limits = parse_operator_limits(max_entries or [])
     check_limits(cfg, limits)
@@ -358,8 +358,8 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
     Off loopback (or with ``auth``) both servers require logins taken from the environment
     (see ``credentials``); without them nothing starts.
     """
-    from pipelines.config import compose
-    from pipelines.tracking import artifact_root
+    from pipelines.config.compose import compose
+    from pipelines.tracking.runs import artifact_root
 
     cfg = compose(overrides)  # the operator's overrides: also the defaults of every served run
     limits = operator_limits(cfg, max_entries)
@@ -393,7 +393,7 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
     env["PREFECT_UI_API_URL"] = f"{prefect_url}/api"
     env["PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT"] = "false"
     store = f"sqlite:///{home / 'mlflow.db'}"
-    from pipelines.tracking import open_client
+    from pipelines.tracking.runs import open_client
 
     open_client(store)  # a fresh store is created whole and under the lock a CLI run takes too
     services: list[Service] = []
@@ -465,7 +465,7 @@ def ready_message(prefect_url: str, mlflow_url: str, cfg: dict[str, Any], home: 
 def serve(overrides: list[str], data_dirs: list[str], limit: int | None, out: IO[str] = sys.stdout,
           max_entries: list[str] | None = None) -> int:
     """Serve the deployments against a running Prefect API (PREFECT_API_URL) and MLflow."""
-    from pipelines.config import compose
+    from pipelines.config.compose import compose
 
     api = os.environ.get("PREFECT_API_URL")
     if not api:
@@ -474,12 +474,12 @@ def serve(overrides: list[str], data_dirs: list[str], limit: int | None, out: IO
     cfg = compose(overrides)
     limits = operator_limits(cfg, max_entries)
     _check_data_dirs(data_dirs)
-    from pipelines.runtime import prepare_environment
+    from pipelines.runtime.env import prepare_environment
 
     prepare_environment(cfg)  # PREFECT_HOME in the state dir, analytics off, quiet libraries
     uri = cfg["tracking"]["uri"] or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        from pipelines.tracking import tracking_uri
+        from pipelines.tracking.runs import tracking_uri
 
         uri = tracking_uri(cfg)
         out.write(f"transferlab: no MLflow server given (MLFLOW_TRACKING_URI or tracking.uri): runs log to {uri}\n")
@@ -494,7 +494,7 @@ def serve(overrides: list[str], data_dirs: list[str], limit: int | None, out: IO
     _sigterm_as_interrupt()
 
     def ready() -> None:
-        from pipelines.tracking import redact
+        from pipelines.tracking.runs import redact
 
         out.write(f"transferlab: ready, serving {api} (runs log to {redact(uri)}); Ctrl-C stops\n")
         out.flush()

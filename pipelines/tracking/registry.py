@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import UserError
-from pipelines.tracking import TAG_FINGERPRINT, redact
+from pipelines.tracking.runs import TAG_FINGERPRINT, redact
 
 log = logging.getLogger("transferlab")
 

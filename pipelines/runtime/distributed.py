@@ -60,7 +60,7 @@ def run_worker(cfg: dict[str, Any], until: str) -> dict[str, Any]:
     single-device in rank 0 only.
     """
     from pipelines import stages
-    from pipelines.cache import StageCache
+    from pipelines.cache.store import StageCache
     from pipelines.stages.common import StageContext
     from pipelines.stages.prep import prep_fingerprint
 

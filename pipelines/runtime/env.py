@@ -63,7 +63,7 @@ def prepare_prefect_db() -> None:
     db = Path(url.removeprefix(prefix))
     if _has_schema(db):
         return
-    from pipelines.locks import exclusive
+    from pipelines.runtime.locks import exclusive
 
     with exclusive(db.with_name(db.name + ".lock")):
         if _has_schema(db):  # another run created it while we waited
