@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow, task
@@ -20,8 +22,9 @@ from pipelines.config.compose import check_task, check_zero_shot, compose
 from pipelines.config.preflight import check_inputs
 from pipelines.errors import UserError
 from pipelines.runtime import lifecycle
-from pipelines.stages.common import StageContext, stage_label
+from pipelines.stages.common import StageContext
 from pipelines.stages.finetune import init_label
+from pipelines.stages.records import EvaluateRecord, FinetuneRecord, PrepRecord, PretrainRecord, StageRecord
 from pipelines.tracking import liveness
 from pipelines.tracking.publish import pipeline_markdown, publish, run_link
 from pipelines.tracking.runs import TAG_KIND, Tracker, run_context, tracking_uri
@@ -38,36 +41,60 @@ def _task(name: str) -> Any:
 
 
 @_task("prep")
-def prep(cfg: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
+def prep(cfg: dict[str, Any], parent_run_id: str) -> PrepRecord:
     return stages.prep(StageContext.create(cfg, parent_run_id))
 
 
 @_task("pretrain")
-def pretrain(cfg: dict[str, Any], prep_record: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
+def pretrain(cfg: dict[str, Any], prep_record: PrepRecord, parent_run_id: str) -> PretrainRecord:
     return stages.pretrain(StageContext.create(cfg, parent_run_id), prep_record)
 
 
 @_task("finetune")
-def finetune(cfg: dict[str, Any], prep_record: dict[str, Any], pretrain_record: dict[str, Any], init: str,
-             parent_run_id: str) -> dict[str, Any]:
+def finetune(cfg: dict[str, Any], prep_record: PrepRecord, pretrain_record: PretrainRecord, init: str,
+             parent_run_id: str) -> FinetuneRecord:
     return stages.finetune(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, init)
 
 
 @_task("evaluate")
-def evaluate(cfg: dict[str, Any], prep_record: dict[str, Any], pretrain_record: dict[str, Any],
-             finetune_records: list[dict[str, Any]], parent_run_id: str) -> dict[str, Any]:
+def evaluate(cfg: dict[str, Any], prep_record: PrepRecord, pretrain_record: PretrainRecord,
+             finetune_records: list[FinetuneRecord], parent_run_id: str) -> EvaluateRecord:
     return stages.evaluate(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, finetune_records)
 
 
-def carbon_totals(records: list[dict[str, Any]]) -> dict[str, float]:
+def carbon_totals(records: list[StageRecord]) -> dict[str, float]:
     """Pipeline carbon totals; a figure missing in any stage is left out, not summed as 0."""
     out: dict[str, float] = {}
     for key, metric in (("emissions_kg", "carbon/emissions_kg"), ("energy_kwh", "carbon/energy_kwh"),
                         ("duration_s", "carbon/duration_s")):
-        values = [r["carbon"][key] for r in records]
+        values = [r.carbon.as_dict()[key] for r in records]
         if values and all(v is not None for v in values):
-            out[metric] = float(sum(values))
+            out[metric] = float(sum(v for v in values if v is not None))
     return out
+
+
+def stage_summaries(records: list[StageRecord]) -> list[dict[str, Any]]:
+    """The summary's (and the CLI's) line per stage: name, cache hit, what this run spent."""
+    return [{"stage": r.label, "cache_hit": r.cache_hit, **r.carbon.as_dict()} for r in records]
+
+
+@contextmanager
+def parent_run(cfg: dict[str, Any], name: str, tags: dict[str, str], what: str) -> Iterator[tuple[Tracker, str]]:
+    """The MLflow parent run of a pipeline or sweep: (tracker, parent run id).
+
+    An earlier, killed run's leftovers are marked KILLED / Crashed first; the run lease is
+    taken before the parent run exists, so a kill from here on leaves nothing unmarked (see
+    pipelines.tracking.liveness); SIGTERM waits until the block is left.
+    """
+    lifecycle.follow_runner()  # a served run ends with the `up`/`serve` that started it
+    liveness.reap_quietly(cfg["paths"]["home"])  # an earlier, killed run's leftovers: KILLED / Crashed
+    with liveness.pipeline_run(cfg) as lease, \
+            run_context(tracker := Tracker.from_config(cfg), name, tags) as parent, \
+            lifecycle.deferred_sigterm():
+        lease.bind(parent)
+        tracker.log_config(parent, cfg)
+        log.info("%s: MLflow parent run %s in %s", what, parent, tracking_uri(cfg))
+        yield tracker, parent
 
 
 def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]:
@@ -84,18 +111,10 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
     if not is_rank_zero():  # another rank of a DDP/FSDP pretraining: train only, log nothing
         return run_worker(cfg, until)
     started = time.perf_counter()
-    lifecycle.follow_runner()  # a served run ends with the `up`/`serve` that started it
-    liveness.reap_quietly(cfg["paths"]["home"])  # an earlier, killed run's leftovers: KILLED / Crashed
     name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}"
     tags = {TAG_KIND: "pipeline", "transferlab.experiment": cfg["experiment_name"], "transferlab.until": until}
-    # The lease first: a kill from here on leaves nothing unmarked (see pipelines.tracking.liveness).
-    with liveness.pipeline_run(cfg) as lease, \
-            run_context(tracker := Tracker.from_config(cfg), name, tags) as parent, \
-            lifecycle.deferred_sigterm():
-        lease.bind(parent)
-        tracker.log_config(parent, cfg)
-        log.info("pipeline: MLflow parent run %s in %s", parent, tracking_uri(cfg))
-        records: list[dict[str, Any]] = [prep_record := prep(cfg, parent)]
+    with parent_run(cfg, name, tags, "pipeline") as (tracker, parent):
+        records: list[StageRecord] = [prep_record := prep(cfg, parent)]
         summary: dict[str, Any] = {"parent_run_id": parent, "tracking_uri": tracking_uri(cfg),
                                    "experiment": cfg["tracking"]["experiment"],
                                    "experiment_id": tracker.experiment_id, "until": until}
@@ -109,20 +128,19 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
 
             # The task's headline test metric per init (accuracy, entity F1 or chrF).
             summary["metric"] = HEADLINE[cfg["finetune"]["task"]]
-            summary["accuracy"] = {r["init"]: r["metrics"].get(f"test/{summary['metric']}") for r in tuned}
+            summary["accuracy"] = {r.init: r.metrics.get(f"test/{summary['metric']}") for r in tuned}
         if until == "evaluate":
             records.append(ev := evaluate(cfg, prep_record, pretrain_record, tuned, parent))
-            summary["report"] = ev["report"]
-            summary["evaluate"] = ev["metrics"]
-            for name_ in ev["artifacts"]:  # the report and the plots it links to
-                tracker.log_artifact(parent, f"{ev['path']}/{name_}")
+            summary["report"] = ev.report
+            summary["evaluate"] = ev.metrics
+            for name_ in ev.artifacts:  # the report and the plots it links to
+                tracker.log_artifact(parent, f"{ev.path}/{name_}")
         totals = carbon_totals(records)
         parent_metrics = dict(totals)
         if until == "evaluate":
             parent_metrics.update({k: v for k, v in summary["evaluate"].items() if k.startswith("test/")})
         tracker.log_metrics(parent, parent_metrics)
-        summary["stages"] = [{"stage": stage_label(r), "cache_hit": r.get("cache_hit", False), **r["carbon"]}
-                             for r in records]
+        summary["stages"] = stage_summaries(records)
         summary["totals"] = totals
     summary["wall_s"] = time.perf_counter() - started
     _publish_summary(cfg, summary)

@@ -35,11 +35,11 @@ from pipelines.checkpoint_refs import resolve_init
 from pipelines.config.compose import check_task, check_zero_shot, compose
 from pipelines.config.preflight import check_budget, check_inputs
 from pipelines.errors import UserError
-from pipelines.flows import carbon_totals, prep, pretrain
+from pipelines.flows import carbon_totals, parent_run, prep, pretrain, stage_summaries
 from pipelines.runtime import lifecycle
 from pipelines.stages.common import StageContext
-from pipelines.tracking import liveness
-from pipelines.tracking.runs import TAG_KIND, Tracker, run_context, tracking_uri
+from pipelines.stages.records import FinetuneRecord, PrepRecord, PretrainRecord, StageRecord
+from pipelines.tracking.runs import TAG_KIND, Tracker, tracking_uri
 
 log = logging.getLogger("transferlab")
 
@@ -140,8 +140,8 @@ def _worker_init() -> None:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_bad_input_is_final)
-def sweep_point(cfg: dict[str, Any], prep_record: dict[str, Any], pretrain_record: dict[str, Any], init: str,
-                parent_run_id: str) -> dict[str, Any]:
+def sweep_point(cfg: dict[str, Any], prep_record: PrepRecord, pretrain_record: PretrainRecord, init: str,
+                parent_run_id: str) -> FinetuneRecord:
     with lifecycle.deferred_sigterm():  # in a worker: stopped by the sweep, never mid-MLflow-write
         return stages.finetune(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, init)
 
@@ -193,18 +193,19 @@ def _workers_stop_with(runner: Any) -> Iterator[None]:
         raise
 
 
-def run_points(cfg: dict[str, Any], points: list[Point], prep_record: dict[str, Any],
-               pretrain_record: dict[str, Any], parent: str) -> list[tuple[Point, dict[str, Any] | None, str | None]]:
+def run_points(cfg: dict[str, Any], points: list[Point], prep_record: PrepRecord,
+               pretrain_record: PretrainRecord, parent: str) -> list[tuple[Point, FinetuneRecord | None, str | None]]:
     """(point, finetune record or None, one-line error or None) for every point, in order."""
     parallel = min(cfg["sweep"]["parallel"] or default_parallel(), len(points))
     threads = max(1, (os.cpu_count() or 1) // parallel)
     retries = cfg["sweep"]["retries"]
     log.info("sweep: %d fine-tunes, %d side by side (%d threads each), %d retr%s per point", len(points), parallel,
              threads, retries, "y" if retries == 1 else "ies")
-    calls = [(p, sweep_point.with_options(name=p.name, retries=retries),
-              dict(cfg=point_config(cfg, p, threads, parallel), prep_record=prep_record,
-                   pretrain_record=pretrain_record, init=p.init, parent_run_id=parent)) for p in points]
-    out: list[tuple[Point, dict[str, Any] | None, str | None]] = []
+    calls: list[tuple[Point, Any, dict[str, Any]]] = [
+        (p, sweep_point.with_options(name=p.name, retries=retries),
+         dict(cfg=point_config(cfg, p, threads, parallel), prep_record=prep_record,
+              pretrain_record=pretrain_record, init=p.init, parent_run_id=parent)) for p in points]
+    out: list[tuple[Point, FinetuneRecord | None, str | None]] = []
     if parallel == 1:  # in this process, on the main thread
         for point, call, params in calls:
             try:
@@ -240,26 +241,18 @@ def run_sweep(cfg: dict[str, Any]) -> dict[str, Any]:
     check_zero_shot(cfg["finetune"], cfg["model"]["family"])
     check_task(cfg["finetune"], cfg["model"]["family"])
     started = time.perf_counter()
-    lifecycle.follow_runner()  # a served run ends with the `up`/`serve` that started it
-    liveness.reap_quietly(cfg["paths"]["home"])  # an earlier, killed run's leftovers: KILLED / Crashed
     name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}-sweep"
     tags = {TAG_KIND: "sweep", "transferlab.experiment": cfg["experiment_name"], "transferlab.flow": "data_efficiency",
             "transferlab.task": cfg["finetune"]["task"]}
-    # The lease first: a kill from here on leaves nothing unmarked (see pipelines.tracking.liveness).
-    with liveness.pipeline_run(cfg) as lease, \
-            run_context(tracker := Tracker.from_config(cfg), name, tags) as parent, \
-            lifecycle.deferred_sigterm():
-        lease.bind(parent)
-        tracker.log_config(parent, cfg)
-        log.info("sweep: MLflow parent run %s in %s", parent, tracking_uri(cfg))
+    with parent_run(cfg, name, tags, "sweep") as (tracker, parent):
         prep_record = prep(cfg, parent)
         pretrain_record = pretrain(cfg, prep_record, parent)
-        pool = prep_record["labeled_rows"]["train"]
+        pool = prep_record.labeled_rows["train"]
         points = plan(cfg["sweep"], cfg["finetune"]["inits"], pool)
-        _check_budgets(cfg, points, prep_record["label_names"])
+        _check_budgets(cfg, points, prep_record.label_names)
         results = run_points(cfg, points, prep_record, pretrain_record, parent)
         report = write_report(cfg, tracker, parent, prep_record, pretrain_record, results)
-        records = [prep_record, pretrain_record] + [r for _, r, _ in results if r is not None]
+        records: list[StageRecord] = [prep_record, pretrain_record, *(r for _, r, _ in results if r is not None)]
         totals = carbon_totals(records)
         tracker.log_metrics(parent, {**totals, **report["metrics"]})
         for step, metrics in report["curve"]:  # MLflow draws these as learning curves: step = labeled examples
@@ -270,31 +263,22 @@ def run_sweep(cfg: dict[str, Any]) -> dict[str, Any]:
     summary = {"parent_run_id": parent, "tracking_uri": tracking_uri(cfg), "experiment": cfg["tracking"]["experiment"],
                "experiment_id": tracker.experiment_id, "until": "sweep", "report": report["path"],
                "metric": report["metric"], "points": report["points"], "failed": failed, "totals": totals,
-               "stages": [{"stage": s, "cache_hit": r.get("cache_hit", False), **r["carbon"]}
-                          for s, r in (("prep", prep_record), ("pretrain", pretrain_record))],
-               "cache_hits": sum(1 for _, r, _ in results if r and r.get("cache_hit")),
+               "stages": stage_summaries([prep_record, pretrain_record]),
+               "cache_hits": sum(1 for _, r, _ in results if r and r.cache_hit),
                "wall_s": time.perf_counter() - started}
     return summary
 
 
-def _produced(rec: dict[str, Any]) -> tuple[float | None, float | None]:
-    """What building a record's output cost (kg, kWh): this run's figures, or on a cache hit
-    the source run's (read once by the stage, StageRun.mark_cache)."""
-    if rec.get("cache_hit"):
-        return rec.get("avoided_kg"), rec.get("avoided_kwh")
-    return rec["carbon"]["emissions_kg"], rec["carbon"]["energy_kwh"]
-
-
-def _cost(name: str, rec: dict[str, Any]) -> Any:
+def _cost(rec: StageRecord) -> Any:
     from modules.evaluation.sweep_report import StageCost
 
-    carbon = rec["carbon"]
-    return StageCost(name, rec.get("cache_hit", False), carbon["emissions_kg"], carbon["energy_kwh"],
-                     carbon["duration_s"], *_produced(rec))
+    carbon = rec.carbon
+    return StageCost(rec.label, rec.cache_hit, carbon.emissions_kg, carbon.energy_kwh, carbon.duration_s,
+                     *rec.produced())
 
 
-def write_report(cfg: dict[str, Any], tracker: Tracker, parent: str, prep_record: dict[str, Any],
-                 pretrain_record: dict[str, Any], results: list[tuple[Point, dict[str, Any] | None, str | None]]
+def write_report(cfg: dict[str, Any], tracker: Tracker, parent: str, prep_record: PrepRecord,
+                 pretrain_record: PretrainRecord, results: list[tuple[Point, FinetuneRecord | None, str | None]]
                  ) -> dict[str, Any]:
     """The learning curve, the tables and break-even as parent-run artifacts and a Prefect artifact."""
     from modules.evaluation.learning_curve import learning_curve_png
@@ -309,18 +293,18 @@ def write_report(cfg: dict[str, Any], tracker: Tracker, parent: str, prep_record
             points.append(SweepPoint(p.label, p.budget, p.seed, "failed", None, None, None, None, error=error,
                                      requested_budget=_requested(p)))
             continue
-        carbon = rec["carbon"]
-        points.append(SweepPoint(p.label, rec["train_examples"], p.seed, "ok", rec["metrics"].get(f"test/{metric}"),
-                                 carbon["emissions_kg"], carbon["energy_kwh"], carbon["duration_s"],
-                                 rec.get("cache_hit", False), *_produced(rec), rec["run_id"],
+        carbon = rec.carbon
+        points.append(SweepPoint(p.label, rec.train_examples, p.seed, "ok", rec.metrics.get(f"test/{metric}"),
+                                 carbon.emissions_kg, carbon.energy_kwh, carbon.duration_s,
+                                 rec.cache_hit, *rec.produced(), rec.run_id,
                                  requested_budget=_requested(p)))
-    stage_costs = [_cost("prep", prep_record), _cost("pretrain", pretrain_record)]
+    stage_costs = [_cost(prep_record), _cost(pretrain_record)]
     out = Path(cfg["paths"]["home"]) / "runs" / parent / "report"
     out.mkdir(parents=True, exist_ok=True)
     title = (f"data_efficiency: {cfg['model']['name']} on {cfg['data']['name']} ({task.name}), "
              f"test {metric} vs labeled examples")
     learning_curve_png(points, f"test {metric}", title, out / "learning_curve.png",
-                       chance=task.chance(prep_record["label_names"]))
+                       chance=task.chance(prep_record.label_names))
     text = render_sweep_report(
         f"transferlab sweep: {cfg['experiment_name']} ({cfg['model']['name']}, {cfg['data']['name']}, {task.name})",
         f"test {metric}", points, stage_costs, ["learning_curve.png"],

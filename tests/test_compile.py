@@ -20,10 +20,10 @@ def test_compiled_pretraining_exports_uncompiled_weights(tmp_path: Path) -> None
 
     ctx = StageContext.create(compose(tiny_overrides(tmp_path, "trainer.compile=true")))
     rec = stages.pretrain(ctx, stages.prep(ctx))
-    weights = Path(rec["hf_model"]) / "model.safetensors"
+    weights = Path(rec.hf_model) / "model.safetensors"
     with safe_open(str(weights), "pt") as f:
         keys = list(f.keys())
     assert keys and not any("_orig_mod" in k for k in keys)
-    model = AutoModelForCausalLM.from_pretrained(rec["hf_model"])
+    model = AutoModelForCausalLM.from_pretrained(rec.hf_model)
     assert model.config.n_layer == 1
-    assert ctx.tracker.client.get_run(rec["run_id"]).data.metrics["train/loss"] > 0
+    assert ctx.tracker.client.get_run(rec.run_id).data.metrics["train/loss"] > 0

@@ -79,9 +79,9 @@ def test_concurrent_preps_build_once_and_the_others_reuse(tmp_path: Path) -> Non
     for t in threads:
         t.join(120)
     assert not errors, errors
-    assert sorted(r["cache_hit"] for r in records) == [False, True, True]
-    assert len({r["path"] for r in records}) == 1
-    runs = [MlflowClient(tracker.uri).get_run(r["run_id"]).data.tags for r in records]
+    assert sorted(r.cache_hit for r in records) == [False, True, True]
+    assert len({r.path for r in records}) == 1
+    runs = [MlflowClient(tracker.uri).get_run(r.run_id).data.tags for r in records]
     assert sorted(t[TAG_CACHE] for t in runs) == ["hit", "hit", "miss"]
     assert all(float(t[TAG_CACHE_WAITED]) > 0 for t in runs)  # every one of them waited
     assert sorted(p.name for p in cache.root.iterdir()) == [fp]  # no second copy, lock or temp dir

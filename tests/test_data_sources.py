@@ -199,8 +199,8 @@ def test_prep_on_a_hub_corpus_through_the_real_stage(tmp_path: Path, monkeypatch
     monkeypatch.setattr(hub, "fetch", lambda cfg: wiki)
     ctx = StageContext.create(compose(tiny_overrides(tmp_path / "home", "data=wikitext2")))
     rec = stages.prep(ctx)
-    assert rec["has_labels"] is False and not (Path(rec["path"]) / "labeled").exists()
-    run = ctx.tracker.client.get_run(rec["run_id"])
+    assert rec.has_labels is False and not (Path(rec.path) / "labeled").exists()
+    run = ctx.tracker.client.get_run(rec.run_id)
     (inp,) = run.inputs.dataset_inputs
     assert inp.dataset.name == "wikitext2-lm" and inp.dataset.source_type == "hugging_face"
     assert json.loads(inp.dataset.source) == {"uris": ["wikitext:wikitext-2-raw-v1"]}
@@ -247,7 +247,7 @@ def test_preflight_load_is_reused_by_prep_and_a_cached_prep_skips_it(tmp_path: P
     check_inputs(cfg, "prep")
     check_inputs(cfg, "prep")  # the CLI and the flow both check: still one read
     rec = stages.prep(StageContext.create(cfg))
-    assert len(loads) == 1 and rec["label_names"] == ["0", "1"]
+    assert len(loads) == 1 and rec.label_names == ["0", "1"]
     check_inputs(cfg, "evaluate")  # prep output exists for these contents: validated already, no read
     assert len(loads) == 1
     path.write_bytes(b"")  # new contents: the cached prep does not vouch for them

@@ -166,12 +166,12 @@ def test_stage_level_run_with_bart_tiny(tmp_path: Path) -> None:
     pre = stages.pretrain(ctx, prep)
     tuned = [stages.finetune(ctx, prep, pre, init) for init in ("pretrained", "scratch")]
     ev = stages.evaluate(ctx, prep, pre, tuned)
-    assert math.isfinite(pre["metrics"]["val/loss"])
+    assert math.isfinite(pre.metrics["val/loss"])
     for rec in tuned:
-        clf = AutoModelForSequenceClassification.from_pretrained(f"{rec['path']}/hf_model")
+        clf = AutoModelForSequenceClassification.from_pretrained(f"{rec.path}/hf_model")
         assert type(clf).__name__ == "BartForSequenceClassification"
-        assert 0.0 <= rec["metrics"]["test/accuracy"] <= 1.0
-    metrics: dict[str, Any] = ctx.tracker.client.get_run(ev["run_id"]).data.metrics
+        assert 0.0 <= rec.metrics["test/accuracy"] <= 1.0
+    metrics: dict[str, Any] = ctx.tracker.client.get_run(ev.run_id).data.metrics
     assert metrics["val/perplexity"] > 1 and "test/accuracy/pretrained" in metrics
 
 

@@ -134,8 +134,8 @@ def test_stage_linear_probe_keeps_the_pretrained_body(tmp_path: Path, monkeypatc
     pretrain = stages.pretrain(ctx, prep)
     rec = stages.finetune(ctx, prep, pretrain, "pretrained")
 
-    before = load_file(str(Path(pretrain["hf_model"]) / "model.safetensors"))
-    after = load_file(str(Path(rec["path"]) / "hf_model" / "model.safetensors"))
+    before = load_file(str(Path(pretrain.hf_model) / "model.safetensors"))
+    after = load_file(str(Path(rec.path) / "hf_model" / "model.safetensors"))
     body = [k for k in after if k.startswith("transformer.")]
     assert body and all(k in before for k in body)
     changed = [k for k in body if not torch.equal(before[k], after[k])]
@@ -143,8 +143,8 @@ def test_stage_linear_probe_keeps_the_pretrained_body(tmp_path: Path, monkeypatc
     assert set(head_at_start) == {"score.weight"}
     assert not torch.equal(after["score.weight"], head_at_start["score.weight"]), "the head did not train"
 
-    run = ctx.tracker.client.get_run(rec["run_id"])
-    assert run.data.tags["transferlab.strategy"] == "linear_probe" and rec["strategy"] == "linear_probe"
+    run = ctx.tracker.client.get_run(rec.run_id)
+    assert run.data.tags["transferlab.strategy"] == "linear_probe" and rec.strategy == "linear_probe"
     assert run.data.metrics["model/trainable_parameters"] == head_at_start["score.weight"].numel()
     assert run.data.params["finetune.lr"] == str(STRATEGY_LR["linear_probe"])
 

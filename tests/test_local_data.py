@@ -115,10 +115,10 @@ def test_prep_on_local_labeled_logs_inputs_and_fingerprint_follows_content(tmp_p
     files = _files(tmp_path)
     ctx = StageContext.create(_labeled_cfg(tmp_path, files["labeled"]))
     first = stages.prep(ctx)
-    assert first["label_names"] == ["neg", "pos"] and first["has_labels"] and not first["cache_hit"]
-    labeled = load_from_disk(str(Path(first["path"]) / "labeled"))
+    assert first.label_names == ["neg", "pos"] and first.has_labels and not first.cache_hit
+    labeled = load_from_disk(str(Path(first.path) / "labeled"))
     assert labeled["train"].features["label"].names == ["neg", "pos"]
-    run = MlflowClient(ctx.tracker.uri).get_run(first["run_id"])
+    run = MlflowClient(ctx.tracker.uri).get_run(first.run_id)
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"local_labeled-lm", "local_labeled-labeled"}
     lm = inputs["local_labeled-lm"].dataset
@@ -127,12 +127,12 @@ def test_prep_on_local_labeled_logs_inputs_and_fingerprint_follows_content(tmp_p
     assert json.loads(inputs["local_labeled-labeled"].dataset.profile)["rows"] == {"train": 84, "validation": 12,
                                                                                   "test": 24}
     again = stages.prep(ctx)
-    assert again["cache_hit"]
-    rerun = MlflowClient(ctx.tracker.uri).get_run(again["run_id"])
+    assert again.cache_hit
+    rerun = MlflowClient(ctx.tracker.uri).get_run(again.run_id)
     assert {d.dataset.digest for d in rerun.inputs.dataset_inputs} == {lm.digest}  # logged on a hit too
     files["labeled"].write_text(files["labeled"].read_text().replace("neg", "negative"))
     changed = stages.prep(ctx)
-    assert not changed["cache_hit"] and changed["label_names"] == ["negative", "pos"]
+    assert not changed.cache_hit and changed.label_names == ["negative", "pos"]
 
 
 def test_prep_without_labels_writes_lm_data_only(tmp_path: Path) -> None:
@@ -140,12 +140,12 @@ def test_prep_without_labels_writes_lm_data_only(tmp_path: Path) -> None:
     ctx = StageContext.create(compose(tiny_overrides(tmp_path / "home", "data=local_text",
                                                      f"data.path={files['corpus']}")))
     rec = stages.prep(ctx)
-    out = Path(rec["path"])
-    assert rec["has_labels"] is False and rec["label_names"] == []
+    out = Path(rec.path)
+    assert rec.has_labels is False and rec.label_names == []
     assert (out / "lm" / "train").exists() and not (out / "labeled").exists()
     stats = json.loads((out / "stats.json").read_text())
     assert stats["has_labels"] is False and stats["labeled_rows"] == {}
-    run = MlflowClient(ctx.tracker.uri).get_run(rec["run_id"])
+    run = MlflowClient(ctx.tracker.uri).get_run(rec.run_id)
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["local_text-lm"]
 
 

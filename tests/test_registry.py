@@ -40,29 +40,29 @@ def first(home: Path) -> tuple[StageContext, dict[str, Any]]:
 def test_pretrain_registers_version_1_with_tags(first: tuple[StageContext, dict[str, Any]]) -> None:
     ctx, pre = first
     client = ctx.tracker.client
-    assert pre["registered_model"] == {"name": NAME, "version": "1", "new": True, "uri": f"models:/{NAME}/1"}
+    assert pre.registered_model == {"name": NAME, "version": "1", "new": True, "uri": f"models:/{NAME}/1"}
     mv = client.get_model_version(NAME, "1")
-    assert mv.run_id == pre["run_id"] and mv.source == f"runs:/{pre['run_id']}/hf_model"
-    assert mv.tags["transferlab.fingerprint"] == pre["fingerprint"]
+    assert mv.run_id == pre.run_id and mv.source == f"runs:/{pre.run_id}/hf_model"
+    assert mv.tags["transferlab.fingerprint"] == pre.fingerprint
     assert len(mv.tags["transferlab.data_fingerprint"]) == 16
     assert mv.tags["transferlab.tokenizer"].startswith("bpe/")
     assert float(mv.tags["carbon/emissions_kg"]) > 0 and float(mv.tags["carbon/energy_kwh"]) > 0
     assert "gpt2_tiny" in mv.description and "6 pretraining steps" in mv.description
-    assert client.get_run(pre["run_id"]).data.tags["transferlab.registered_model"] == f"{NAME}/1"
+    assert client.get_run(pre.run_id).data.tags["transferlab.registered_model"] == f"{NAME}/1"
 
 
 def test_cache_hit_registers_nothing_new(home: Path, first: tuple[StageContext, dict[str, Any]]) -> None:
     ctx, pre = first
     _, again, _ = _pipeline(home)
-    assert again["cache_hit"] is True and again["fingerprint"] == pre["fingerprint"]
-    assert again["registered_model"]["version"] == "1" and again["registered_model"]["new"] is False
+    assert again.cache_hit is True and again.fingerprint == pre.fingerprint
+    assert again.registered_model["version"] == "1" and again.registered_model["new"] is False
     assert len(ctx.tracker.client.search_model_versions(f"name='{NAME}'")) == 1
-    assert ctx.tracker.client.get_run(again["run_id"]).data.tags["transferlab.registered_model"] == f"{NAME}/1"
+    assert ctx.tracker.client.get_run(again.run_id).data.tags["transferlab.registered_model"] == f"{NAME}/1"
 
 
 def test_register_as_null_registers_nothing(tmp_path: Path) -> None:
     ctx, pre, _ = _pipeline(tmp_path, "pretrain.register_as=null", "pretrain.max_steps=2")
-    assert pre["registered_model"] is None
+    assert pre.registered_model is None
     assert ctx.tracker.client.search_registered_models() == []
 
 
@@ -77,20 +77,20 @@ def test_finetune_straight_from_the_registry(home: Path, first: tuple[StageConte
     from safetensors.torch import load_file
 
     registered = load_file(Path(m["init_path"]) / "model.safetensors")
-    exported = load_file(Path(pre["hf_model"]) / "model.safetensors")
+    exported = load_file(Path(pre.hf_model) / "model.safetensors")
     assert registered.keys() == exported.keys()
     assert all((registered[k] == exported[k]).all() for k in registered)
-    assert pre["registered_model"] is None  # nothing new to register
-    assert 0.0 <= tuned[0]["metrics"]["test/accuracy"] <= 1.0
+    assert pre.registered_model is None  # nothing new to register
+    assert 0.0 <= tuned[0].metrics["test/accuracy"] <= 1.0
     assert len(ctx.tracker.client.search_model_versions(f"name='{NAME}'")) == 1
 
 
 def test_continue_pretraining_from_the_registry(home: Path, first: tuple[StageContext, dict[str, Any]]) -> None:
     ctx, pre, tuned = _pipeline(home, f"model.init=models:/{NAME}/1", "pretrain.max_steps=2", finetune=True)
-    assert pre["cache_hit"] is False and pre["fingerprint"] != first[1]["fingerprint"]
-    assert "val/loss" in pre["metrics"]
-    assert 0.0 <= tuned[0]["metrics"]["test/accuracy"] <= 1.0
-    assert pre["registered_model"]["version"] == "2"  # a new export: a new version
+    assert pre.cache_hit is False and pre.fingerprint != first[1].fingerprint
+    assert "val/loss" in pre.metrics
+    assert 0.0 <= tuned[0].metrics["test/accuracy"] <= 1.0
+    assert pre.registered_model["version"] == "2"  # a new export: a new version
     mv = ctx.tracker.client.get_model_version(NAME, "2")
     assert mv.tags["transferlab.init"] == f"models:/{NAME}/1" and "2 pretraining steps" in mv.description
 

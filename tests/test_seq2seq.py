@@ -247,14 +247,14 @@ def test_stages_write_predictions_and_log_chrf(tmp_path: Path, model: str) -> No
     pretrain = stages.pretrain(ctx, prep)
     recs = [stages.finetune(ctx, prep, pretrain, init) for init in ("pretrained", "scratch")]
     for rec in recs:
-        path = Path(rec["predictions"])
-        assert path.name == "predictions.jsonl" and rec["task"] == "seq2seq"
+        path = Path(rec.predictions)
+        assert path.name == "predictions.jsonl" and rec.task == "seq2seq"
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         assert len(rows) == cfg["data"]["labeled_test"]
         assert set(rows[0]) == {"index", "source", "reference", "prediction"}
-        metrics = ctx.tracker.client.get_run(rec["run_id"]).data.metrics
+        metrics = ctx.tracker.client.get_run(rec.run_id).data.metrics
         assert 0.0 <= metrics["test/chrf"] <= 1.0 and "val/loss" in metrics
         assert metrics["test/chrf"] == pytest.approx(TASK.score(rows, [])["chrf"])
     ev = stages.evaluate(ctx, prep, pretrain, recs)
-    assert "test/chrf_gain" in ev["metrics"]
-    assert "chrF" in Path(ev["report"]).read_text()
+    assert "test/chrf_gain" in ev.metrics
+    assert "chrF" in Path(ev.report).read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from conftest import tiny_overrides
 from pipelines import stages
 from pipelines.config.compose import compose
 from pipelines.stages.common import StageContext
+from pipelines.stages.records import FinetuneRecord, PrepRecord, PretrainRecord
 
 
 @pytest.fixture(scope="module")
@@ -21,17 +23,17 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> StageContext:
 
 
 @pytest.fixture(scope="module")
-def prep_rec(ctx: StageContext) -> dict[str, Any]:
+def prep_rec(ctx: StageContext) -> PrepRecord:
     return stages.prep(ctx)
 
 
 @pytest.fixture(scope="module")
-def pretrain_rec(ctx: StageContext, prep_rec: dict[str, Any]) -> dict[str, Any]:
+def pretrain_rec(ctx: StageContext, prep_rec: PrepRecord) -> PretrainRecord:
     return stages.pretrain(ctx, prep_rec)
 
 
 @pytest.fixture(scope="module")
-def finetune_recs(ctx: StageContext, prep_rec: dict[str, Any], pretrain_rec: dict[str, Any]) -> list[dict[str, Any]]:
+def finetune_recs(ctx: StageContext, prep_rec: PrepRecord, pretrain_rec: PretrainRecord) -> list[FinetuneRecord]:
     return [stages.finetune(ctx, prep_rec, pretrain_rec, init) for init in ("pretrained", "scratch")]
 
 
@@ -43,20 +45,20 @@ def _artifacts(ctx: StageContext, run_id: str, path: str | None = None) -> set[s
     return {a.path for a in ctx.tracker.client.list_artifacts(run_id, path)}
 
 
-def test_prep_writes_tokenizer_and_datasets(ctx: StageContext, prep_rec: dict[str, Any]) -> None:
-    out = Path(prep_rec["path"])
+def test_prep_writes_tokenizer_and_datasets(ctx: StageContext, prep_rec: PrepRecord) -> None:
+    out = Path(prep_rec.path)
     assert (out / "tokenizer" / "tokenizer.json").exists()
     assert (out / "lm" / "train").exists() and (out / "labeled" / "test").exists()
-    assert prep_rec["cache_hit"] is False and len(prep_rec["label_names"]) == 4
-    run = _run(ctx, prep_rec["run_id"])
+    assert prep_rec.cache_hit is False and len(prep_rec.label_names) == 4
+    run = _run(ctx, prep_rec.run_id)
     assert run.data.tags["transferlab.stage"] == "prep"
     assert run.data.tags["transferlab.cache"] == "miss"
     assert run.data.metrics["data/lm_blocks_train"] > 0
     assert run.data.metrics["carbon/emissions_kg"] > 0
-    assert {"config.yaml", "emissions.csv", "stats.json", "tokenizer"} <= _artifacts(ctx, prep_rec["run_id"])
+    assert {"config.yaml", "emissions.csv", "stats.json", "tokenizer"} <= _artifacts(ctx, prep_rec.run_id)
 
 
-def test_second_prep_is_a_cache_hit_without_retokenizing(ctx: StageContext, prep_rec: dict[str, Any],
+def test_second_prep_is_a_cache_hit_without_retokenizing(ctx: StageContext, prep_rec: PrepRecord,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import modules.data.prepare
 
@@ -65,53 +67,53 @@ def test_second_prep_is_a_cache_hit_without_retokenizing(ctx: StageContext, prep
 
     monkeypatch.setattr(modules.data.prepare, "prepare_data", must_not_run)
     again = stages.prep(ctx)
-    assert again["cache_hit"] is True
-    assert again["fingerprint"] == prep_rec["fingerprint"] and again["path"] == prep_rec["path"]
-    tags = _run(ctx, again["run_id"]).data.tags
+    assert again.cache_hit is True
+    assert again.fingerprint == prep_rec.fingerprint and again.path == prep_rec.path
+    tags = _run(ctx, again.run_id).data.tags
     assert tags["transferlab.cache"] == "hit"
-    assert tags["transferlab.cache_source_run"] == prep_rec["run_id"]
+    assert tags["transferlab.cache_source_run"] == prep_rec.run_id
 
 
-def test_changed_input_is_a_cache_miss(ctx: StageContext, prep_rec: dict[str, Any]) -> None:
+def test_changed_input_is_a_cache_miss(ctx: StageContext, prep_rec: PrepRecord) -> None:
     other = StageContext.create({**ctx.cfg, "data": {**ctx.cfg["data"], "seed": 99}})
     rec = stages.prep(other)
-    assert rec["cache_hit"] is False and rec["fingerprint"] != prep_rec["fingerprint"]
+    assert rec.cache_hit is False and rec.fingerprint != prep_rec.fingerprint
 
 
-def test_pretrain_exports_a_loadable_model_and_logs_lm_metrics(ctx: StageContext, pretrain_rec: dict[str, Any]) -> None:
+def test_pretrain_exports_a_loadable_model_and_logs_lm_metrics(ctx: StageContext, pretrain_rec: PretrainRecord) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    hf = Path(pretrain_rec["hf_model"])
+    hf = Path(pretrain_rec.hf_model)
     assert (hf / "model.safetensors").exists() and (hf / "config.json").exists()
     model = AutoModelForCausalLM.from_pretrained(str(hf))
     tok = AutoTokenizer.from_pretrained(str(hf))
     assert model.config.n_layer == 1 and len(tok) == model.config.vocab_size
-    run = _run(ctx, pretrain_rec["run_id"])
+    run = _run(ctx, pretrain_rec.run_id)
     for key in ("train/loss", "val/loss", "val/perplexity", "train/tokens_per_sec", "train/mfu", "carbon/emissions_kg"):
         assert key in run.data.metrics, key
     assert run.data.metrics["train/tokens_per_sec"] > 0 and 0 < run.data.metrics["train/mfu"] < 1
-    history = ctx.tracker.client.get_metric_history(pretrain_rec["run_id"], "train/loss")
+    history = ctx.tracker.client.get_metric_history(pretrain_rec.run_id, "train/loss")
     assert 1 <= len(history) < ctx.cfg["pretrain"]["max_steps"]  # every N steps, not every step
-    assert {"hf_model", "checkpoints", "config.yaml", "emissions.csv"} <= _artifacts(ctx, pretrain_rec["run_id"])
-    assert "hf_model/model.safetensors" in _artifacts(ctx, pretrain_rec["run_id"], "hf_model")
+    assert {"hf_model", "checkpoints", "config.yaml", "emissions.csv"} <= _artifacts(ctx, pretrain_rec.run_id)
+    assert "hf_model/model.safetensors" in _artifacts(ctx, pretrain_rec.run_id, "hf_model")
 
 
-def test_second_pretrain_is_a_cache_hit(ctx: StageContext, prep_rec: dict[str, Any], pretrain_rec: dict[str, Any],
+def test_second_pretrain_is_a_cache_hit(ctx: StageContext, prep_rec: PrepRecord, pretrain_rec: PretrainRecord,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import modules.training.recipes
 
     monkeypatch.setattr(modules.training.recipes, "pretrain_language_model",
                         lambda *a, **k: pytest.fail("pretrain retrained despite identical inputs"))
     again = stages.pretrain(ctx, prep_rec)
-    assert again["cache_hit"] is True and again["hf_model"] == pretrain_rec["hf_model"]
-    run = _run(ctx, again["run_id"])
+    assert again.cache_hit is True and again.hf_model == pretrain_rec.hf_model
+    run = _run(ctx, again.run_id)
     assert run.data.tags["transferlab.cache"] == "hit"
     assert run.data.metrics["carbon/avoided_kg"] == pytest.approx(
-        _run(ctx, pretrain_rec["run_id"]).data.metrics["carbon/emissions_kg"])
+        _run(ctx, pretrain_rec.run_id).data.metrics["carbon/emissions_kg"])
 
 
 def test_failed_pretrain_publishes_nothing_and_marks_the_run_failed(
-        ctx: StageContext, prep_rec: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+        ctx: StageContext, prep_rec: PrepRecord, monkeypatch: pytest.MonkeyPatch) -> None:
     import modules.training.recipes
 
     def crash(prep_dir, out_dir, *args, **kwargs):
@@ -134,40 +136,91 @@ def test_failed_pretrain_publishes_nothing_and_marks_the_run_failed(
 
 
 def test_finetune_runs_both_inits_on_the_same_labeled_subset(ctx: StageContext,
-                                                              finetune_recs: list[dict[str, Any]]) -> None:
+                                                              finetune_recs: list[FinetuneRecord]) -> None:
     for rec in finetune_recs:
-        run = _run(ctx, rec["run_id"])
+        run = _run(ctx, rec.run_id)
         assert run.data.tags["transferlab.stage"] == "finetune"
-        assert run.data.tags["transferlab.init"] == rec["init"]
+        assert run.data.tags["transferlab.init"] == rec.init
         assert run.data.tags["transferlab.task"] == "classification"
         for key in ("train/loss", "val/loss", "val/accuracy", "test/accuracy", "test/f1_macro", "carbon/emissions_kg"):
-            assert key in run.data.metrics, (rec["init"], key)
+            assert key in run.data.metrics, (rec.init, key)
         assert run.data.metrics["data/train_examples"] == ctx.cfg["finetune"]["train_examples"]
-        assert {"predictions.csv", "hf_model", "config.yaml", "emissions.csv"} <= _artifacts(ctx, rec["run_id"])
+        assert {"predictions.csv", "hf_model", "config.yaml", "emissions.csv"} <= _artifacts(ctx, rec.run_id)
     # Same architecture, different weights.
     from transformers import AutoModelForSequenceClassification
 
-    a, b = (AutoModelForSequenceClassification.from_pretrained(f"{r['path']}/hf_model") for r in finetune_recs)
+    a, b = (AutoModelForSequenceClassification.from_pretrained(f"{r.path}/hf_model") for r in finetune_recs)
     assert a.config.to_dict()["n_embd"] == b.config.to_dict()["n_embd"]
     assert a.num_parameters() == b.num_parameters()
 
 
-def test_evaluate_report_matches_the_predictions(ctx: StageContext, prep_rec: dict[str, Any],
-                                                 pretrain_rec: dict[str, Any],
-                                                 finetune_recs: list[dict[str, Any]]) -> None:
+def test_evaluate_report_matches_the_predictions(ctx: StageContext, prep_rec: PrepRecord,
+                                                 pretrain_rec: PretrainRecord,
+                                                 finetune_recs: list[FinetuneRecord]) -> None:
     rec = stages.evaluate(ctx, prep_rec, pretrain_rec, finetune_recs)
-    metrics = _run(ctx, rec["run_id"]).data.metrics
+    metrics = _run(ctx, rec.run_id).data.metrics
     for ft in finetune_recs:
-        with open(ft["predictions"]) as f:
+        with open(ft.predictions) as f:
             rows = list(csv.DictReader(f))
         accuracy = sum(r["label"] == r["prediction"] for r in rows) / len(rows)
-        assert metrics[f"test/accuracy/{ft['init']}"] == pytest.approx(accuracy)
+        assert metrics[f"test/accuracy/{ft.init}"] == pytest.approx(accuracy)
         # The stage's own Lightning test loop agrees with the saved predictions.
-        assert ft["metrics"]["test/accuracy"] == pytest.approx(accuracy, abs=1e-6)
+        assert ft.metrics["test/accuracy"] == pytest.approx(accuracy, abs=1e-6)
     assert metrics["test/accuracy_gain"] == pytest.approx(
         metrics["test/accuracy/pretrained"] - metrics["test/accuracy/scratch"])
     assert metrics["val/perplexity"] > 1
-    report = Path(rec["report"]).read_text()
+    report = Path(rec.report).read_text()
     assert f"{metrics['test/accuracy/pretrained']:.4f}" in report
     assert {"report.md", "comparison.png", "confusion_matrix_pretrained.png", "confusion_matrix_scratch.png",
-            "emissions.csv", "config.yaml"} <= _artifacts(ctx, rec["run_id"])
+            "emissions.csv", "config.yaml"} <= _artifacts(ctx, rec.run_id)
+
+
+# Cache entries' record.json as the code before typed stage records wrote them (tiny config).
+RECORD_JSON = Path(__file__).parent / "data" / "record_json"
+
+
+def _shape(value: Any) -> Any:
+    """Keys and JSON types, not values: what a reader of record.json depends on."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    return type(value).__name__ if not isinstance(value, int | float) or isinstance(value, bool) else "number"
+
+
+def test_record_json_keeps_its_format(prep_rec: PrepRecord, pretrain_rec: PretrainRecord,
+                                      finetune_recs: list[FinetuneRecord]) -> None:
+    for rec, name in ((prep_rec, "prep"), (pretrain_rec, "pretrain"), (finetune_recs[0], "finetune-pretrained")):
+        written = json.loads((Path(rec.path) / "record.json").read_text())
+        earlier = json.loads((RECORD_JSON / f"{name}.json").read_text())
+        assert _shape(written) == _shape(earlier), name
+
+
+def test_entries_written_by_the_earlier_code_are_reused(ctx: StageContext, prep_rec: PrepRecord,
+                                                        pretrain_rec: PretrainRecord,
+                                                        finetune_recs: list[FinetuneRecord]) -> None:
+    def reuse_earlier(rec: Any, name: str, stage: Any) -> tuple[Any, dict[str, Any]]:
+        path = Path(rec.path) / "record.json"
+        ours = path.read_text()
+        earlier = {**json.loads((RECORD_JSON / f"{name}.json").read_text()), "fingerprint": rec.fingerprint,
+                   "run_id": rec.run_id}
+        try:
+            path.write_text(json.dumps(earlier, indent=2, sort_keys=True))
+            reused = stage()
+        finally:
+            path.write_text(ours)
+        assert reused.cache_hit is True and reused.source_run_id == rec.run_id and reused.path == rec.path, name
+        return reused, earlier
+
+    prep, earlier = reuse_earlier(prep_rec, "prep", lambda: stages.prep(ctx))
+    stats = earlier["stats"]
+    assert (prep.label_names, prep.has_labels, prep.labeled_rows) == (stats["label_names"], stats["has_labels"],
+                                                                      stats["labeled_rows"])
+    pre, earlier = reuse_earlier(pretrain_rec, "pretrain", lambda: stages.pretrain(ctx, prep_rec))
+    assert pre.metrics == earlier["metrics"] and pre.hf_model == pretrain_rec.hf_model
+    assert _run(ctx, pre.run_id).data.metrics["val/loss"] == earlier["metrics"]["val/loss"]
+    ft, earlier = reuse_earlier(finetune_recs[0], "finetune-pretrained",
+                                lambda: stages.finetune(ctx, prep_rec, pretrain_rec, "pretrained"))
+    assert (ft.metrics, ft.train_examples, ft.requested_examples, ft.strategy, ft.label_names) == (
+        earlier["metrics"], earlier["train_examples"], earlier["requested_examples"], earlier["strategy"],
+        earlier["label_names"])
+    assert ft.predictions == str(Path(finetune_recs[0].path) / earlier["predictions_file"])
+    assert _run(ctx, ft.run_id).data.metrics["test/accuracy"] == earlier["metrics"]["test/accuracy"]

@@ -286,16 +286,16 @@ def test_stage_run_writes_predictions_and_logs_entity_f1(tmp_path: Path) -> None
     ctx = StageContext.create(compose(tiny_overrides(tmp_path, "finetune=token_classification", "finetune.max_epochs=1",
                                                      "finetune.train_examples=8")))
     prep = stages.prep(ctx)
-    assert prep["label_names"][0] == "O" and len(prep["label_names"]) == 9
+    assert prep.label_names[0] == "O" and len(prep.label_names) == 9
     pretrain = stages.pretrain(ctx, prep)
     rec = stages.finetune(ctx, prep, pretrain, "pretrained")
-    rows = [json.loads(line) for line in Path(rec["predictions"]).read_text().splitlines()]
-    assert rec["predictions"].endswith("predictions.jsonl") and len(rows) == ctx.cfg["data"]["labeled_test"]
+    rows = [json.loads(line) for line in Path(rec.predictions).read_text().splitlines()]
+    assert rec.predictions.endswith("predictions.jsonl") and len(rows) == ctx.cfg["data"]["labeled_test"]
     assert all(len(r["tokens"]) == len(r["tags"]) == len(r["predictions"]) for r in rows)
-    assert set(r["predictions"][0] for r in rows) <= set(prep["label_names"])
-    run = ctx.tracker.client.get_run(rec["run_id"])
+    assert set(r["predictions"][0] for r in rows) <= set(prep.label_names)
+    run = ctx.tracker.client.get_run(rec.run_id)
     assert run.data.tags["transferlab.task"] == "token_classification"
     for key in ("train/loss", "val/loss", "val/token_accuracy", "test/entity_f1", "test/token_accuracy"):
         assert key in run.data.metrics, key
-    assert run.data.metrics["test/entity_f1"] == pytest.approx(TASK.score(rows, prep["label_names"])["entity_f1"])
+    assert run.data.metrics["test/entity_f1"] == pytest.approx(TASK.score(rows, prep.label_names)["entity_f1"])
     assert run.data.metrics["data/train_examples"] == 8

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -164,35 +165,35 @@ def test_zero_shot_stage_next_to_fine_tunes_and_in_the_report(ctx: StageContext,
     prep_rec, pretrain_rec = upstream
     recs = [stages.finetune(ctx, prep_rec, pretrain_rec, init) for init in ctx.cfg["finetune"]["inits"]]
     zs = recs[-1]
-    run = ctx.tracker.client.get_run(zs["run_id"])
+    run = ctx.tracker.client.get_run(zs.run_id)
     assert run.data.tags["transferlab.stage"] == "finetune"
     assert run.data.tags["transferlab.init"] == "zero_shot"
     assert 0.0 <= run.data.metrics["test/accuracy"] <= 1.0
     assert "test/f1_macro" in run.data.metrics and "carbon/emissions_kg" in run.data.metrics
     assert "train/loss" not in run.data.metrics  # nothing trained
-    assert "predictions.csv" in {a.path for a in ctx.tracker.client.list_artifacts(zs["run_id"])}
-    with open(zs["predictions"]) as f:
+    assert "predictions.csv" in {a.path for a in ctx.tracker.client.list_artifacts(zs.run_id)}
+    with open(zs.predictions) as f:
         rows = list(csv.DictReader(f))
-    n_labels = len(prep_rec["label_names"])
+    n_labels = len(prep_rec.label_names)
     assert len(rows) == ctx.cfg["data"]["labeled_test"]
     assert {int(r["prediction"]) for r in rows} <= set(range(n_labels))
     accuracy = sum(r["label"] == r["prediction"] for r in rows) / len(rows)
     assert run.data.metrics["test/accuracy"] == pytest.approx(accuracy)
 
     ev = stages.evaluate(ctx, prep_rec, pretrain_rec, recs)
-    metrics = ctx.tracker.client.get_run(ev["run_id"]).data.metrics
+    metrics = ctx.tracker.client.get_run(ev.run_id).data.metrics
     assert metrics["test/accuracy/zero_shot"] == pytest.approx(accuracy)
     assert metrics["test/accuracy_gain"] == pytest.approx(
         metrics["test/accuracy/pretrained"] - metrics["test/accuracy/scratch"])
-    report = Path(ev["report"]).read_text()
+    report = Path(ev.report).read_text()
     assert f"| zero_shot | {accuracy:.4f} |" in report
-    assert "confusion_matrix_zero_shot.png" in ev["artifacts"]
+    assert "confusion_matrix_zero_shot.png" in ev.artifacts
 
 
 def test_zero_shot_stage_rejects_a_non_causal_checkpoint(ctx: StageContext, upstream, tmp_path: Path) -> None:
-    prep_rec, _ = upstream
+    prep_rec, pretrain_rec = upstream
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertForMaskedLM"]}))
     before = len(ctx.tracker.client.search_runs([ctx.tracker.experiment_id]))
     with pytest.raises(UserError, match="finetune.inits.*'masked'"):
-        stages.finetune(ctx, prep_rec, {"hf_model": str(tmp_path)}, "zero_shot")
+        stages.finetune(ctx, prep_rec, replace(pretrain_rec, hf_model=str(tmp_path)), "zero_shot")
     assert len(ctx.tracker.client.search_runs([ctx.tracker.experiment_id])) == before  # no run left behind

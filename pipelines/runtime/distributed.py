@@ -63,6 +63,7 @@ def run_worker(cfg: dict[str, Any], until: str) -> dict[str, Any]:
     from pipelines.cache.store import StageCache
     from pipelines.stages.common import StageContext
     from pipelines.stages.prep import prep_fingerprint
+    from pipelines.stages.pretrain import pretrain_in_worker_rank
 
     ctx = StageContext.create(cfg)  # a NullTracker in this rank
     fp = prep_fingerprint(cfg)
@@ -76,5 +77,5 @@ def run_worker(cfg: dict[str, Any], until: str) -> dict[str, Any]:
     prep_record = stages.prep(ctx)  # a cache hit: reads the record, logs nowhere
     if until == "prep":
         return {"rank": global_rank(), "until": until}
-    stages.pretrain(ctx, prep_record)
+    pretrain_in_worker_rank(ctx, prep_record)
     return {"rank": global_rank(), "until": "pretrain"}

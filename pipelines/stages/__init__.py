@@ -1,8 +1,9 @@
 """One thin function per pipeline stage.
 
 Each reads its config, calls ``modules/``, owns its MLflow child run and carbon tracker,
-and returns a small JSON-serialisable record (paths, fingerprint, run id, metrics). They
-run and test without Prefect; the flows only order them.
+and returns a small typed record (``records``: paths, fingerprint, run id, metrics). The
+cached ones (prep, pretrain, finetune) supply their build to one skeleton (``cached``).
+They run and test without Prefect; the flows only order them.
 """
 
 from pipelines.stages.evaluate import evaluate

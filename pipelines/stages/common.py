@@ -9,14 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.cache.store import StageCache
 from pipelines.runtime.distributed import is_rank_zero
-from pipelines.runtime.locks import Claim
+from pipelines.stages.records import Carbon
 from pipelines.tracking.carbon import AttemptLedger, CarbonResult, track_carbon
 from pipelines.tracking.runs import (
     TAG_CACHE,
     TAG_CACHE_SOURCE,
-    TAG_CACHE_WAITED,
     TAG_FINGERPRINT,
     TAG_STAGE,
     Tracker,
@@ -116,35 +114,7 @@ def wait_timeout(cfg: dict[str, Any]) -> float:
     return float(cfg["cache"]["wait_timeout_s"])
 
 
-def reuse(run: StageRun, cache: StageCache, fp: str, stage: str, claim: Claim | None = None) -> dict[str, Any] | None:
-    """The finished output's record if the cache has one; says which it was in the log and MLflow.
-
-    With the ``claim`` the stage waited on (StageCache.claim), a wait for another process's
-    build is recorded on the run (tag ``transferlab.cache_waited_s``).
-    """
-    if claim is not None and claim.waited_for:
-        run.set_tags({TAG_CACHE_WAITED: f"{claim.waited_s:.1f}"})
-    cached = cache.lookup(fp)
-    if cached is None:
-        log.info("%s: cache miss %s; computing", stage, fp)
-        run.mark_cache(False, fp)
-    else:
-        log.info("%s: cache hit %s; reusing %s instead of recomputing", stage, fp, cache.path(fp))
-        run.mark_cache(True, fp, cached.get("run_id"))
-    return cached
-
-
-def cache_fields(run: StageRun, cache: StageCache, fp: str, cached: dict[str, Any] | None) -> dict[str, Any]:
-    """The record fields every cached stage returns."""
-    return {"fingerprint": fp, "path": str(cache.path(fp)), "cache_hit": cached is not None,
-            "source_run_id": cached["run_id"] if cached else run.run_id, "avoided_kg": run.avoided_kg, "avoided_kwh": run.avoided_kwh}
-
-
-def stage_label(rec: dict[str, Any]) -> str:
-    """How a stage record is named in reports and summaries: ``finetune[<init>]`` etc."""
-    return f"finetune[{rec['init']}]" if rec["stage"] == "finetune" else rec["stage"]
-
-
-def record(stage: str, run: StageRun, **fields: Any) -> dict[str, Any]:
-    """The small JSON-able record a stage returns to the flow."""
-    return {"stage": stage, "run_id": run.run_id, "carbon": run.carbon.as_dict(), **fields}
+def run_fields(run: StageRun) -> dict[str, Any]:
+    """The fields of every stage's record (``records.StageRecord``): its run and, once the run
+    has ended, what it spent."""
+    return {"run_id": run.run_id, "carbon": Carbon(**run.carbon.as_dict())}

@@ -1,4 +1,13 @@
-"""evaluate: score every fine-tuned model, the pretrained LM, and write the report."""
+"""evaluate: compare the fine-tuned models, score the pretrained LM, and write the report.
+
+Test metrics have one home: the fine-tune that made the predictions scores them
+(``Task.score``, in ``modules.training.recipes.finetune_task`` or the zero-shot path of
+``stages.finetune``) and its record carries them (``FinetuneRecord.metrics``, also in
+record.json). They are needed where no evaluate stage runs (the fine-tune's MLflow run, the
+CLI summary, the sweep report) and a cache hit must show them without rescoring, so this
+stage reads them from the records instead of scoring the saved predictions a second time;
+it reads the predictions only to draw confusion matrices.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +16,21 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipelines.stages.common import StageContext, record, stage_label, tracked_stage
+from pipelines.stages.common import StageContext, run_fields, tracked_stage
+from pipelines.stages.records import EvaluateRecord, FinetuneRecord, PrepRecord, PretrainRecord, StageRecord
 
 log = logging.getLogger("transferlab")
 
 
-def stage_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def stage_rows(records: list[StageRecord]) -> list[dict[str, Any]]:
     """Report rows; ``produced_kg`` is what building the output cost: this run's figure,
-    or on a cache hit the source run's (recorded by the stage as ``avoided_kg``)."""
-    return [{"name": stage_label(rec), "cache_hit": rec.get("cache_hit", False), **rec["carbon"],
-             "produced_kg": rec.get("avoided_kg") if rec.get("cache_hit") else rec["carbon"]["emissions_kg"]}
+    or on a cache hit the source run's (``StageRecord.produced``)."""
+    return [{"name": rec.label, "cache_hit": rec.cache_hit, **rec.carbon.as_dict(), "produced_kg": rec.produced()[0]}
             for rec in records]
 
 
-def evaluate(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: dict[str, Any],
-             finetune_records: list[dict[str, Any]]) -> dict[str, Any]:
+def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: PretrainRecord,
+             finetune_records: list[FinetuneRecord]) -> EvaluateRecord:
     from modules.evaluation.metrics import confusion
     from modules.evaluation.perplexity import lm_perplexity
     from modules.evaluation.plots import comparison_png, confusion_matrix_png
@@ -30,29 +39,30 @@ def evaluate(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
 
     cfg = ctx.cfg
     task = get_task(cfg["finetune"]["task"])
-    label_names = prep_record["label_names"]
+    label_names = prep_record.label_names
     headline = task.headline
     with tracked_stage(ctx, "evaluate") as run:
         out = run.workdir
         results: dict[str, dict[str, float]] = {}
         images: list[str] = []
         for rec in finetune_records:
-            init = rec["init"]
+            init = rec.init
+            results[init] = rec.test_scores()
             spec = get_task("classification") if init == "zero_shot" else task
-            rows = spec.load_predictions(Path(rec["predictions"]))
-            results[init] = spec.score(rows, label_names)
             if spec.name == "classification":
+                rows = spec.load_predictions(Path(rec.predictions))
                 png = "confusion_matrix_" + re.sub(r"[^\w.-]", "_", init) + ".png"
                 labels, preds = [r["label"] for r in rows], [r["prediction"] for r in rows]
                 confusion_matrix_png(confusion(labels, preds, len(label_names)), label_names,
                                      f"Confusion matrix: init={init}, test split", out / png)
                 images.append(png)
-        lm = lm_perplexity(pretrain_record["hf_model"], Path(prep_record["path"]) / "lm", cfg["model"]["family"],
+        lm = lm_perplexity(pretrain_record.hf_model, Path(prep_record.path) / "lm", cfg["model"]["family"],
                            cfg["evaluate"]["batch_size"], cfg["evaluate"]["perplexity_batches"],
                            cfg["pretrain"]["mlm_probability"], cfg["seed"],
                            cfg["pretrain"]["mask_ratio"], cfg["pretrain"]["poisson_lambda"],
                            trust_remote_code=cfg["model"]["trust_remote_code"])
-        metrics = {} if lm["loss"] is None else {"val/loss": lm["loss"], "val/perplexity": lm["perplexity"]}
+        loss, perplexity = lm["loss"], lm["perplexity"]
+        metrics = {} if loss is None or perplexity is None else {"val/loss": loss, "val/perplexity": perplexity}
         for init, m in results.items():
             for key, value in m.items():
                 metrics[f"test/{key}/{init}"] = value
@@ -76,5 +86,5 @@ def evaluate(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
         for name in ["report.md", *images]:
             run.log_artifact(out / name)
         log.info("evaluate: %s", "  ".join(f"test/{headline}[{k}] {v[headline]:.4f}" for k, v in results.items()))
-    return record("evaluate", run, path=str(out), report=str(out / "report.md"), metrics=metrics,
-                  artifacts=["report.md", *images])
+    return EvaluateRecord(**run_fields(run), path=str(out), report=str(out / "report.md"), metrics=metrics,
+                          artifacts=["report.md", *images])

@@ -18,18 +18,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipelines.cache.store import StageCache, fingerprint, write_record
+from pipelines.cache.store import fingerprint
 from pipelines.errors import UserError
-from pipelines.stages.common import (
-    StageContext,
-    StageRun,
-    cache_fields,
-    record,
-    reuse,
-    tracked_stage,
-    wait_timeout,
-)
+from pipelines.stages.cached import CachedStage, CacheEntry, cached_stage
+from pipelines.stages.common import StageContext, StageRun
 from pipelines.stages.pretrain import lightning_logger
+from pipelines.stages.records import FinetuneRecord, PrepRecord, PretrainRecord
 from pipelines.tracking.runs import TAG_INIT, TAG_STRATEGY, TAG_TASK
 
 log = logging.getLogger("transferlab")
@@ -51,26 +45,26 @@ def init_label(init: str) -> str:
     return f"checkpoint:{'/'.join(parts[-2:]) or init}"
 
 
-def _source(cfg: dict[str, Any], pretrain_record: dict[str, Any], init: str) -> tuple[Path, dict[str, Any]]:
+def _source(cfg: dict[str, Any], pretrain_record: PretrainRecord, init: str) -> tuple[Path, dict[str, Any]]:
     """The checkpoint ``init`` tunes from (a local dir) and what identifies its content."""
     from pipelines.checkpoint_refs import content_digest, locate_checkpoint
 
     if init in BUILTIN_INITS:
-        hf_model = Path(pretrain_record["hf_model"])
-        return hf_model, {"pretrain": pretrain_record.get("fingerprint") or content_digest(hf_model)}
+        hf_model = Path(pretrain_record.hf_model)
+        return hf_model, {"pretrain": pretrain_record.fingerprint or content_digest(hf_model)}
 
     path = locate_checkpoint(cfg, init, "finetune.inits")
     return path, {"checkpoint": content_digest(path)}
 
 
-def finetune_fingerprint(cfg: dict[str, Any], prep_record: dict[str, Any], identity: dict[str, Any],
+def finetune_fingerprint(cfg: dict[str, Any], prep_record: PrepRecord, identity: dict[str, Any],
                          init: str) -> str:
     ft = cfg["finetune"]
     keys = {k: v for k, v in ft.items() if k != "inits" and not k.startswith("zero_shot")}
     if init == "zero_shot":
         keys = {k: v for k, v in ft.items() if k.startswith("zero_shot") or k in ("task", "max_length")}
     trainer = {k: cfg["trainer"][k] for k in ("accelerator", "precision", "deterministic")}
-    return fingerprint("finetune", {"prep": prep_record["fingerprint"], "source": identity, "init": init,
+    return fingerprint("finetune", {"prep": prep_record.fingerprint, "source": identity, "init": init,
                                     "finetune": keys, "seed": cfg["seed"], "trainer": trainer,
                                     "eval_batch_size": cfg["evaluate"]["batch_size"]})
 
@@ -89,7 +83,7 @@ def check_task_family(task: str, family: str, what: str) -> None:
         raise UserError(why)
 
 
-def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: dict[str, Any], init: str) -> dict[str, Any]:
+def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: PretrainRecord, init: str) -> FinetuneRecord:
     cfg = ctx.cfg
     ft = cfg["finetune"]
     task = ft["task"]
@@ -101,8 +95,6 @@ def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
         from pipelines.config.compose import check_zero_shot
 
         check_zero_shot(ft, family)
-    fp = finetune_fingerprint(cfg, prep_record, identity, init)
-    cache = StageCache(ctx.home, "finetune")
     tags = {TAG_INIT: init if init in BUILTIN_INITS else "checkpoint", TAG_TASK: task}
     if init != "zero_shot":
         tags[TAG_STRATEGY] = ft["strategy"]
@@ -110,40 +102,41 @@ def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
         from pipelines.checkpoint_refs import source_label
 
         tags[TAG_INIT_SOURCE] = source_label(init)
-    # Another run (or sweep point) building the same entry: wait for it, then reuse it.
-    with (cache.claim(fp, wait_timeout(cfg)) as claim,
-          tracked_stage(ctx, "finetune", f"finetune-{label}", tags) as run):
-        cached = reuse(run, cache, fp, f"finetune[{label}]", claim)
-        if cached is None:
-            with cache.build(fp) as tmp:
-                result = (_zero_shot(cfg, prep_record, source, tmp) if init == "zero_shot"
-                          else _train(ctx, run, prep_record, source, family, init, tmp))
-                result.update(stage="finetune", fingerprint=fp, run_id=run.run_id, init=label, task=task)
-                write_record(tmp, result)
-            cached_result, metrics = result, result["metrics"]
-            if init != "zero_shot":
-                run.log_artifact(cache.path(fp) / "hf_model", "hf_model")
-        else:
-            cached_result, metrics = cached, cached["metrics"]
-        run.log_metrics(metrics)  # all test metrics (per class too); a reused point reads complete in the UI
-        out = cache.path(fp)
-        counts = {"data/train_examples": cached_result["train_examples"],
-                  "model/trainable_parameters": cached_result["trainable_parameters"]}
-        if cached_result.get("epochs") is not None:
-            counts["train/epochs"] = cached_result["epochs"]
+
+    def build(run: StageRun, out: Path) -> dict[str, Any]:
+        result = (_zero_shot(cfg, prep_record, source, out) if init == "zero_shot"
+                  else _train(ctx, run, prep_record, source, family, init, out))
+        return {**result, "init": label, "task": task}
+
+    def log_entry(run: StageRun, entry: CacheEntry) -> None:
+        built = entry.record
+        if not entry.hit and init != "zero_shot":
+            run.log_artifact(entry.path / "hf_model", "hf_model")
+        run.log_metrics(built["metrics"])  # all test metrics (per class too); a reused point reads complete in the UI
+        counts = {"data/train_examples": built["train_examples"],
+                  "model/trainable_parameters": built["trainable_parameters"]}
+        if built.get("epochs") is not None:
+            counts["train/epochs"] = built["epochs"]
         run.log_metrics(counts)
-        if cached_result.get("requested_examples") != cached_result["train_examples"] and init != "zero_shot":
-            run.set_tags({"transferlab.train_examples_clamped": f"{cached_result['requested_examples']}->"
-                                                                f"{cached_result['train_examples']}"})
-        run.log_artifact(out / cached_result["predictions_file"])
-    return record("finetune", run, **cache_fields(run, cache, fp, cached), init=label, task=task,
-                  strategy=cached_result.get("strategy"), predictions=str(out / cached_result["predictions_file"]),
-                  metrics=metrics, train_examples=cached_result["train_examples"],
-                  requested_examples=cached_result.get("requested_examples"),
-                  label_names=cached_result.get("label_names") or prep_record["label_names"])
+        if built.get("requested_examples") != built["train_examples"] and init != "zero_shot":
+            run.set_tags({"transferlab.train_examples_clamped": f"{built['requested_examples']}->"
+                                                                f"{built['train_examples']}"})
+        run.log_artifact(entry.path / built["predictions_file"])
+
+    def record(run: StageRun, entry: CacheEntry) -> FinetuneRecord:
+        built = entry.record
+        return FinetuneRecord(**entry.record_fields(run), init=label, task=task, strategy=built.get("strategy"),
+                              predictions=str(entry.path / built["predictions_file"]), metrics=built["metrics"],
+                              train_examples=built["train_examples"],
+                              requested_examples=built.get("requested_examples"),
+                              label_names=built.get("label_names") or prep_record.label_names)
+
+    fp = finetune_fingerprint(cfg, prep_record, identity, init)
+    return cached_stage(ctx, CachedStage("finetune", fp, build, record, log_entry, label=f"finetune[{label}]",
+                                         run_name=f"finetune-{label}", tags=tags))
 
 
-def _train(ctx: StageContext, run: StageRun, prep_record: dict[str, Any], source: Path, family: str, init: str,
+def _train(ctx: StageContext, run: StageRun, prep_record: PrepRecord, source: Path, family: str, init: str,
            out: Path) -> dict[str, Any]:
     from modules.tasks import get_task
     from modules.training.recipes import finetune_task
@@ -158,7 +151,7 @@ def _train(ctx: StageContext, run: StageRun, prep_record: dict[str, Any], source
                      ft["max_length"], positions)
             ft["max_length"] = positions
     weights = "scratch" if init == "scratch" else "pretrained"
-    result = finetune_task(ft["task"], Path(prep_record["path"]), source, weights, family, out, ft, cfg["trainer"],
+    result = finetune_task(ft["task"], Path(prep_record.path), source, weights, family, out, ft, cfg["trainer"],
                            cfg["seed"], cfg["evaluate"]["batch_size"], logger=lightning_logger(ctx, run),
                            trust_remote_code=cfg["model"]["trust_remote_code"], name=init_label(init))
     task = get_task(ft["task"])
@@ -176,18 +169,18 @@ def _max_positions(source: Path) -> int | None:
     return config.get("max_position_embeddings") or config.get("n_positions")
 
 
-def _zero_shot(cfg: dict[str, Any], prep_record: dict[str, Any], source: Path, out: Path) -> dict[str, Any]:
+def _zero_shot(cfg: dict[str, Any], prep_record: PrepRecord, source: Path, out: Path) -> dict[str, Any]:
     """No training: the pretrained causal LM classifies the test split by scoring each
     label's verbalisation after a prompt (modules/evaluation/zero_shot.py)."""
     from modules.evaluation.zero_shot import zero_shot_test
     from modules.tasks import get_task
 
     ft = cfg["finetune"]
-    names = prep_record["label_names"]
+    names = prep_record.label_names
     if ft["zero_shot_verbalizers"] is not None and len(ft["zero_shot_verbalizers"]) != len(names):
         raise UserError(f"bad value for 'finetune.zero_shot_verbalizers': {len(ft['zero_shot_verbalizers'])} "
                         f"given for {len(names)} labels ({', '.join(names)}); one per label, in label-id order")
-    result = zero_shot_test(prep_record["path"], source, ft["zero_shot_template"], ft["zero_shot_verbalizers"],
+    result = zero_shot_test(prep_record.path, source, ft["zero_shot_template"], ft["zero_shot_verbalizers"],
                             ft["zero_shot_normalize"], cfg["evaluate"]["batch_size"], cfg["model"]["trust_remote_code"])
     task = get_task("classification")
     rows = [{"index": i, "text": t, "label": y, "prediction": p}

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
-from pipelines.cache.store import StageCache, fingerprint, write_record
-from pipelines.stages.common import (
-    StageContext,
-    cache_fields,
-    record,
-    reuse,
-    tracked_stage,
-    wait_timeout,
-)
+from pipelines.cache.store import fingerprint
+from pipelines.stages.cached import CachedStage, CacheEntry, cached_stage
+from pipelines.stages.common import StageContext, StageRun
+from pipelines.stages.records import PrepRecord
 
 log = logging.getLogger("transferlab")
 
@@ -47,8 +43,6 @@ def prep_fingerprint(cfg: dict[str, Any], lm_fp: str | None = None) -> str:
 def _tokenizer_identity(cfg: dict[str, Any]) -> dict[str, Any]:
     """The tokenizer config with ``auto`` resolved; for a reused (pretrained) tokenizer, the
     content of its local files too, since a directory's name says nothing of what is in it."""
-    from pathlib import Path
-
     from modules.data.files import digest
     from modules.data.tokenization import pretrained_tokenizer_path, tokenizer_kind_for
 
@@ -73,7 +67,7 @@ def _stats_metrics(stats: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _log_inputs(run: Any, stats: dict[str, Any]) -> None:
+def _log_inputs(run: StageRun, stats: dict[str, Any]) -> None:
     """The prepared datasets as MLflow dataset inputs: digest = the data fingerprint."""
     source = stats["sources"] or [f"transferlab:{stats['data_source']}"]
     kind = SOURCE_TYPES.get(stats["data_source"], "local")
@@ -86,37 +80,38 @@ def _log_inputs(run: Any, stats: dict[str, Any]) -> None:
                               profile, source_type=kind, context="finetune")
 
 
-def prep(ctx: StageContext) -> dict[str, Any]:
+def prep(ctx: StageContext) -> PrepRecord:
     from modules.data import prepare
     from modules.data.sources import data_fingerprint
 
     cfg = ctx.cfg
     lm_fp = lm_fingerprint(cfg)  # hashes the input files once for both fingerprints
-    fp = prep_fingerprint(cfg, lm_fp)
-    cache = StageCache(ctx.home, "prep")
-    # Another run building the same entry: wait for it (before the run starts, so the wait
-    # is not timed or charged as carbon), then reuse it.
-    with cache.claim(fp, wait_timeout(cfg)) as claim, tracked_stage(ctx, "prep") as run:
-        cached = reuse(run, cache, fp, "prep", claim)
-        if cached is not None:
-            stats = cached["stats"]
-        else:
-            with cache.build(fp) as tmp:
-                stats = prepare.prepare_data(tmp, cfg["data"], cfg["tokenizer"], cfg["model"]["family"],
-                                          cfg["pretrain"]["block_size"], model_cfg=cfg["model"],
-                                          task=cfg["finetune"]["task"])
-                stats.update(data_name=cfg["data"]["name"], data_source=cfg["data"]["source"],
-                             data_fingerprint=data_fingerprint(cfg["data"]))
-                if not stats["has_labels"]:
-                    log.info("prep: data=%s has no labels; wrote the LM data only (no labeled/)", cfg["data"]["name"])
-                (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
-                write_record(tmp, {"stage": "prep", "fingerprint": fp, "run_id": run.run_id, "stats": stats})
-            run.log_artifact(cache.path(fp) / "tokenizer")
-            log.info("prep: %d LM blocks of %d tokens, %s labeled rows, vocab %d",
-                     stats["lm_blocks"]["train"], cfg["pretrain"]["block_size"], stats["labeled_rows"] or "no", stats["vocab_size"])
+
+    def build(run: StageRun, out: Path) -> dict[str, Any]:
+        stats = prepare.prepare_data(out, cfg["data"], cfg["tokenizer"], cfg["model"]["family"],
+                                     cfg["pretrain"]["block_size"], model_cfg=cfg["model"],
+                                     task=cfg["finetune"]["task"])
+        stats.update(data_name=cfg["data"]["name"], data_source=cfg["data"]["source"],
+                     data_fingerprint=data_fingerprint(cfg["data"]))
+        if not stats["has_labels"]:
+            log.info("prep: data=%s has no labels; wrote the LM data only (no labeled/)", cfg["data"]["name"])
+        (out / "stats.json").write_text(json.dumps(stats, indent=2))
+        return {"stats": stats}
+
+    def log_entry(run: StageRun, entry: CacheEntry) -> None:
+        stats = entry.record["stats"]
+        if not entry.hit:
+            run.log_artifact(entry.path / "tokenizer")
+            log.info("prep: %d LM blocks of %d tokens, %s labeled rows, vocab %d", stats["lm_blocks"]["train"],
+                     cfg["pretrain"]["block_size"], stats["labeled_rows"] or "no", stats["vocab_size"])
         run.log_metrics(_stats_metrics(stats))
         _log_inputs(run, stats)
-        run.log_artifact(cache.path(fp) / "stats.json")
-    return record("prep", run, **cache_fields(run, cache, fp, cached), label_names=stats["label_names"],
-                  has_labels=stats["has_labels"], lm_fingerprint=lm_fp, task=cfg["finetune"]["task"],
-                  labeled_rows=stats["labeled_rows"])
+        run.log_artifact(entry.path / "stats.json")
+
+    def record(run: StageRun, entry: CacheEntry) -> PrepRecord:
+        stats = entry.record["stats"]
+        return PrepRecord(**entry.record_fields(run), label_names=stats["label_names"],
+                          has_labels=stats["has_labels"], lm_fingerprint=lm_fp, task=cfg["finetune"]["task"],
+                          labeled_rows=stats["labeled_rows"])
+
+    return cached_stage(ctx, CachedStage("prep", prep_fingerprint(cfg, lm_fp), build, record, log_entry))

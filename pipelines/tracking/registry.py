@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.errors import UserError
 from pipelines.tracking.runs import TAG_FINGERPRINT, redact
+
+if TYPE_CHECKING:
+    from pipelines.stages.records import PrepRecord
 
 log = logging.getLogger("transferlab")
 
@@ -53,7 +56,7 @@ def register_export(
     stage_run_id: str,
     source_run_id: str,
     fp: str,
-    prep_record: dict[str, Any],
+    prep_record: PrepRecord,
     steps: int,
     metrics: dict[str, float],
     carbon: dict[str, float | None],
@@ -90,7 +93,7 @@ def register_export(
         model = cfg["model"]
         tags = {
             TAG_FINGERPRINT: fp,
-            TAG_DATA_FP: prep_record["lm_fingerprint"],
+            TAG_DATA_FP: prep_record.lm_fingerprint,
             TAG_TOKENIZER: tokenizer,
             "transferlab.family": model["family"],
             "transferlab.arch": model["arch"],
@@ -101,7 +104,7 @@ def register_export(
         description = (
             f"{model['name']} ({model['family']} LM, arch {model['arch']}, init {tags['transferlab.init']}), "
             f"{steps} pretraining steps, val/loss {_fmt(metrics.get('val/loss'))}; "
-            f"data {cfg['data']['name']} (prep fingerprint {prep_record['fingerprint']}), tokenizer {tokenizer}; "
+            f"data {cfg['data']['name']} (prep fingerprint {prep_record.fingerprint}), tokenizer {tokenizer}; "
             f"carbon {_fmt(carbon.get('emissions_kg'), ' kg CO2e')}, {_fmt(carbon.get('energy_kwh'), ' kWh')}."
         )
         mv = client.create_model_version(name, source=f"runs:/{source_run_id}/hf_model", run_id=source_run_id,
@@ -112,10 +115,10 @@ def register_export(
     return {"name": name, "version": str(version), "new": new, "uri": f"models:/{name}/{version}"}
 
 
-def _stats(prep_record: dict[str, Any]) -> dict[str, Any]:
+def _stats(prep_record: PrepRecord) -> dict[str, Any]:
     try:
-        return json.loads((Path(prep_record["path"]) / "stats.json").read_text())
-    except (OSError, ValueError, KeyError):
+        return json.loads((Path(prep_record.path) / "stats.json").read_text())
+    except (OSError, ValueError):
         return {}
 
 
