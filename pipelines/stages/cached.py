@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from pipelines.cache.store import ResumableBuild, StageCache, write_record
 from pipelines.runtime.locks import Claim
-from pipelines.stages.common import StageContext, StageRun, run_fields, tracked_stage, wait_timeout
+from pipelines.stages.common import StageContext, StageRun, run_fields, tracked_stage
 from pipelines.tracking.carbon import AttemptLedger
 from pipelines.tracking.runs import TAG_CACHE_WAITED, Tracker
 
@@ -48,10 +48,6 @@ class CacheEntry:
                 "avoided_kg": run.avoided_kg, "avoided_kwh": run.avoided_kwh}
 
 
-def _nothing(run: StageRun, entry: CacheEntry) -> None:
-    pass
-
-
 @dataclass(frozen=True)
 class CachedStage(Generic[R]):
     """What one cached stage supplies to :func:`cached_stage`."""
@@ -64,13 +60,18 @@ class CachedStage(Generic[R]):
     # After the run has ended (carbon final), the build lock still held: the stage's record.
     record: Callable[[StageRun, CacheEntry], R]
     # In the run, on a hit and after a build: what the run shows of the entry (metrics, tags).
-    log: Callable[[StageRun, CacheEntry], None] = _nothing
+    log: Callable[[StageRun, CacheEntry], None]
     label: str | None = None  # in log lines ("finetune[pretrained]"); default: name
     run_name: str | None = None  # default: name
     tags: dict[str, str] | None = None
     resumable: bool = False  # build in a work dir that survives a kill, and resume it
     # Resumable only: on the work dir before the run starts (set aside what a rerun must not use).
     before_run: Callable[[Path], None] | None = None
+
+
+def wait_timeout(cfg: dict[str, Any]) -> float:
+    """How long a stage waits for another process building the same output (cache.wait_timeout_s)."""
+    return float(cfg["cache"]["wait_timeout_s"])
 
 
 def cached_stage(ctx: StageContext, stage: CachedStage[R]) -> R:

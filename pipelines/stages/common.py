@@ -109,11 +109,6 @@ def tracked_stage(ctx: StageContext, stage: str, run_name: str | None = None,
                 run.log_artifact(run.carbon.csv)
 
 
-def wait_timeout(cfg: dict[str, Any]) -> float:
-    """How long a stage waits for another process building the same output (cache.wait_timeout_s)."""
-    return float(cfg["cache"]["wait_timeout_s"])
-
-
 def run_fields(run: StageRun) -> dict[str, Any]:
     """The fields of every stage's record (``records.StageRecord``): its run and, once the run
     has ended, what it spent."""
