@@ -1,0 +1,105 @@
+"""The docs cannot drift: every command shown in README.md and docs/*.md is checked against the code.
+
+The checker is tests/docs_check.py; the rule for what counts as a command is in
+docs/development.md ("The docs check"). Nothing here trains or starts a server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from docs_check import (
+    PAGES,
+    README_MAX_LINES,
+    REPO,
+    Command,
+    DocProblem,
+    all_commands,
+    check,
+    check_block_labels,
+    check_links,
+    check_usage,
+    fenced_blocks,
+    page_commands,
+)
+
+# -- the tests -----------------------------------------------------------------------------------
+
+COMMANDS = all_commands()
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[f"{c.where()} {' '.join(c.words)[:60]}" for c in COMMANDS])
+def test_shown_command_matches_the_code(command: Command) -> None:
+    try:
+        check(command)
+    except DocProblem as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
+def test_code_blocks_are_labelled_and_links_resolve(page: Path) -> None:
+    problems = check_block_labels(page) + check_links(page)
+    problems += [p for b in fenced_blocks(page) if b.lang == "usage" for p in check_usage(b)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_checks_cover_the_pages() -> None:
+    kinds = {c.words[0].removeprefix(".venv/bin/") for c in COMMANDS if c.words}
+    assert {"transferlab", "make", "python", "docker", "mlflow", "torchrun", "srun", "cp"} <= kinds
+    assert any(b.lang == "usage" for b in fenced_blocks(REPO / "README.md"))
+    assert any(c.expected_error for c in COMMANDS), "a console block shows an error the check compares"
+
+
+def test_readme_is_short() -> None:
+    lines = len((REPO / "README.md").read_text().splitlines())
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines (at most {README_MAX_LINES}): move detail to docs/"
+
+
+# -- the checker itself fails where it should ----------------------------------------------------
+
+def _problems_in(tmp_path: Path, markdown: str) -> list[str]:
+    page = tmp_path / "page.md"
+    page.write_text(markdown)
+    problems = check_block_labels(page) + check_links(page)
+    for command in page_commands(page):
+        try:
+            check(command)
+        except DocProblem as exc:
+            problems.append(str(exc))
+    return problems
+
+
+@pytest.mark.parametrize("markdown, says", [
+    ("```bash\nfrobnicate --all\n```\n", "does not know `frobnicate`"),
+    ("```bash\nmake no-such-target\n```\n", "no such target"),
+    ("```bash\n.venv/bin/transferlab run no_such_key=1\n```\n", "unknown config key 'no_such_key'"),
+    ("```bash\ntransferlab run --no-such-flag\n```\n", "unrecognized arguments"),
+    ("```console\n$ transferlab run model=nope\ntransferlab: error: something else\n```\n", "the code says"),
+    ("```bash\npython bench/peak_flops.py --no-such-option 1\n```\n", "does not accept"),
+    ("```bash\npython bench/no_such_bench.py\n```\n", "does not exist"),
+    ("```bash\ndocker compose -f docker/docker-compose.yml logs nobody\n```\n", "no service"),
+    ("```bash\nNO_SUCH_VARIABLE_ANYWHERE=1 transferlab config\n```\n", "read nowhere"),
+    ("```bash\ntransferlab run data.path=conf/no_such.yaml\n```\n", "does not exist in the repository"),
+    ("```\nmake run\n```\n", "without a label"),
+    ("```text\n$ transferlab run\n```\n", "looks like a command"),
+    ("see [there](no_such_file.md)\n", "no such file"),
+    ("see [there](#no-such-heading)\n# Title\n", "no heading with that anchor"),
+])
+def test_the_check_catches(tmp_path: Path, markdown: str, says: str) -> None:
+    problems = _problems_in(tmp_path, markdown)
+    assert any(says in p for p in problems), problems
+
+
+def test_a_good_page_passes(tmp_path: Path) -> None:
+    markdown = ("# Title\n\nsee [it](#title)\n\n```bash\nfor m in gpt2 bert; do\n"
+                "  .venv/bin/transferlab config model=${m}_tiny   # comment\ndone\nmake run ARGS=\"seed=1\"\n```\n")
+    assert _problems_in(tmp_path, markdown) == []
+
+
+def test_usage_must_list_every_option(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("```usage\ntransferlab run [OVERRIDE ...]\ntransferlab up --host H\n```\n")
+    problems = check_usage(fenced_blocks(page)[0])
+    assert any("does not list `transferlab doctor`" in p for p in problems)
+    assert any("`transferlab up` shows ['--host']" in p for p in problems)
