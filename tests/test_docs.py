@@ -6,6 +6,8 @@ docs/development.md ("The docs check"). Nothing here trains or starts a server.
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,43 @@ def test_usage_must_list_every_option(tmp_path: Path) -> None:
     problems = check_usage(fenced_blocks(page)[0])
     assert any("does not list `transferlab doctor`" in p for p in problems)
     assert any("`transferlab up` shows ['--host']" in p for p in problems)
+
+
+def test_the_readme_summary_is_what_the_cli_prints() -> None:
+    """The sample end-of-run summary in the README is the CLI's own format, fed the README's numbers."""
+    from pipelines.cli import print_summary
+
+    block = next(b for b in fenced_blocks(REPO / "README.md") if b.lines[0].startswith("transferlab: evaluate"))
+    stages = [("prep", 1.44e-6), ("pretrain", 2.3e-4), ("finetune[pretrained]", 1.63e-5),
+              ("finetune[scratch]", 3.25e-6), ("evaluate", 2.13e-6)]
+    out = io.StringIO()
+    print_summary({
+        "until": "evaluate", "wall_s": 97.2, "accuracy": {"pretrained": 0.999, "scratch": 0.243},
+        "stages": [{"stage": s, "emissions_kg": kg, "cache_hit": False} for s, kg in stages],
+        "totals": {"carbon/emissions_kg": 2.53e-4}, "report": "/path/to/.transferlab/runs/<run id>/report.md",
+        "tracking_uri": "sqlite:////path/to/.transferlab/mlflow.db", "experiment": "transferlab",
+        "parent_run_id": "<id>",
+    }, out)
+    assert out.getvalue().strip().splitlines() == block.lines
+
+
+def test_the_limits_table_is_the_code() -> None:
+    """docs/operations.md's table of served-run limits names every limit, with the code's fixed defaults."""
+    from pipelines.config.limits import _FIXED, default_limits
+
+    text = (REPO / "docs" / "operations.md").read_text()
+    section = text[text.index("### Limits of served runs"):]
+    section = section[: section.index("\n#")]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    compared = 0
+    for keys_cell, values_cell in rows:
+        keys = [re.findall(r"`([^`]+)`", part)[0] for part in keys_cell.split(" / ")]
+        values = [v.split()[0] for v in values_cell.split(" / ")]  # "1000000 each": the number
+        if len(keys) == len(values):
+            for key, value in zip(keys, values, strict=True):
+                if key in _FIXED:
+                    assert value == str(_FIXED[key]), f"{key}: the docs say {value}, the code {_FIXED[key]}"
+                    compared += 1
+    assert compared >= 20
+    for key in default_limits():
+        assert f"`{key}`" in section or f"`_{key.rsplit('_', 1)[-1]}`" in section, f"limit {key} is not in the table"
