@@ -313,7 +313,7 @@ def makefile_targets() -> dict[str, list[str]]:
     targets: dict[str, list[str]] = {}
     current: list[str] | None = None
     for line in (REPO / "Makefile").read_text().splitlines():
-        match = re.match(r"^([\w.-]+):(?!=)", line)
+        match = re.match(r"^([\w-][\w.-]*):(?!=)", line)  # not .PHONY
         if match:
             current = targets.setdefault(match.group(1), [])
         elif line.startswith("\t") and current is not None:

@@ -145,3 +145,12 @@ def test_the_limits_table_is_the_code() -> None:
     assert compared >= 20
     for key in default_limits():
         assert f"`{key}`" in section or f"`_{key.rsplit('_', 1)[-1]}`" in section, f"limit {key} is not in the table"
+
+
+def test_the_readme_lists_every_make_target() -> None:
+    from docs_check import makefile_targets
+
+    text = " ".join((REPO / "README.md").read_text().split())
+    listed = re.search(r"`make` targets: (.*?)\.", text)
+    assert listed, "README.md: the sentence \"`make` targets: ...\" is gone"
+    assert set(re.findall(r"`([\w-]+)`", listed.group(1))) == set(makefile_targets())
