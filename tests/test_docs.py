@@ -154,3 +154,17 @@ def test_the_readme_lists_every_make_target() -> None:
     listed = re.search(r"`make` targets: (.*?)\.", text)
     assert listed, "README.md: the sentence \"`make` targets: ...\" is gone"
     assert set(re.findall(r"`([\w-]+)`", listed.group(1))) == set(makefile_targets())
+
+
+def test_the_readme_names_the_prefect_tasks_and_flows() -> None:
+    """What the README says the Prefect UI shows: the flows' and the stage tasks' names."""
+    from prefect import Flow, Task
+
+    from pipelines import flows, sweep
+
+    named = set(re.findall(r"`([\w\[\]]+)`", (REPO / "README.md").read_text()))
+    objects = [*vars(flows).values(), *vars(sweep).values()]
+    for task in (o for o in objects if isinstance(o, Task) and o.__module__ == flows.__name__):
+        assert task.name in named or any(n.startswith(f"{task.name}[") for n in named), task.name
+    for flow in (o for o in objects if isinstance(o, Flow) and o.name != "transferlab_stage"):
+        assert flow.name in named, flow.name
