@@ -135,6 +135,24 @@ def test_failed_pretrain_publishes_nothing_and_marks_the_run_failed(
     assert any(r.data.tags.get("transferlab.stage") == "pretrain" for r in failed)
 
 
+def test_a_worker_rank_reuses_prep_and_trains_in_rank_zeros_work_dir_logging_nothing(
+        ctx: StageContext, prep_rec: PrepRecord, monkeypatch: pytest.MonkeyPatch) -> None:
+    import modules.training.recipes
+    from pipelines.runtime.distributed import run_worker
+    from pipelines.stages.pretrain import pretrain_fingerprint
+
+    calls: list[tuple[Path, Path, dict[str, Any]]] = []
+    monkeypatch.setattr(modules.training.recipes, "pretrain_language_model",
+                        lambda prep_dir, out_dir, *args, **kwargs: calls.append((prep_dir, out_dir, kwargs)))
+    cfg = {**ctx.cfg, "seed": 777}  # a model not trained yet; the same prepared data
+    runs_before = len(ctx.tracker.client.search_runs([ctx.tracker.experiment_id]))
+    monkeypatch.setenv("RANK", "1")
+    assert run_worker(cfg, "pretrain") == {"rank": 1, "until": "pretrain"}
+    work_dir = ctx.home / "cache" / "pretrain" / f".partial-{pretrain_fingerprint(cfg, prep_rec.lm_fingerprint)}"
+    assert calls == [(Path(prep_rec.path), work_dir, {"logger": False})]
+    assert len(ctx.tracker.client.search_runs([ctx.tracker.experiment_id])) == runs_before  # rank 0 logs
+
+
 def test_finetune_runs_both_inits_on_the_same_labeled_subset(ctx: StageContext,
                                                               finetune_recs: list[FinetuneRecord]) -> None:
     for rec in finetune_recs:
