@@ -40,11 +40,11 @@ class Toy:
         self.logged.append((run.run_id, entry.hit))
         run.log_metrics({"toy/answer": entry.record["answer"]})
 
-    def record(self, run: StageRun, entry: CacheEntry) -> CachedRecord:
+    def make_record(self, run: StageRun, entry: CacheEntry) -> CachedRecord:
         return CachedRecord(**entry.record_fields(run))
 
     def stage(self, resumable: bool = False) -> CachedStage[CachedRecord]:
-        return CachedStage("toy", FP, self.build, self.record, self.log, label="toy[x]", run_name="toy-x",
+        return CachedStage("toy", FP, self.build, self.make_record, self.log, label="toy[x]", run_name="toy-x",
                            tags={"toy.tag": "yes"}, resumable=resumable,
                            before_run=self.before_run.append if resumable else None)
 

@@ -58,7 +58,7 @@ class CachedStage(Generic[R]):
     # ``fingerprint`` and ``run_id`` are added); logs what only a build makes (artifacts).
     build: Callable[[StageRun, Path], dict[str, Any]]
     # After the run has ended (carbon final), the build lock still held: the stage's record.
-    record: Callable[[StageRun, CacheEntry], R]
+    make_record: Callable[[StageRun, CacheEntry], R]
     # In the run, on a hit and after a build: what the run shows of the entry (metrics, tags).
     log: Callable[[StageRun, CacheEntry], None]
     label: str | None = None  # in log lines ("finetune[pretrained]"); default: name
@@ -92,7 +92,7 @@ def cached_stage(ctx: StageContext, stage: CachedStage[R]) -> R:
             raise RuntimeError(f"{stage.name} cache entry {cache.path(stage.fingerprint)} disappeared")
         entry = CacheEntry(cached, cache.path(stage.fingerprint), hit=True)
         stage.log(run, entry)
-    return stage.record(run, entry)
+    return stage.make_record(run, entry)
 
 
 def _lookup(run: StageRun, cache: StageCache, stage: CachedStage[Any], claim: Claim) -> dict[str, Any] | None:
@@ -124,7 +124,7 @@ def _build(ctx: StageContext, stage: CachedStage[R], cache: StageCache, claim: C
             write_record(tmp, record)
         entry = CacheEntry(record, cache.path(stage.fingerprint), hit=False)
         stage.log(run, entry)
-    return stage.record(run, entry)
+    return stage.make_record(run, entry)
 
 
 def _build_resumable(ctx: StageContext, stage: CachedStage[R], cache: StageCache, claim: Claim) -> R:
@@ -146,7 +146,7 @@ def _build_resumable(ctx: StageContext, stage: CachedStage[R], cache: StageCache
         # After the run (and its carbon ledger, which writes into the work dir) has ended.
         write_record(work.path, record)
         work.publish()
-    return stage.record(run, entry)
+    return stage.make_record(run, entry)
 
 
 def _resumable_run_id(tracker: Tracker, stage: str, state: dict[str, Any]) -> str | None:

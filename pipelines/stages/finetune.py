@@ -123,7 +123,7 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
                                                                 f"{built['train_examples']}"})
         run.log_artifact(entry.path / built["predictions_file"])
 
-    def record(run: StageRun, entry: CacheEntry) -> FinetuneRecord:
+    def make_record(run: StageRun, entry: CacheEntry) -> FinetuneRecord:
         built = entry.record
         return FinetuneRecord(**entry.record_fields(run), init=label, task=task, strategy=built.get("strategy"),
                               predictions=str(entry.path / built["predictions_file"]), metrics=built["metrics"],
@@ -132,7 +132,7 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
                               label_names=built.get("label_names") or prep_record.label_names)
 
     fp = finetune_fingerprint(cfg, prep_record, identity, init)
-    return cached_stage(ctx, CachedStage("finetune", fp, build, record, log_entry, label=f"finetune[{label}]",
+    return cached_stage(ctx, CachedStage("finetune", fp, build, make_record, log_entry, label=f"finetune[{label}]",
                                          run_name=f"finetune-{label}", tags=tags))
 
 

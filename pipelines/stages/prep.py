@@ -108,10 +108,10 @@ def prep(ctx: StageContext) -> PrepRecord:
         _log_inputs(run, stats)
         run.log_artifact(entry.path / "stats.json")
 
-    def record(run: StageRun, entry: CacheEntry) -> PrepRecord:
+    def make_record(run: StageRun, entry: CacheEntry) -> PrepRecord:
         stats = entry.record["stats"]
         return PrepRecord(**entry.record_fields(run), label_names=stats["label_names"],
                           has_labels=stats["has_labels"], lm_fingerprint=lm_fp, task=cfg["finetune"]["task"],
                           labeled_rows=stats["labeled_rows"])
 
-    return cached_stage(ctx, CachedStage("prep", prep_fingerprint(cfg, lm_fp), build, record, log_entry))
+    return cached_stage(ctx, CachedStage("prep", prep_fingerprint(cfg, lm_fp), build, make_record, log_entry))

@@ -155,11 +155,11 @@ def pretrain(ctx: StageContext, prep_record: PrepRecord) -> PretrainRecord:
             run.log_metrics({k: v for k, v in entry.record["metrics"].items() if k.startswith("val/")})
         _tag_init(run, cfg)
 
-    def record(run: StageRun, entry: CacheEntry) -> PretrainRecord:
+    def make_record(run: StageRun, entry: CacheEntry) -> PretrainRecord:
         registered = None if passthrough else _register(ctx, run, prep_record, entry)
         return PretrainRecord(**entry.record_fields(run), hf_model=str(entry.path / "hf_model"),
                               metrics=entry.record["metrics"], registered_model=registered)
 
     fp = pretrain_fingerprint(cfg, prep_record.lm_fingerprint)
     return cached_stage(ctx, CachedStage("pretrain", fp, partial(_train_and_export, ctx, prep_record, passthrough),
-                                         record, log_entry, resumable=True, before_run=_set_aside_bad_checkpoint))
+                                         make_record, log_entry, resumable=True, before_run=_set_aside_bad_checkpoint))
