@@ -51,10 +51,10 @@ class Task(ABC):
         """Model inputs (and ``labels``) for one split."""
 
     @abstractmethod
-    def build_model(self, source: str | Path, init: str, family: str, label_names: list[str],
+    def build_model(self, source: str | Path, weights: str, family: str, label_names: list[str],
                     dropout: float | None, trust_remote_code: bool) -> PreTrainedModel:
         """The task's transformers head on the architecture at ``source``: its weights
-        (init="pretrained"), or its config with fresh weights (init="scratch")."""
+        (weights="pretrained"), or its config with fresh weights (weights="scratch")."""
 
     @abstractmethod
     def datamodule(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, family: str,

@@ -58,11 +58,11 @@ class Classification(Task):
 
         return tokenize_labeled(ds, tokenizer, max_length, family)
 
-    def build_model(self, source: str | Path, init: str, family: str, label_names: list[str],
+    def build_model(self, source: str | Path, weights: str, family: str, label_names: list[str],
                     dropout: float | None, trust_remote_code: bool) -> PreTrainedModel:
         from modules.models.factory import build_classifier
 
-        return build_classifier(source, init, len(label_names), dropout, trust_remote_code)
+        return build_classifier(source, weights, len(label_names), dropout, trust_remote_code)
 
     def datamodule(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, family: str,
                    batch_size: int, eval_batch_size: int) -> L.LightningDataModule:
