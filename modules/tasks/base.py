@@ -19,14 +19,24 @@ import lightning as L
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from modules.tasks import HEADLINE, TASK_FAMILIES
+
 
 class Task(ABC):
-    name: str
-    families: tuple[str, ...]
-    headline: str  # metric name without "test/", e.g. "accuracy"
+    name: str  # the finetune.task value; keys the tables in modules/tasks/__init__.py
     # (metric name, column title) pairs for the report table; the headline first.
     report_columns: tuple[tuple[str, str], ...]
     predictions_file: str
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The LM families with a head for this task (``modules.tasks.TASK_FAMILIES``)."""
+        return TASK_FAMILIES[self.name]
+
+    @property
+    def headline(self) -> str:
+        """The metric the task is judged by, without "test/", e.g. "accuracy" (``modules.tasks.HEADLINE``)."""
+        return HEADLINE[self.name]
 
     @abstractmethod
     def to_dataset(self, rows: Sequence[Any], label_names: list[str]) -> Dataset:

@@ -22,8 +22,6 @@ def metric_key(name: str) -> str:
 
 class Classification(Task):
     name = "classification"
-    families = ("causal", "masked", "seq2seq")
-    headline = "accuracy"
     report_columns = (("accuracy", "accuracy"), ("f1_macro", "macro-F1"))
     predictions_file = "predictions.csv"
 

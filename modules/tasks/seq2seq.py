@@ -91,8 +91,6 @@ def tokenize_pairs(ds: Dataset, tokenizer: PreTrainedTokenizerBase, family: str,
 
 class Seq2Seq(Task):
     name = "seq2seq"
-    families = ("causal", "seq2seq")
-    headline = "chrf"
     report_columns = (("chrf", "chrF"), ("bleu", "BLEU"), ("exact_match", "exact match"))
     predictions_file = "predictions.jsonl"
 

@@ -196,8 +196,6 @@ def tagging_subset(tags: Sequence[Sequence[int]], label_names: Sequence[str], n:
 
 class TokenClassification(Task):
     name = "token_classification"
-    families = ("causal", "masked")
-    headline = "entity_f1"
     report_columns = (("entity_f1", "entity F1"), ("token_accuracy", "token accuracy"))
     predictions_file = "predictions.jsonl"
 
