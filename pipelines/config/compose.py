@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 # Light modules (no torch), so validation stays instant.
 from modules.data.tokenizer_kinds import ALPHABET, SPECIAL_TOKENS, TOKENIZER_KINDS, min_vocab_size, trained_kind
 from modules.models.choices import ARCHS, BUILTIN_INITS, FAMILIES, STRATEGIES
+from modules.models.sizes import layer_count
 from modules.tasks import (
     TASKS,
     family_error,
@@ -372,9 +373,7 @@ def _check_strategy(cfg: dict[str, Any], scratch: bool) -> None:
             raise ConfigError(f"bad value for 'finetune.{key}': {ft[key]!r} (must be > 0; null: the strategy's default)")
     model = cfg["model"]
     if scratch and ft["strategy"] == "partial" and model["n_layer"] > 0:
-        depth = model["n_layer"]
-        if model["family"] == "seq2seq":
-            depth += model["n_decoder_layer"] or model["n_layer"]
+        depth = layer_count(model)
         if ft["trainable_layers"] > depth:
             raise ConfigError(f"bad value for 'finetune.trainable_layers': {ft['trainable_layers']} exceeds the "
                               f"model's {depth} transformer layers (finetune.strategy=full trains them all)")
