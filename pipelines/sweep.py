@@ -35,7 +35,7 @@ from pipelines.checkpoint_refs import resolve_init
 from pipelines.config.compose import check_task, check_zero_shot, compose
 from pipelines.config.preflight import check_budget, check_inputs
 from pipelines.errors import UserError
-from pipelines.flows import carbon_totals, parent_run, prep, pretrain, stage_summaries
+from pipelines.flows import carbon_totals, parent_run, prep_task, pretrain_task, stage_summaries
 from pipelines.runtime import lifecycle
 from pipelines.stages.common import StageContext
 from pipelines.stages.records import FinetuneRecord, PrepRecord, PretrainRecord, StageRecord
@@ -245,8 +245,8 @@ def run_sweep(cfg: dict[str, Any]) -> dict[str, Any]:
     tags = {TAG_KIND: "sweep", "transferlab.experiment": cfg["experiment_name"], "transferlab.flow": "data_efficiency",
             "transferlab.task": cfg["finetune"]["task"]}
     with parent_run(cfg, name, tags, "sweep") as (tracker, parent):
-        prep_record = prep(cfg, parent)
-        pretrain_record = pretrain(cfg, prep_record, parent)
+        prep_record = prep_task(cfg, parent)
+        pretrain_record = pretrain_task(cfg, prep_record, parent)
         pool = prep_record.labeled_rows["train"]
         points = plan(cfg["sweep"], cfg["finetune"]["inits"], pool)
         _check_budgets(cfg, points, prep_record.label_names)

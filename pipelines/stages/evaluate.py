@@ -1,8 +1,8 @@
 """evaluate: compare the fine-tuned models, score the pretrained LM, and write the report.
 
 Test metrics have one home: the fine-tune that made the predictions scores them
-(``Task.score``, in ``modules.training.recipes.finetune_task`` or the zero-shot path of
-``stages.finetune``) and its record carries them (``FinetuneRecord.metrics``, also in
+(``Task.score``, in ``modules.training.recipes.finetune_on_task`` or
+``modules.evaluation.zero_shot.zero_shot_test``) and its record carries them (``FinetuneRecord.metrics``, also in
 record.json). They are needed where no evaluate stage runs (the fine-tune's MLflow run, the
 CLI summary, the sweep report) and a cache hit must show them without rescoring, so this
 stage reads them from the records instead of scoring the saved predictions a second time;
