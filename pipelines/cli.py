@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             sys.stdout.write(to_yaml(cfg))
             return 0
-        from pipelines.config.preflight import check_inputs
+        from pipelines.preflight import check_inputs
 
         check_inputs(cfg, "finetune" if args.command == "sweep" else args.command,
                      sweep=args.command == "sweep" or cfg["sweep"]["enabled"])

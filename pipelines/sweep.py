@@ -33,9 +33,9 @@ from prefect.cache_policies import NO_CACHE
 from pipelines import stages
 from pipelines.checkpoint_refs import resolve_init
 from pipelines.config.compose import check_task, check_zero_shot, compose
-from pipelines.config.preflight import check_budget, check_inputs
 from pipelines.errors import UserError
 from pipelines.flows import carbon_totals, prep, pretrain
+from pipelines.preflight import check_budget, check_inputs
 from pipelines.runtime import lifecycle
 from pipelines.stages.common import StageContext
 from pipelines.tracking import liveness

@@ -10,8 +10,8 @@ from conftest import tiny_overrides
 
 from pipelines import stages
 from pipelines.config.compose import CHECKPOINT_LR, compose
-from pipelines.config.preflight import check_inputs
 from pipelines.errors import UserError
+from pipelines.preflight import check_inputs
 from pipelines.stages.common import StageContext
 
 

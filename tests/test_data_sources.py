@@ -237,7 +237,7 @@ def test_every_preset_composes_and_local_paths_become_absolute(tmp_path: Path, m
 
 def test_preflight_load_is_reused_by_prep_and_a_cached_prep_skips_it(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.config.preflight import check_inputs
+    from pipelines.preflight import check_inputs
 
     path = _tsv(tmp_path / "t.tsv", _good_rows())
     cfg = compose(tiny_overrides(tmp_path / "home", "data=sst2_local", f"data.path={path}"))

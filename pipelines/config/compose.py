@@ -18,7 +18,7 @@ from modules.tasks import (  # a light module: no torch, so validation stays ins
     TASKS,
     family_error,
 )
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, UserError
 
 CONF_DIR = Path(os.environ.get("TRANSFERLAB_CONF", Path(__file__).resolve().parents[2] / "conf"))
 
@@ -239,6 +239,16 @@ def _unknown_keys(cfg: dict[str, Any], schema: dict[str, Any], prefix: str = "")
     return out
 
 
+def check_register_as(name: str | None) -> None:
+    """``pretrain.register_as`` must be a valid registered-model name (no '/' or ':').
+
+    Checked when composing, and again by the registry before registering (the stage may get
+    a config that did not come through :func:`validate`)."""
+    if name is not None and (not str(name).strip() or any(c in str(name) for c in "/:")):
+        raise UserError(f"bad value for 'pretrain.register_as': {name!r} (a registered-model name cannot be "
+                        "empty or contain '/' or ':'; null disables registration)")
+
+
 def validate(cfg: dict[str, Any]) -> None:
     """Checks the schema's types cannot express: choices, ranges, cross-key consistency."""
     from pipelines.config.schema import TransferLabConfig
@@ -305,9 +315,7 @@ def validate(cfg: dict[str, Any]) -> None:
     if cfg["pretrain"]["max_steps"] < 0 or (scratch and cfg["pretrain"]["max_steps"] == 0):
         raise ConfigError(f"bad value for 'pretrain.max_steps': {cfg['pretrain']['max_steps']!r} (must be > 0; "
                           "0 only with model.init=<checkpoint>, to fine-tune it without pretraining)")
-    from pipelines.tracking.registry import check_name
-
-    check_name(cfg["pretrain"]["register_as"])
+    check_register_as(cfg["pretrain"]["register_as"])
     if cfg["data"]["num_topics"] < 2:
         raise ConfigError("bad value for 'data.num_topics': needs at least 2 classes")
     if cfg["model"]["n_embd"] % cfg["model"]["n_head"]:

@@ -301,7 +301,7 @@ def run_env(tracking_uri: str, server_overrides: list[str], home: str, data_dirs
             limits: dict[str, int] | None = None) -> None:
     """What the flow-run processes the runner starts inherit (set before Prefect is imported)."""
     from pipelines.config.limits import LIMITS_ENV, default_limits
-    from pipelines.config.ui_input import DATA_DIRS_ENV, SERVER_OVERRIDES_ENV
+    from pipelines.serve.ui_input import DATA_DIRS_ENV, SERVER_OVERRIDES_ENV
 
     os.environ["TRANSFERLAB_TRACKING_URI"] = tracking_uri
     os.environ[RUNNER_PID_ENV] = str(os.getpid())  # flow runs die with this process (lifecycle.follow_runner)

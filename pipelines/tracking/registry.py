@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import UserError
+from pipelines.config.compose import check_register_as
 from pipelines.tracking.runs import TAG_FINGERPRINT, redact
 
 log = logging.getLogger("transferlab")
@@ -26,13 +26,6 @@ log = logging.getLogger("transferlab")
 TAG_REGISTERED = "transferlab.registered_model"
 TAG_DATA_FP = "transferlab.data_fingerprint"
 TAG_TOKENIZER = "transferlab.tokenizer"
-
-
-def check_name(name: str | None) -> None:
-    """``pretrain.register_as`` must be a valid registered-model name (no '/' or ':')."""
-    if name is not None and (not str(name).strip() or any(c in str(name) for c in "/:")):
-        raise UserError(f"bad value for 'pretrain.register_as': {name!r} (a registered-model name cannot be "
-                        "empty or contain '/' or ':'; null disables registration)")
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -67,7 +60,7 @@ def register_export(
     name = cfg["pretrain"]["register_as"]
     if not name:
         return None
-    check_name(name)
+    check_register_as(name)
     client = tracker.client
     from mlflow.exceptions import MlflowException
 
