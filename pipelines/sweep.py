@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import Task, flow, task
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import stages
@@ -201,9 +201,10 @@ def run_points(cfg: dict[str, Any], points: list[Point], prep_record: dict[str, 
     retries = cfg["sweep"]["retries"]
     log.info("sweep: %d fine-tunes, %d side by side (%d threads each), %d retr%s per point", len(points), parallel,
              threads, retries, "y" if retries == 1 else "ies")
-    calls = [(p, sweep_point.with_options(name=p.name, retries=retries),
-              dict(cfg=point_config(cfg, p, threads, parallel), prep_record=prep_record,
-                   pretrain_record=pretrain_record, init=p.init, parent_run_id=parent)) for p in points]
+    calls: list[tuple[Point, Task[..., dict[str, Any]], dict[str, Any]]] = [
+        (p, sweep_point.with_options(name=p.name, retries=retries),
+         dict(cfg=point_config(cfg, p, threads, parallel), prep_record=prep_record,
+              pretrain_record=pretrain_record, init=p.init, parent_run_id=parent)) for p in points]
     out: list[tuple[Point, dict[str, Any] | None, str | None]] = []
     if parallel == 1:  # in this process, on the main thread
         for point, call, params in calls:
@@ -225,8 +226,8 @@ def run_points(cfg: dict[str, Any], points: list[Point], prep_record: dict[str, 
             if state.is_completed():
                 out.append((point, future.result(), None))
             else:
-                exc = state.result(raise_on_failure=False)
-                why = _one_line(exc) if isinstance(exc, BaseException) else str(state.message)
+                error = state.result(raise_on_failure=False)
+                why = _one_line(error) if isinstance(error, BaseException) else str(state.message)
                 log.warning("sweep: %s failed (retried up to %d times unless the input was bad): %s", point.name,
                             retries, why)
                 out.append((point, None, why))

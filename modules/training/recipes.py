@@ -161,8 +161,9 @@ def pretrain_language_model(
         # resume from the final step, where fit() had nothing left to do.
         trainer.validate(module, datamodule=data, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
-    if throughput.steady_tokens_per_sec() is not None:
-        metrics["train/tokens_per_sec"] = throughput.steady_tokens_per_sec()
+    tokens_per_sec = throughput.steady_tokens_per_sec()
+    if tokens_per_sec is not None:
+        metrics["train/tokens_per_sec"] = tokens_per_sec
 
     last = ckpt_dir / "last.ckpt"
     trainer.save_checkpoint(last)  # every rank calls it; the strategy writes once

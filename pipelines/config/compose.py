@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -180,14 +181,15 @@ def compose(overrides: list[str] | None = None) -> dict[str, Any]:
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg: DictConfig = hydra_compose(config_name="config", overrides=overrides)
-        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except ConfigError:
         raise
     except Exception as exc:  # Hydra/OmegaConf raise many types; all mean bad config
         raise ConfigError(_one_line(exc)) from exc
     finally:
         GlobalHydra.instance().clear()
-    assert isinstance(container, dict)
+    assert isinstance(raw, dict)
+    container: dict[str, Any] = {str(key): value for key, value in raw.items()}  # YAML keys: str
     validate(container)
     if container["pretrain"]["lr"] is None and (container["model"]["init"] or "scratch") == "scratch":
         container["pretrain"]["lr"] = FAMILY_LR[container["model"]["family"]]
@@ -213,7 +215,7 @@ def _absolute_paths(value: Any) -> Any:
     return os.path.abspath(os.path.expanduser(str(value)))
 
 
-def _choice(cfg: dict[str, Any], dotted: str, allowed: set[str]) -> None:
+def _choice(cfg: dict[str, Any], dotted: str, allowed: Collection[str]) -> None:
     node: Any = cfg
     for part in dotted.split("."):
         node = node[part]

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import Flow, flow
 from prefect.states import Failed
@@ -32,8 +32,14 @@ def _choices(group: str) -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")))
 
 
-Experiment = Literal[_choices("experiment")]  # type: ignore[valid-type]
-Model = Literal[_choices("model")]  # type: ignore[valid-type]
+# The presets, as a Literal so the Prefect UI offers a dropdown. Its values are the conf/
+# files, known only at run time: to the type checker they are strings.
+if TYPE_CHECKING:
+    Experiment = str
+    Model = str
+else:
+    Experiment = Literal[_choices("experiment")]
+    Model = Literal[_choices("model")]
 
 ARGS_DOC = """
 

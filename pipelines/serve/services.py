@@ -318,15 +318,17 @@ def serve_deployments(limit: int | None, on_ready: Callable[[], None]) -> None:
     they are triggered until interrupted. Flow runs execute in their own processes."""
     import asyncio
 
-    from prefect.deployments.runner import EntrypointType
+    from prefect.deployments.runner import EntrypointType, RunnerDeployment
     from prefect.runner import Runner
 
     from pipelines.serve.deployments import FLOWS
 
     runner = Runner(name="transferlab", pause_on_shutdown=False, limit=limit)
     for f in FLOWS:
-        runner.add_deployment(f.to_deployment(name=f.name, entrypoint_type=EntrypointType.MODULE_PATH,
-                                              tags=["transferlab"], description=f.description))
+        deployment = f.to_deployment(name=f.name, entrypoint_type=EntrypointType.MODULE_PATH, tags=["transferlab"],
+                                     description=f.description)
+        assert isinstance(deployment, RunnerDeployment)  # called from sync code: not a coroutine
+        runner.add_deployment(deployment)
     on_ready()
     try:
         asyncio.run(runner.start())

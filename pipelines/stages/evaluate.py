@@ -52,7 +52,8 @@ def evaluate(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
                            cfg["pretrain"]["mlm_probability"], cfg["seed"],
                            cfg["pretrain"]["mask_ratio"], cfg["pretrain"]["poisson_lambda"],
                            trust_remote_code=cfg["model"]["trust_remote_code"])
-        metrics = {} if lm["loss"] is None else {"val/loss": lm["loss"], "val/perplexity": lm["perplexity"]}
+        loss, perplexity = lm["loss"], lm["perplexity"]  # both None when there is nothing to score
+        metrics = {} if loss is None or perplexity is None else {"val/loss": loss, "val/perplexity": perplexity}
         for init, m in results.items():
             for key, value in m.items():
                 metrics[f"test/{key}/{init}"] = value

@@ -194,6 +194,7 @@ def pretrain(ctx: StageContext, prep_record: dict[str, Any]) -> dict[str, Any]:
             return _build(ctx, prep_record, cache, fp, passthrough)
     with tracked_stage(ctx, "pretrain") as run:
         cached = reuse(run, cache, fp, "pretrain", claim)
+        assert cached is not None  # the claim is done: the builder's record is in the cache
         # The metrics of the model this pipeline uses, so the run reads complete.
         run.log_metrics({k: v for k, v in cached["metrics"].items() if k.startswith("val/")})
         _tag_init(run, cfg)
