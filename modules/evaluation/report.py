@@ -53,8 +53,9 @@ def render_report(
               "| stage | cache | this run: g CO2e | Wh | s | building the output: g CO2e |",
               "|---|---|---:|---:|---:|---:|"]
     for row in stages:
-        lines.append(f"| {row['name']} | {'hit' if row.get('cache_hit') else 'miss'} | {_milli(row.get('emissions_kg'))} | "
-                     f"{_milli(row.get('energy_kwh'))} | {_s(row.get('duration_s'))} | {_milli(row.get('produced_kg'))} |")
+        lines.append(f"| {row['name']} | {'hit' if row.get('cache_hit') else 'miss'} "
+                     f"| {_milli(row.get('emissions_kg'))} | {_milli(row.get('energy_kwh'))} "
+                     f"| {_s(row.get('duration_s'))} | {_milli(row.get('produced_kg'))} |")
     pre = next((r.get("produced_kg") for r in stages if r["name"] == "pretrain"), None)
     finetunes = [r for r in stages if r["name"].startswith("finetune") and r["name"] != "finetune[zero_shot]"]
     ft: list[float] = [r["produced_kg"] for r in finetunes if r.get("produced_kg") is not None]

@@ -284,7 +284,8 @@ def validate(cfg: dict[str, Any]) -> None:
     if not 0.0 < cfg["pretrain"]["mask_ratio"] < 1.0:
         raise ConfigError(f"bad value for 'pretrain.mask_ratio': {cfg['pretrain']['mask_ratio']!r} (must be in (0, 1))")
     if cfg["pretrain"]["poisson_lambda"] <= 0:
-        raise ConfigError(f"bad value for 'pretrain.poisson_lambda': {cfg['pretrain']['poisson_lambda']!r} (must be > 0)")
+        raise ConfigError(f"bad value for 'pretrain.poisson_lambda': {cfg['pretrain']['poisson_lambda']!r} "
+                          "(must be > 0)")
     inits = cfg["finetune"]["inits"]
     if not inits or len(set(inits)) != len(inits) or any(not isinstance(i, str) or not i.strip() for i in inits):
         raise ConfigError(
@@ -340,7 +341,8 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
         value = cfg[group][name]
         if value is None:
             continue
-        bad = value < lo or (value == lo and not lo_ok) or (hi is not None and (value > hi or (value == hi and not hi_ok)))
+        bad = (value < lo or (value == lo and not lo_ok)
+               or (hi is not None and (value > hi or (value == hi and not hi_ok))))
         if bad:
             low = f"{'>=' if lo_ok else '>'} {lo}"
             high = f" and {'<=' if hi_ok else '<'} {hi}" if hi is not None else ""
@@ -412,7 +414,8 @@ def _check_strategy(cfg: dict[str, Any], scratch: bool) -> None:
                           "finetune.task=seq2seq (no separate head to train); use finetune.strategy=full")
     for key in ("lr", "checkpoint_lr"):
         if ft[key] is not None and ft[key] <= 0:
-            raise ConfigError(f"bad value for 'finetune.{key}': {ft[key]!r} (must be > 0; null: the strategy's default)")
+            raise ConfigError(f"bad value for 'finetune.{key}': {ft[key]!r} "
+                              "(must be > 0; null: the strategy's default)")
     model = cfg["model"]
     if scratch and ft["strategy"] == "partial" and model["n_layer"] > 0:
         depth = model["n_layer"]

@@ -178,8 +178,9 @@ def start(name: str, cmd: list[str], env: dict[str, str], health_url: str, log_d
     from pipelines.runtime.lifecycle import pdeathsig_command
 
     # SIGTERM when this process dies, even by SIGKILL: a killed `up` leaves no server behind.
-    proc = subprocess.Popen(pdeathsig_command(cmd, signal.SIGTERM), env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)  # its own group: the terminal's Ctrl-C is ours to relay
+    # Its own session (process group): the terminal's Ctrl-C is ours to relay.
+    proc = subprocess.Popen(pdeathsig_command(cmd, signal.SIGTERM), env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     return Service(name, health_url, proc, log_path, log_file)
 
 
@@ -411,7 +412,8 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
                               env, f"{prefect_url}/api/health", home / "logs"))
         services.append(start("MLflow server", [sys.executable, "-m", "mlflow", "server", "--host", host,
                                                 "--port", str(mlflow_port), "--backend-store-uri", store,
-                                                "--default-artifact-root", artifact_root(cfg), "--workers", "1", *mlflow_app],
+                                                "--default-artifact-root", artifact_root(cfg), "--workers", "1",
+                                                *mlflow_app],
                               env, f"{mlflow_url}/health", home / "logs"))
         wait_ready(services)
         if creds is not None:

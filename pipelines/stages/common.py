@@ -137,7 +137,8 @@ def reuse(run: StageRun, cache: StageCache, fp: str, stage: str, claim: Claim | 
 def cache_fields(run: StageRun, cache: StageCache, fp: str, cached: dict[str, Any] | None) -> dict[str, Any]:
     """The record fields every cached stage returns."""
     return {"fingerprint": fp, "path": str(cache.path(fp)), "cache_hit": cached is not None,
-            "source_run_id": cached["run_id"] if cached else run.run_id, "avoided_kg": run.avoided_kg, "avoided_kwh": run.avoided_kwh}
+            "source_run_id": cached["run_id"] if cached else run.run_id, "avoided_kg": run.avoided_kg,
+            "avoided_kwh": run.avoided_kwh}
 
 
 def stage_label(rec: dict[str, Any]) -> str:

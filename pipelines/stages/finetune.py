@@ -89,7 +89,8 @@ def check_task_family(task: str, family: str, what: str) -> None:
         raise UserError(why)
 
 
-def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: dict[str, Any], init: str) -> dict[str, Any]:
+def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: dict[str, Any],
+             init: str) -> dict[str, Any]:
     cfg = ctx.cfg
     ft = cfg["finetune"]
     task = ft["task"]
@@ -166,7 +167,8 @@ def _train(ctx: StageContext, run: StageRun, prep_record: dict[str, Any], source
     # The best weights live on in hf_model/; the Lightning checkpoint (with optimizer state,
     # ~3x the size) has served its purpose once the test ran.
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    return {"metrics": result.metrics, "train_examples": result.train_examples, "requested_examples": ft["train_examples"],
+    return {"metrics": result.metrics, "train_examples": result.train_examples,
+            "requested_examples": ft["train_examples"],
             "epochs": result.epochs, "strategy": result.strategy, "trainable_parameters": result.trainable_parameters,
             "label_names": result.label_names, "predictions_file": task.predictions_file}
 

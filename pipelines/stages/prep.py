@@ -113,7 +113,8 @@ def prep(ctx: StageContext) -> dict[str, Any]:
                 write_record(tmp, {"stage": "prep", "fingerprint": fp, "run_id": run.run_id, "stats": stats})
             run.log_artifact(cache.path(fp) / "tokenizer")
             log.info("prep: %d LM blocks of %d tokens, %s labeled rows, vocab %d",
-                     stats["lm_blocks"]["train"], cfg["pretrain"]["block_size"], stats["labeled_rows"] or "no", stats["vocab_size"])
+                     stats["lm_blocks"]["train"], cfg["pretrain"]["block_size"], stats["labeled_rows"] or "no",
+                     stats["vocab_size"])
         run.log_metrics(_stats_metrics(stats))
         _log_inputs(run, stats)
         run.log_artifact(cache.path(fp) / "stats.json")

@@ -68,7 +68,8 @@ def register_export(
         client.get_registered_model(name)
     except MlflowException:
         try:
-            client.create_registered_model(name, description=f"transferlab pretrained exports ({cfg['experiment_name']})")
+            client.create_registered_model(
+                name, description=f"transferlab pretrained exports ({cfg['experiment_name']})")
         except MlflowException as exc:  # another run (another seed, say) created it since we looked
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
