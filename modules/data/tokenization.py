@@ -34,6 +34,7 @@ from tokenizers import (
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from modules.data.errors import DataError
+from modules.data.tokenizer_kinds import AUTO_KIND, TRAINED_KINDS
 
 CAUSAL_SPECIAL = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
                   "pad_token": "<pad>"}
@@ -49,10 +50,8 @@ _SPECIAL_ORDER = {
     "seq2seq": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
 }
 
-TRAINED_KINDS = ("bpe", "wordpiece", "unigram")
 # The family each algorithm is classically paired with: the specials when none is given.
 _CLASSIC_FAMILY = {"bpe": "causal", "wordpiece": "masked", "unigram": "seq2seq"}
-_AUTO_KIND = {"causal": "bpe", "masked": "wordpiece", "seq2seq": "bpe"}
 
 
 def tokenizer_kind_for(family: str, kind: str, init: str = "scratch") -> str:
@@ -63,7 +62,7 @@ def tokenizer_kind_for(family: str, kind: str, init: str = "scratch") -> str:
         return kind
     if init not in ("scratch", "", None):
         return "pretrained"
-    return _AUTO_KIND[family]
+    return AUTO_KIND[family]
 
 
 def pretrained_tokenizer_path(tokenizer_cfg: dict[str, Any], model_cfg: dict[str, Any] | None) -> str:

@@ -220,11 +220,11 @@ def export_checkpoint(init_dir: Path, prep_dir: Path, out_dir: Path, model_cfg: 
     return PretrainResult(0, {}, n_params, None, str(hf_dir))
 
 
-def finetune_task(
+def finetune_on_task(
     task_name: str,
     prep_dir: Path,
     source_model: Path,
-    init: str,
+    weights: str,
     family: str,
     out_dir: Path,
     finetune_cfg: dict[str, Any],
@@ -235,9 +235,10 @@ def finetune_task(
     trust_remote_code: bool = False,
     name: str | None = None,
 ) -> FinetuneResult:
-    """Fine-tune ``init`` (the checkpoint's weights, or a fresh copy of its architecture) on
-    a ``train_examples`` subset of the task's labeled rows, early-stopped on val/loss; test
-    the best epoch and return the test predictions as rows (``Task.prediction_rows``).
+    """Fine-tune the checkpoint at ``source_model`` (``weights="pretrained"``: its weights;
+    ``"scratch"``: a fresh copy of its architecture) on a ``train_examples`` subset of the
+    task's labeled rows, early-stopped on val/loss; test the best epoch and return the test
+    predictions as rows (``Task.prediction_rows``).
 
     The rows are tokenized here with the tuned model's own tokenizer, so a checkpoint with
     another vocabulary than the pipeline's tunes on exactly the same examples.
@@ -259,10 +260,10 @@ def finetune_task(
               for split, ds in (("train", subset), ("validation", raw["validation"]), ("test", raw["test"]))}
     data = task.datamodule(splits, tokenizer, family, finetune_cfg["batch_size"], eval_batch_size)
 
-    model = task.build_model(source_model, init, family, label_names, finetune_cfg["dropout"], trust_remote_code)
+    model = task.build_model(source_model, weights, family, label_names, finetune_cfg["dropout"], trust_remote_code)
     strategy = finetune_cfg["strategy"]
     frozen = apply_strategy(model, strategy, finetune_cfg["trainable_layers"])
-    if init == "scratch" and strategy == "linear_probe":
+    if weights == "scratch" and strategy == "linear_probe":
         log.warning("finetune[scratch]: strategy=linear_probe trains a head on a frozen *random* body; "
                     "a baseline only, not a fine-tune")
     module = task.lightning_module(model, tokenizer, family, label_names, finetune_cfg)
@@ -270,7 +271,7 @@ def finetune_task(
     best = ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor="val/loss", mode="min", save_top_k=1,
                            filename="best")
     stop = EarlyStopping(monitor="val/loss", mode="min", patience=finetune_cfg["patience"])
-    name = f"finetune[{name or init}]"
+    name = f"finetune[{name or weights}]"
     trainer = make_trainer(
         # Scale-out is for pretraining: fine-tunes are small and run on one device in rank 0.
         {**trainer_cfg, **SINGLE_DEVICE, "log_every_n_steps": min(trainer_cfg["log_every_n_steps"], steps_per_epoch)},
