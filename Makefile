@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make run    set up .venv (first time only), then run the pipeline on the built-in default
-#   make test   set up .venv (first time only), then run the fast test suite
+#   make test   set up .venv (first time only), lint and type-check, then run the fast test suite
 # and one brings up the UIs:
 #   make up     Prefect UI (127.0.0.1:4200) + MLflow UI (127.0.0.1:5000), flows served; Ctrl-C stops
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -17,7 +17,7 @@ SYSTEM_PACKAGES := postgresql chromium docker-compose docker.io debootstrap
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_MARKERS := postgres or browser or compose
 
-.PHONY: run up test test-slow test-system test-all system-deps docker-engine compose-config install lint clean-state
+.PHONY: run up test check test-slow test-system test-all system-deps docker-engine compose-config install lint clean-state
 
 # Reinstall only when the dependency spec or the lock changes, so repeat runs start at once.
 # torch goes first and exactly pinned: any looser spec resolves to a multi-GB CUDA build.
@@ -41,7 +41,8 @@ run: $(STAMP)
 up: $(STAMP)
 	$(BIN)/transferlab up $(ARGS)
 
-test: $(STAMP)
+# The fast suite, after the static checks (lint, then types): one command for CI and people.
+test: check
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: $(STAMP)
@@ -71,6 +72,10 @@ compose-config:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# ruff, then mypy over pipelines/ and modules/ ([tool.mypy] in pyproject.toml).
+check: lint
+	$(BIN)/mypy
 
 clean-state:
 	rm -rf .transferlab

@@ -132,7 +132,8 @@ def main() -> None:
                     tps = transferlab(base, prep_record, bf16, compile, seed)
                 results.setdefault((precision, name), []).append(tps)
                 print(f"repeat {rep} {precision} {name}: {tps:,.0f} tokens/s", flush=True)
-    print(f"\n{torch.get_num_threads()} threads, torch {torch.__version__}, {args.steps} steps x {args.repeats} repeats\n")
+    print(f"\n{torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"{args.steps} steps x {args.repeats} repeats\n")
     print("| precision | side | tokens/s (median) | runs | vs Trainer |")
     print("|---|---|---:|---|---:|")
     for (precision, name), values in results.items():

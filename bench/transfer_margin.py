@@ -23,6 +23,12 @@ def run(home: Path, *overrides: str) -> float:
     return transferlab(home, "run", *overrides)[0]
 
 
+def stage_name(tags: dict[str, str]) -> str:
+    """A child run's stage as the report names it: finetune[pretrained], pretrain, ..."""
+    init = f"[{tags['transferlab.init']}]" if "transferlab.init" in tags else ""
+    return f"{tags['transferlab.stage']}{init}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -35,15 +41,15 @@ def main() -> None:
         wall = run(home, f"seed={seed}", *args.overrides)
         parent, children = parent_and_children(home)
         m = parent.data.metrics
-        co2 = {f"{c.data.tags['transferlab.stage']}{'[' + c.data.tags['transferlab.init'] + ']' if 'transferlab.init' in c.data.tags else ''}":
-               c.data.metrics.get("carbon/emissions_kg") for c in children}
+        co2 = {stage_name(c.data.tags): c.data.metrics.get("carbon/emissions_kg") for c in children}
         gain = m["test/accuracy/pretrained"] - m["test/accuracy/scratch"]
         gains.append(gain)
         rows.append((seed, m["test/accuracy/pretrained"], m["test/accuracy/scratch"], gain, wall,
                      co2.get("pretrain"), co2.get("finetune[pretrained]")))
         if i == 0:
             cached_wall = run(home, f"seed={seed}", *args.overrides)
-    print("| seed | pretrained acc | scratch acc | margin (points) | wall s (cold pretrain) | pretrain g CO2e | fine-tune g CO2e |")
+    print("| seed | pretrained acc | scratch acc | margin (points) | wall s (cold pretrain) | pretrain g CO2e "
+          "| fine-tune g CO2e |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for seed, p, s, g, w, cp, cf in rows:
         print(f"| {seed} | {p:.4f} | {s:.4f} | {g * 100:+.1f} | {w:.0f} | {cp * 1000:.3f} | {cf * 1000:.4f} |")

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help=text, description=text + " (reads MLflow only; starts no Prefect)")
     p.add_argument("targets", nargs="+", metavar="RUN_ID|EXPERIMENT|OVERRIDE",
                    help="two or more run ids, or one MLflow experiment name (its pipeline runs, newest first); "
-                        "KEY=VALUE arguments are Hydra overrides naming the store, e.g. paths.home=... tracking.uri=...")
+                        "KEY=VALUE arguments are Hydra overrides naming the store, "
+                        "e.g. paths.home=... tracking.uri=...")
     p.add_argument("--max-runs", type=int, default=10, help="at most this many runs of an experiment (default 10)")
     from pipelines.serve.services import DEFAULT_HOST, DEFAULT_MLFLOW_PORT, DEFAULT_PREFECT_PORT
 
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             sys.stdout.write(to_yaml(cfg))
             return 0
-        from pipelines.config.preflight import check_inputs
+        from pipelines.preflight import check_inputs
 
         check_inputs(cfg, "finetune" if args.command == "sweep" else args.command,
                      sweep=args.command == "sweep" or cfg["sweep"]["enabled"])

@@ -8,6 +8,7 @@ never models or datasets.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,19 +18,27 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import stages
+from pipelines.cache.store import StageCache
 from pipelines.checkpoint_refs import resolve_init
 from pipelines.config.compose import check_task, check_zero_shot, compose
-from pipelines.config.preflight import check_inputs
 from pipelines.errors import UserError
+from pipelines.preflight import check_inputs
 from pipelines.runtime import lifecycle
+from pipelines.runtime.distributed import global_rank, is_rank_zero
 from pipelines.stages.common import StageContext
 from pipelines.stages.finetune import init_label
+from pipelines.stages.prep import prep_fingerprint
+from pipelines.stages.pretrain import pretrain_in_worker_rank
 from pipelines.stages.records import EvaluateRecord, FinetuneRecord, PrepRecord, PretrainRecord, StageRecord
 from pipelines.tracking import liveness
 from pipelines.tracking.publish import pipeline_markdown, publish, run_link
 from pipelines.tracking.runs import TAG_KIND, Tracker, run_context, tracking_uri
 
 log = logging.getLogger("transferlab")
+
+# How long a non-zero rank waits for rank 0 to finish the prep stage (torchrun/SLURM start
+# every rank at once; Lightning's own launcher starts them after prep is done).
+PREP_WAIT_S = float(os.environ.get("TRANSFERLAB_PREP_WAIT_S", 3600))
 
 STAGES = ("prep", "pretrain", "finetune", "evaluate")
 
@@ -98,6 +107,28 @@ def parent_run(cfg: dict[str, Any], name: str, tags: dict[str, str], what: str) 
         yield tracker, parent
 
 
+def run_worker(cfg: dict[str, Any], until: str) -> dict[str, Any]:
+    """What a rank > 0 does for any command: reuse rank 0's prep, take part in pretraining, stop.
+
+    No Prefect, no MLflow, no carbon tracker, no cache writes. Stages after pretraining run
+    single-device in rank 0 only.
+    """
+    ctx = StageContext.create(cfg)  # a NullTracker in this rank
+    fp = prep_fingerprint(cfg)
+    cache = StageCache(ctx.home, "prep")
+    deadline = time.monotonic() + PREP_WAIT_S
+    while cache.lookup(fp) is None:
+        if time.monotonic() > deadline:
+            raise UserError(f"rank {global_rank()}: no prepared data {cache.path(fp)} after {PREP_WAIT_S:.0f} s; "
+                            "paths.home must be on a filesystem all nodes share")
+        time.sleep(2.0)
+    prep_record = stages.prep(ctx)  # a cache hit: reads the record, logs nowhere
+    if until == "prep":
+        return {"rank": global_rank(), "until": until}
+    pretrain_in_worker_rank(ctx, prep_record)
+    return {"rank": global_rank(), "until": "pretrain"}
+
+
 def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]:
     """Run the stages up to ``until`` under one MLflow parent run; return a summary."""
     if until not in STAGES:
@@ -107,8 +138,6 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
     if until in ("finetune", "evaluate"):  # a checkpoint's family is known now: fail before pretraining
         check_zero_shot(cfg["finetune"], cfg["model"]["family"])
         check_task(cfg["finetune"], cfg["model"]["family"])
-    from pipelines.runtime.distributed import is_rank_zero, run_worker
-
     if not is_rank_zero():  # another rank of a DDP/FSDP pretraining: train only, log nothing
         return run_worker(cfg, until)
     started = time.perf_counter()

@@ -27,15 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import Task, flow, task
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import stages
 from pipelines.checkpoint_refs import resolve_init
 from pipelines.config.compose import check_task, check_zero_shot, compose
-from pipelines.config.preflight import check_budget, check_inputs
 from pipelines.errors import UserError
 from pipelines.flows import carbon_totals, parent_run, prep_task, pretrain_task, stage_summaries
+from pipelines.preflight import check_budget, check_inputs
 from pipelines.runtime import lifecycle
 from pipelines.stages.common import StageContext
 from pipelines.stages.records import FinetuneRecord, PrepRecord, PretrainRecord, StageRecord
@@ -201,7 +201,7 @@ def run_points(cfg: dict[str, Any], points: list[Point], prep_record: PrepRecord
     retries = cfg["sweep"]["retries"]
     log.info("sweep: %d fine-tunes, %d side by side (%d threads each), %d retr%s per point", len(points), parallel,
              threads, retries, "y" if retries == 1 else "ies")
-    calls: list[tuple[Point, Any, dict[str, Any]]] = [
+    calls: list[tuple[Point, Task[..., FinetuneRecord], dict[str, Any]]] = [
         (p, sweep_point.with_options(name=p.name, retries=retries),
          dict(cfg=point_config(cfg, p, threads, parallel), prep_record=prep_record,
               pretrain_record=pretrain_record, init=p.init, parent_run_id=parent)) for p in points]
@@ -226,8 +226,8 @@ def run_points(cfg: dict[str, Any], points: list[Point], prep_record: PrepRecord
             if state.is_completed():
                 out.append((point, future.result(), None))
             else:
-                exc = state.result(raise_on_failure=False)
-                why = _one_line(exc) if isinstance(exc, BaseException) else str(state.message)
+                error = state.result(raise_on_failure=False)
+                why = _one_line(error) if isinstance(error, BaseException) else str(state.message)
                 log.warning("sweep: %s failed (retried up to %d times unless the input was bad): %s", point.name,
                             retries, why)
                 out.append((point, None, why))

@@ -23,8 +23,8 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="transferlab-test-prefect-")
 atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 # The user's own MLflow/transferlab settings must not steer tests (conf reads these env vars).
-for _name in ("TRANSFERLAB_HOME", "MLFLOW_TRACKING_URI", "TRANSFERLAB_TRACKING_URI", "TRANSFERLAB_MLFLOW_UI_URL", "TRANSFERLAB_SERVER_OVERRIDES",
-              "TRANSFERLAB_DATA_DIRS", "TRANSFERLAB_LIMITS", "PREFECT_API_URL"):
+for _name in ("TRANSFERLAB_HOME", "MLFLOW_TRACKING_URI", "TRANSFERLAB_TRACKING_URI", "TRANSFERLAB_MLFLOW_UI_URL",
+              "TRANSFERLAB_SERVER_OVERRIDES", "TRANSFERLAB_DATA_DIRS", "TRANSFERLAB_LIMITS", "PREFECT_API_URL"):
     os.environ.pop(_name, None)
 
 # Small enough that every stage finishes in seconds on 2 cores, yet every code path

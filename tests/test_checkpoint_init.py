@@ -11,8 +11,8 @@ from conftest import tiny_overrides
 from modules.training.learning_rates import CHECKPOINT_LR
 from pipelines import stages
 from pipelines.config.compose import compose
-from pipelines.config.preflight import check_inputs
 from pipelines.errors import UserError
+from pipelines.preflight import check_inputs
 from pipelines.stages.common import StageContext
 
 

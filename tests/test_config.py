@@ -63,7 +63,8 @@ def test_overrides_apply_and_types_coerce() -> None:
         ("pretrain.max_steps=0", ["pretrain.max_steps"]),
     ],
 )
-def test_bad_config_exits_2_with_one_line(override: str, must_mention: list[str], capsys: pytest.CaptureFixture) -> None:
+def test_bad_config_exits_2_with_one_line(override: str, must_mention: list[str],
+                                          capsys: pytest.CaptureFixture) -> None:
     assert main(["config", override]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err

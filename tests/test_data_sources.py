@@ -38,7 +38,8 @@ def _good_rows(n: int = 40) -> list[tuple[str, str]]:
 
 # Each case: how to make the bad input under tmp_path -> (overrides, expected fragment of the one line).
 BAD_INPUTS: dict[str, Callable[[Path], tuple[list[str], str]]] = {
-    "missing file": lambda d: (["data=local_text", f"data.path={d}/nope.txt"], f"data.path: file not found: {d}/nope.txt"),
+    "missing file": lambda d: (["data=local_text", f"data.path={d}/nope.txt"],
+                               f"data.path: file not found: {d}/nope.txt"),
     "glob matching nothing": lambda d: (["data=local_text", f"data.path={d}/*.txt"], "data.path: no file matches"),
     "empty file": lambda d: (["data=local_text", f"data.path={_write(d / 'e.txt', b'')}"], "data.path: file is empty"),
     "missing text column": lambda d: (["data=sst2_local", f"data.path={_tsv(d / 't.tsv', _good_rows())}",
@@ -47,14 +48,17 @@ BAD_INPUTS: dict[str, Callable[[Path], tuple[list[str], str]]] = {
     "column position out of range": lambda d: (
         ["data=ag_news_local", f"data.path={_tsv(d / 'a.csv', [], header='1,title,body')}", "data.text_column=5"],
         "data.text_column: column position 5 is out of range"),
-    "non-utf8 file": lambda d: (["data=local_text", "data.path=" + str(_write(d / "l.txt", b"caf\xe9 au lait\nline 2"))],
+    "non-utf8 file": lambda d: (["data=local_text",
+                                 "data.path=" + str(_write(d / "l.txt", b"caf\xe9 au lait\nline 2"))],
                                 "is not valid utf-8 text (invalid continuation byte); set data.encoding"),
-    "one class": lambda d: (["data=sst2_local", f"data.path={_tsv(d / 'o.tsv', [(f's {i}', 'pos') for i in range(9)])}"],
+    "one class": lambda d: (["data=sst2_local",
+                             f"data.path={_tsv(d / 'o.tsv', [(f's {i}', 'pos') for i in range(9)])}"],
                             "data.label_column: the labels have a single class ('pos')"),
     "labeled file with no rows": lambda d: (["data=sst2_local", f"data.path={_tsv(d / 'h.tsv', [])}"],
                                             "data.path: no labeled rows in"),
     "labeled test file with no rows": lambda d: (
-        ["data=sst2_local", f"data.path={_tsv(d / 'tr.tsv', _good_rows())}", f"data.test_path={_tsv(d / 'te.tsv', [])}"],
+        ["data=sst2_local", f"data.path={_tsv(d / 'tr.tsv', _good_rows())}",
+         f"data.test_path={_tsv(d / 'te.tsv', [])}"],
         "data.test_path: no labeled rows in"),
     "hub offline": lambda d: (["data=sst2"], "the Hugging Face hub is unreachable (HF_HUB_OFFLINE=1)"),
 }
@@ -183,7 +187,8 @@ def test_hub_string_labels_and_columns_by_position(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["data.text_column=body"], r"column 'body' not in stanfordnlp/sst2 split 'train' \(columns: idx, sentence, label\)"),
+    (["data.text_column=body"],
+     r"column 'body' not in stanfordnlp/sst2 split 'train' \(columns: idx, sentence, label\)"),
     (["data.label_column=7"], "column position 7 is out of range"),
     (["data.train_split=training"], r"has no split 'training' \(splits: train, validation, test\)"),
 ])
@@ -237,7 +242,7 @@ def test_every_preset_composes_and_local_paths_become_absolute(tmp_path: Path, m
 
 def test_preflight_load_is_reused_by_prep_and_a_cached_prep_skips_it(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.config.preflight import check_inputs
+    from pipelines.preflight import check_inputs
 
     path = _tsv(tmp_path / "t.tsv", _good_rows())
     cfg = compose(tiny_overrides(tmp_path / "home", "data=sst2_local", f"data.path={path}"))

@@ -57,7 +57,8 @@ def test_flow_makes_one_parent_and_a_child_per_stage(flow_home: tuple[Path, dict
     children = _children(runs, parent.info.run_id)
     stages = sorted(r.data.tags["transferlab.stage"] for r in children)
     assert stages == ["evaluate", "finetune", "finetune", "prep", "pretrain"]
-    assert sorted(r.data.tags.get("transferlab.init") for r in children if r.data.tags["transferlab.stage"] == "finetune") == ["pretrained", "scratch"]
+    finetunes = [r for r in children if r.data.tags["transferlab.stage"] == "finetune"]
+    assert sorted(r.data.tags.get("transferlab.init") for r in finetunes) == ["pretrained", "scratch"]
 
     for run in children:
         stage = run.data.tags["transferlab.stage"]
@@ -135,7 +136,8 @@ def test_flow_run_carries_a_summary_artifact_with_metrics_and_the_mlflow_run(
 
     _, summary = flow_home
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["transferlab-summary"])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["transferlab-summary"])))
     ours = [a.data or "" for a in artifacts if summary["parent_run_id"] in (a.data or "")]
     assert ours, "no transferlab-summary artifact naming the parent run"
     text = ours[0]

@@ -127,7 +127,8 @@ def test_servers_run_on_postgres(stack: Stack, prefect_client: Any, tmp_path: Pa
     assert Path(local).read_text() == "hello through the server"
     # The bytes went to the server's artifact store, and the run rows to PostgreSQL.
     assert list(stack.artifacts.rglob("hello.txt")), "artifact not under the server's --artifacts-destination"
-    assert _pg_rows(stack, "mlflow", f"select name from experiments where experiment_id = {int(exp)}") == [("pg-smoke",)]
+    experiments = _pg_rows(stack, "mlflow", f"select name from experiments where experiment_id = {int(exp)}")
+    assert experiments == [("pg-smoke",)]
     assert _pg_rows(stack, "mlflow", f"select value from metrics where run_uuid = '{run.run_id}'") == [(0.25,)]
 
     assert prefect_client.api_healthcheck() is None

@@ -112,7 +112,8 @@ def test_list_json_names_every_entry_with_run_registration_and_live_use(home: Pa
     assert rows["old0000000000000"] | {"registered": [], "kind": "complete", "stage": "finetune", "run_id": "r",
                                       "in_use": False} == rows["old0000000000000"]
     assert rows["old0000000000000"]["size_bytes"] >= 3000 and rows["old0000000000000"]["age_s"] > 9 * DAY
-    assert (rows[".partial-live000000000000"]["in_use"], rows[".partial-live000000000000"]["run_id"]) == (True, "liverun")
+    live = rows[".partial-live000000000000"]
+    assert (live["in_use"], live["run_id"]) == (True, "liverun")
     assert rows[".partial-abandoned0000000"]["in_use"] is False
     assert [rows[n]["kind"] for n in ("norecord00000000", ".tmp-deadbeef00000000-0123abcd",
                                       ".trash-gone000000000000-89abcdef")] == ["no-record", "tmp", "trash"]
@@ -250,7 +251,8 @@ def test_doctor_marks_runs_a_dead_process_left_running(home: Path, capsys) -> No
         "flow_run_id": None}))
     code, out, _ = _run(capsys, "doctor", f"paths.home={home}")
     assert code == 1
-    assert f"  problem  run {run_id}: left RUNNING: its process 999999 on box is gone (fix: --fix marks it KILLED)" in out
+    assert (f"  problem  run {run_id}: left RUNNING: its process 999999 on box is gone "
+            "(fix: --fix marks it KILLED)") in out
     code, out, _ = _run(capsys, "doctor", "--fix", f"paths.home={home}")
     assert code == 0 and f"fixed    run {run_id}: marked KILLED" in out, out
     assert client.get_run(run_id).info.status == "KILLED"

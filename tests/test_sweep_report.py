@@ -112,7 +112,8 @@ def test_carbon_totals_are_sums_or_missing():
     # the failed point's run figures are None -> this-run totals missing; it built nothing, so
     # the building-the-output totals are the sums over the ok points
     assert rows["fine-tunes total"]["emissions_kg"] is None
-    assert rows["fine-tunes total"]["produced_kg"] == pytest.approx(sum(p.produced_kg for p in ft if p.metric is not None))
+    assert rows["fine-tunes total"]["produced_kg"] == pytest.approx(
+        sum(p.produced_kg for p in ft if p.metric is not None))
     assert rows["sweep total"]["produced_kg"] == pytest.approx(
         0.0005 + 0.010 + sum(p.produced_kg for p in POINTS if p.metric is not None))
     ok_only = [p for p in POINTS if p.metric is not None]

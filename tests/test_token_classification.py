@@ -230,7 +230,8 @@ def test_head_gives_one_score_per_token_and_tag(tokenizers: dict[str, Any], tmp_
 def test_score_matches_a_hand_computed_seqeval_case(tmp_path: Path) -> None:
     names = ["O", "B-LOC", "B-ORG", "B-PER", "I-PER"]
     rows = [
-        {"tokens": list("abcd"), "tags": ["B-PER", "I-PER", "O", "B-LOC"], "predictions": ["B-PER", "I-PER", "O", "B-ORG"]},
+        {"tokens": list("abcd"), "tags": ["B-PER", "I-PER", "O", "B-LOC"],
+         "predictions": ["B-PER", "I-PER", "O", "B-ORG"]},
         {"tokens": list("ef"), "tags": ["B-ORG", "O"], "predictions": ["B-ORG", "O"]},
     ]
     path = tmp_path / TASK.predictions_file

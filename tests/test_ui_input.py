@@ -1,6 +1,6 @@
 """Overrides from the Prefect UI are untrusted: what is refused, with which message, and what passes.
 
-The rule (pipelines/config/ui_input.py) is checked on the overrides as Hydra parses them; the
+The rule (pipelines/serve/ui_input.py) is checked on the overrides as Hydra parses them; the
 attacks below are the reproductions of issue 11 plus variations. Each must end in one
 ConfigError line that names the key and never shows the server's secret or files.
 """
@@ -15,8 +15,8 @@ import pytest
 from conftest import tiny_overrides
 
 from pipelines.config.limits import default_limits
-from pipelines.config.ui_input import check_syntax, shown_to_ui, untrusted_config
 from pipelines.errors import ConfigError, UserError
+from pipelines.serve.ui_input import check_syntax, shown_to_ui, untrusted_config
 
 SECRET = "hunter2-do-not-show-7f3a"  # the value of env vars an attacker would like to read
 
@@ -366,7 +366,7 @@ def test_a_symlink_in_a_local_artifact_dir_is_not_followed_out(tmp_path: Path) -
 
 def test_ui_errors_name_the_key_and_file_not_the_contents(tmp_path: Path) -> None:
     from pipelines.config.compose import compose
-    from pipelines.config.preflight import check_inputs
+    from pipelines.preflight import check_inputs
 
     data = tmp_path / "data"
     data.mkdir()

@@ -74,7 +74,8 @@ def test_up_serves_runs_that_log_to_its_mlflow_server_and_stops_on_ctrl_c(tmp_pa
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert sorted(r.data.tags["transferlab.stage"] for r in children) == [
             "evaluate", "finetune", "finetune", "prep", "pretrain"]
-        assert all("test/accuracy" in r.data.metrics for r in children if r.data.tags["transferlab.stage"] == "finetune")
+        assert all("test/accuracy" in r.data.metrics
+                   for r in children if r.data.tags["transferlab.stage"] == "finetune")
         assert {"report.md", "config.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
         code = up.interrupt()  # what Ctrl-C sends
     assert code == 0, up.output()[-2000:]

@@ -29,6 +29,7 @@ class SeededLanguageModelingCollator(DataCollatorForLanguageModeling):
     def create_rng(self) -> None:
         import torch
 
+        assert self.seed is not None  # transformers creates the generator only for a seeded collator
         info = torch.utils.data.get_worker_info()
         self.generator = self.get_generator(self.seed + (info.id if info is not None else 0))
 
@@ -61,10 +62,10 @@ class LanguageModelingData(L.LightningDataModule):
         super().__init__()
         self.path, self.tokenizer, self.family = Path(path), tokenizer, family
         self.batch_size, self.num_workers = batch_size, num_workers
-        objective = dict(mlm_probability=mlm_probability, mask_ratio=mask_ratio, poisson_lambda=poisson_lambda)
-        self.train_collator = lm_collator(tokenizer, family, **objective)
+        objective = (mlm_probability, mask_ratio, poisson_lambda)
+        self.train_collator = lm_collator(tokenizer, family, *objective)
         # A seeded collator makes the masked/denoising validation loss comparable between checks.
-        self.val_collator = lm_collator(tokenizer, family, **objective, seed=seed)
+        self.val_collator = lm_collator(tokenizer, family, *objective, seed=seed)
 
     def setup(self, stage: str | None = None) -> None:
         self.splits = load_from_disk(str(self.path)).with_format("python")

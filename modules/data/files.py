@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from modules.data.errors import DataError
 
@@ -145,7 +145,8 @@ def _text_lines(path: Path, key: str, encoding: str) -> Iterator[str]:
 
 def _read_delimited(path: Path, key: str, fmt: str, header: bool, encoding: str) -> Table:
     # GLUE-style TSVs carry bare quote characters inside sentences: no quoting for TSV.
-    delimiter, quoting = ("\t", csv.QUOTE_NONE) if fmt == "tsv" else (",", csv.QUOTE_MINIMAL)
+    delimiter = "\t" if fmt == "tsv" else ","
+    quoting: Literal[0, 3] = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
     try:
         rows = [r for r in csv.reader(_text_lines(path, key, encoding), delimiter=delimiter, quoting=quoting)
                 if any(cell.strip() for cell in r)]

@@ -188,7 +188,8 @@ def from_splits(splits: Mapping[str, Any], cfg: dict[str, Any]) -> RawData:
             continue
         rows = reader.labeled(name, split_cap, names)
         if not rows:
-            log.warning("data: %s split %r has no labels; cutting %s from %r instead", reader.source, name, split, train)
+            log.warning("data: %s split %r has no labels; cutting %s from %r instead", reader.source, name, split,
+                        train)
             continue
         given[split] = rows
     missing = [s for s in ("validation", "test") if s not in given]

@@ -36,9 +36,12 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 from modules.data.errors import DataError
 from modules.data.tokenizer_kinds import AUTO_KIND, TRAINED_KINDS
 
-CAUSAL_SPECIAL = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<pad>"}
-MASKED_SPECIAL = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
-SEQ2SEQ_SPECIAL = {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "mask_token": "<mask>"}
+CAUSAL_SPECIAL = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+                  "pad_token": "<pad>"}
+MASKED_SPECIAL = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                  "mask_token": "[MASK]"}
+SEQ2SEQ_SPECIAL = {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>",
+                   "mask_token": "<mask>"}
 FAMILY_SPECIAL = {"causal": CAUSAL_SPECIAL, "masked": MASKED_SPECIAL, "seq2seq": SEQ2SEQ_SPECIAL}
 # Vocabulary order of the special tokens (ids 0..n-1); BART's order for seq2seq.
 _SPECIAL_ORDER = {
@@ -69,7 +72,8 @@ def pretrained_tokenizer_path(tokenizer_cfg: dict[str, Any], model_cfg: dict[str
     if not path and model_cfg.get("init") not in (None, "", "scratch"):
         path = model_cfg["init"]
     if not path:
-        raise DataError("tokenizer.kind=pretrained needs tokenizer.path (a local dir or hub id) or a model.init checkpoint")
+        raise DataError("tokenizer.kind=pretrained needs tokenizer.path (a local dir or hub id) "
+                        "or a model.init checkpoint")
     return str(path)
 
 
@@ -147,8 +151,8 @@ def fit_to_family(tokenizer: PreTrainedTokenizerBase, family: str, kind: str) ->
     why = {"eos_token": "an EOS token to separate documents", "mask_token": "a mask token for its objective"}
     for attr in need:
         if getattr(tokenizer, attr, None) is None:
-            raise DataError(f"tokenizer.kind={kind}: the tokenizer has no {attr}, but family={family} needs {why[attr]} "
-                            f"(train one instead: tokenizer.kind=bpe|wordpiece|unigram)")
+            raise DataError(f"tokenizer.kind={kind}: the tokenizer has no {attr}, but family={family} needs "
+                            f"{why[attr]} (train one instead: tokenizer.kind=bpe|wordpiece|unigram)")
     if tokenizer.pad_token is None:
         tokenizer.add_special_tokens({"pad_token": "<pad>"})
     return tokenizer

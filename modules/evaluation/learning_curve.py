@@ -17,6 +17,12 @@ _COLORS = {"pretrained": "tab:blue", "scratch": "tab:gray", "zero_shot": "tab:or
 _EXTRA = ["tab:purple", "tab:green", "tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
 
 
+def _metric(point: SweepPoint) -> float:
+    """The metric of a point drawn on the curve: only ok points are, and an ok point has one."""
+    assert point.metric is not None, point
+    return float(point.metric)
+
+
 def learning_curve_png(points: Sequence[SweepPoint], metric_name: str, title: str, path: str | Path,
                        chance: float | None = None) -> Path:
     """One line per init: the mean over ok seeds, a mean±std band, each seed as a small dot.
@@ -35,7 +41,7 @@ def learning_curve_png(points: Sequence[SweepPoint], metric_name: str, title: st
         if not mine:
             continue
         if init == ZERO_SHOT:
-            level = statistics.mean(float(p.metric) for p in mine)  # type: ignore[arg-type]
+            level = statistics.mean(_metric(p) for p in mine)
             ax.axhline(level, color=color, linestyle="--", linewidth=1.5, label="zero-shot (no labels)")
             continue
         mine = [p for p in mine if p.budget > 0]  # a log axis has no 0
@@ -43,13 +49,13 @@ def learning_curve_png(points: Sequence[SweepPoint], metric_name: str, title: st
         if not xs:
             continue
         budgets.update(xs)
-        vals = [[float(p.metric) for p in mine if p.budget == b] for b in xs]  # type: ignore[arg-type]
+        vals = [[_metric(p) for p in mine if p.budget == b] for b in xs]
         means = [statistics.mean(v) for v in vals]
         stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals]
         ax.plot(xs, means, marker="o", color=color, linewidth=2, label=f"{init} (mean over seeds)")
         ax.fill_between(xs, [m - s for m, s in zip(means, stds, strict=True)],
                         [m + s for m, s in zip(means, stds, strict=True)], color=color, alpha=0.18, linewidth=0)
-        ax.scatter([p.budget for p in mine], [p.metric for p in mine], s=12, color=color, alpha=0.6,
+        ax.scatter([p.budget for p in mine], [_metric(p) for p in mine], s=12, color=color, alpha=0.6,
                    zorder=3)
     if chance is not None:
         ax.axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")

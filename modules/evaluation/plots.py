@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def confusion_matrix_png(matrix: Sequence[Sequence[int]], label_names: Sequence[str], title: str, path: str | Path) -> Path:
+def confusion_matrix_png(matrix: Sequence[Sequence[int]], label_names: Sequence[str], title: str,
+                         path: str | Path) -> Path:
     n = len(label_names)
     fig, ax = plt.subplots(figsize=(1.2 * n + 2, 1.2 * n + 1.5))
     im = ax.imshow(matrix, cmap="Blues")

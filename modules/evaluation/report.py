@@ -18,7 +18,7 @@ def _s(sec: float | None) -> str:
 def render_report(
     title: str,
     results: dict[str, dict[str, float]],
-    lm: dict[str, float],
+    lm: dict[str, float | None],
     stages: Sequence[dict[str, Any]],
     images: Sequence[str],
     notes: Sequence[str] = (),
@@ -48,16 +48,18 @@ def render_report(
                   "with pretrain.max_steps=0), so its perplexity is not measured.", ""]
     else:
         lines += [f"Validation loss {lm['loss']:.4f}, perplexity **{lm['perplexity']:.2f}** "
-                  f"(over {int(lm['tokens'])} predicted tokens).", ""]
+                  f"(over {lm['tokens']:.0f} predicted tokens).", ""]
     lines += ["## Cost per stage", "",
               "| stage | cache | this run: g CO2e | Wh | s | building the output: g CO2e |",
               "|---|---|---:|---:|---:|---:|"]
     for row in stages:
-        lines.append(f"| {row['name']} | {'hit' if row.get('cache_hit') else 'miss'} | {_milli(row.get('emissions_kg'))} | "
-                     f"{_milli(row.get('energy_kwh'))} | {_s(row.get('duration_s'))} | {_milli(row.get('produced_kg'))} |")
+        lines.append(f"| {row['name']} | {'hit' if row.get('cache_hit') else 'miss'} "
+                     f"| {_milli(row.get('emissions_kg'))} | {_milli(row.get('energy_kwh'))} "
+                     f"| {_s(row.get('duration_s'))} | {_milli(row.get('produced_kg'))} |")
     pre = next((r.get("produced_kg") for r in stages if r["name"] == "pretrain"), None)
-    ft = [r.get("produced_kg") for r in stages if r["name"].startswith("finetune") and r["name"] != "finetune[zero_shot]"]
-    if pre and ft and all(x is not None for x in ft):
+    finetunes = [r for r in stages if r["name"].startswith("finetune") and r["name"] != "finetune[zero_shot]"]
+    ft: list[float] = [r["produced_kg"] for r in finetunes if r.get("produced_kg") is not None]
+    if pre and ft and len(ft) == len(finetunes):
         lines += ["", f"One fine-tune costs {100 * sum(ft) / len(ft) / pre:.1f}% of pretraining's CO2e."]
     lines += ["", *notes] if notes else []
     lines += [""] + [f"![{name}]({name})" for name in images] + [""]

@@ -191,7 +191,8 @@ def emissions_avoided(stages: Sequence[StageCost], points: Sequence[SweepPoint])
     """What the cache hits (stages and points) would have cost to recompute: the sum of their
     known produced_* figures. ``missing`` counts hits with an unknown kg or kWh figure, i.e. the
     sums are then a lower bound."""
-    hits = [x for x in [*stages, *points] if x.cache_hit]
+    runs: list[StageCost | SweepPoint] = [*stages, *points]
+    hits = [x for x in runs if x.cache_hit]
     return {
         "kg": sum(x.produced_kg for x in hits if x.produced_kg is not None),
         "kwh": sum(x.produced_kwh for x in hits if x.produced_kwh is not None),

@@ -89,7 +89,9 @@ def load_lm(path: str | Path, family: str, trust_remote_code: bool = False) -> P
 def fit_vocab(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> bool:
     """Grow the embeddings when the tokenizer has more ids than the checkpoint (prep adds a
     ``<pad>`` to tokenizers without one, e.g. GPT-2's); the new rows start fresh."""
-    if len(tokenizer) <= model.get_input_embeddings().num_embeddings:
+    rows = model.get_input_embeddings().num_embeddings
+    assert isinstance(rows, int)  # nn.Module's dynamic attributes type as Tensor | Module
+    if len(tokenizer) <= rows:
         return False
     model.resize_token_embeddings(len(tokenizer))
     return True

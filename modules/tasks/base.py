@@ -13,13 +13,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from modules.tasks import HEADLINE, TASK_FAMILIES
+
+if TYPE_CHECKING:
+    from modules.training.finetune_module import FineTuneModule
 
 
 class Task(ABC):
@@ -72,7 +75,7 @@ class Task(ABC):
 
     @abstractmethod
     def lightning_module(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: str,
-                         label_names: list[str], finetune_cfg: dict[str, Any]) -> L.LightningModule:
+                         label_names: list[str], finetune_cfg: dict[str, Any]) -> FineTuneModule:
         """The module; after ``trainer.test`` its ``test_outputs`` holds one JSON-able entry
         per test row, in order."""
 

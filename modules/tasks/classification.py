@@ -6,13 +6,16 @@ import csv
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 from datasets import ClassLabel, Dataset, Features, Value
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from modules.tasks.base import Task
+
+if TYPE_CHECKING:
+    from modules.training.finetune_module import FineTuneModule
 
 
 def metric_key(name: str) -> str:
@@ -69,7 +72,7 @@ class Classification(Task):
         return ClassificationData(splits, tokenizer, batch_size, eval_batch_size)
 
     def lightning_module(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: str,
-                         label_names: list[str], finetune_cfg: dict[str, Any]) -> L.LightningModule:
+                         label_names: list[str], finetune_cfg: dict[str, Any]) -> FineTuneModule:
         from modules.training.classification import SequenceClassification
 
         return SequenceClassification(model, len(label_names), finetune_cfg["lr"], finetune_cfg["weight_decay"],

@@ -18,7 +18,7 @@ import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 from datasets import Dataset, Features, Value
@@ -26,6 +26,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from modules.data.errors import DataError
 from modules.tasks.base import Task
+
+if TYPE_CHECKING:
+    from modules.training.finetune_module import FineTuneModule
 
 # Freeze strategies other than full would train only the LM head, which GPT-2 and BART tie
 # to the input embeddings: "freeze the body, train the head" has no meaning there.
@@ -133,7 +136,7 @@ class Seq2Seq(Task):
         return PairData(splits, tokenizer, family, batch_size, eval_batch_size)
 
     def lightning_module(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: str,
-                         label_names: list[str], finetune_cfg: dict[str, Any]) -> L.LightningModule:
+                         label_names: list[str], finetune_cfg: dict[str, Any]) -> FineTuneModule:
         from modules.training.seq2seq import TextToText
 
         check_strategy(finetune_cfg["strategy"])

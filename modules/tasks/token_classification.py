@@ -19,7 +19,7 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -34,6 +34,9 @@ from modules.data.datamodules import FineTuneData
 from modules.data.errors import DataError
 from modules.tasks.base import Task
 from modules.tasks.classification import metric_key
+
+if TYPE_CHECKING:
+    from modules.training.finetune_module import FineTuneModule
 
 IGNORE = -100  # label of sub-tokens, special tokens and padding: not in the loss
 ENTITY_PREFIXES = ("B-", "I-", "E-", "S-")
@@ -228,7 +231,7 @@ class TokenClassification(Task):
         return TaggingData(splits, tokenizer, batch_size, eval_batch_size)
 
     def lightning_module(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: str,
-                         label_names: list[str], finetune_cfg: dict[str, Any]) -> L.LightningModule:
+                         label_names: list[str], finetune_cfg: dict[str, Any]) -> FineTuneModule:
         from modules.training.token_classification import TokenTagging
 
         return TokenTagging(model, len(label_names), finetune_cfg["lr"], finetune_cfg["weight_decay"],

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 from transformers import PreTrainedModel
 
+from modules.training.finetune_module import FineTuneModule
 from modules.training.optim import adamw_with_schedule
 
 
-class SequenceClassification(L.LightningModule):
+class SequenceClassification(FineTuneModule):
     """Fine-tunes any ``AutoModelForSequenceClassification`` model.
 
     Test predictions are kept (as plain ints) so the caller can write them out and compute
@@ -34,7 +34,7 @@ class SequenceClassification(L.LightningModule):
         self.save_hyperparameters(ignore=["model"], logger=False)
         self.model = model
         self.val_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
-        self.test_outputs: list[int] = []
+        self.test_outputs = []  # one predicted class id per test row
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(**batch)  # logits: (B, num_labels)
@@ -63,4 +63,5 @@ class SequenceClassification(L.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         total = int(self.trainer.estimated_stepping_batches)
-        return adamw_with_schedule(self.model, hp.lr, hp.weight_decay, int(hp.warmup_ratio * total), total, "linear")
+        return adamw_with_schedule(self.model, hp["lr"], hp["weight_decay"], int(hp["warmup_ratio"] * total), total,
+                                   "linear")

@@ -45,8 +45,8 @@ class LanguageModelPretraining(L.LightningModule):
         # Clipping here instead of through Trainer(gradient_clip_val): Lightning refuses its
         # own clipping for a fused optimizer under mixed precision, although with bf16 (no
         # grad scaler) the gradients are already true values at this point.
-        if self.hparams.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), self.hparams.grad_clip)
+        if self.hparams["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.hparams["grad_clip"])
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self.model(**batch).loss
@@ -65,6 +65,6 @@ class LanguageModelPretraining(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        return adamw_with_schedule(self.model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.max_steps, "cosine",
-                                   fused=hp.fused_adamw)
+        return adamw_with_schedule(self.model, hp["lr"], hp["weight_decay"], hp["warmup_steps"], hp["max_steps"],
+                                   "cosine", fused=hp["fused_adamw"])
 

@@ -121,7 +121,8 @@ def pretrain_language_model(
     data = LanguageModelingData(prep_dir / "lm", tokenizer, family, pretrain_cfg["batch_size"],
                                 pretrain_cfg["mlm_probability"], seed=seed,
                                 mask_ratio=pretrain_cfg["mask_ratio"], poisson_lambda=pretrain_cfg["poisson_lambda"],
-                                num_workers=default_num_workers(trainer_cfg["accelerator"]) if workers is None else workers)
+                                num_workers=(default_num_workers(trainer_cfg["accelerator"]) if workers is None
+                                             else workers))
     precision = resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])
     # Without a grad scaler (fp32, bf16) the module clips and AdamW runs fused. fp16's
     # scaler needs Lightning's unscale-then-clip path, and FSDP's sharded gradients its
@@ -161,8 +162,9 @@ def pretrain_language_model(
         # resume from the final step, where fit() had nothing left to do.
         trainer.validate(module, datamodule=data, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
-    if throughput.steady_tokens_per_sec() is not None:
-        metrics["train/tokens_per_sec"] = throughput.steady_tokens_per_sec()
+    tokens_per_sec = throughput.steady_tokens_per_sec()
+    if tokens_per_sec is not None:
+        metrics["train/tokens_per_sec"] = tokens_per_sec
 
     last = ckpt_dir / "last.ckpt"
     trainer.save_checkpoint(last)  # every rank calls it; the strategy writes once

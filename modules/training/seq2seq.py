@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from modules.data.datamodules import FineTuneData
+from modules.training.finetune_module import FineTuneModule
 from modules.training.optim import adamw_with_schedule
 
 IGNORE = -100  # label id the cross-entropy loss skips
@@ -70,7 +70,7 @@ class PairData(FineTuneData):
                          eval_batch_size, num_workers)
 
 
-class TextToText(L.LightningModule):
+class TextToText(FineTuneModule):
     """Fine-tunes a causal or seq2seq LM on (source, target) pairs; the test step generates.
 
     ``test_outputs`` holds the decoded prediction strings in test order, so the caller
@@ -107,16 +107,20 @@ class TextToText(L.LightningModule):
         causal = self.family == "causal"
         inputs = (batch["gen_input_ids"], batch["gen_attention_mask"]) if causal else \
             (batch["input_ids"], batch["attention_mask"])
-        out = self.model.generate(input_ids=inputs[0], attention_mask=inputs[1], max_new_tokens=hp.max_target_length,
-                                  num_beams=hp.num_beams, do_sample=False, pad_token_id=tok.pad_token_id,
-                                  eos_token_id=tok.eos_token_id)
+        # transformers types generate() with a Protocol self-type written for the `ty` checker
+        # (transformers._typing.GenerativePreTrainedModel) that mypy cannot match to a model.
+        out = self.model.generate(  # type: ignore[operator]
+            input_ids=inputs[0], attention_mask=inputs[1], max_new_tokens=hp["max_target_length"],
+            num_beams=hp["num_beams"], do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         # causal: (B, P + new) with the prompt first; seq2seq: (B, new) from decoder_start
         new = out[:, inputs[0].shape[1]:] if causal else out[:, 1:]
         texts = []
         for row in new.tolist():
             if tok.eos_token_id in row:
                 row = row[: row.index(tok.eos_token_id)]
-            texts.append(tok.decode(row, skip_special_tokens=True).strip())
+            text = tok.decode(row, skip_special_tokens=True)
+            assert isinstance(text, str)  # one sequence of ids decodes to one string
+            texts.append(text.strip())
         return texts
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -126,4 +130,5 @@ class TextToText(L.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         total = int(self.trainer.estimated_stepping_batches)
-        return adamw_with_schedule(self.model, hp.lr, hp.weight_decay, int(hp.warmup_ratio * total), total, "linear")
+        return adamw_with_schedule(self.model, hp["lr"], hp["weight_decay"], int(hp["warmup_ratio"] * total), total,
+                                   "linear")

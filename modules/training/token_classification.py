@@ -28,7 +28,7 @@ class TokenTagging(SequenceClassification):
         super().__init__(model, num_labels, lr, weight_decay, warmup_ratio)
         # accuracy over labelled sub-tokens = over words (one labelled sub-token per word)
         self.val_acc = MulticlassAccuracy(num_classes=num_labels, average="micro", ignore_index=IGNORE)
-        self.test_outputs: list[list[int]] = []
+        self.test_outputs = []  # one list of word tag ids per test sentence
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = {k: v for k, v in batch.items() if k not in ("word_index", "num_words")}

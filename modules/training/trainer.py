@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import Logger
 
 from modules.training.hardware import resolve_precision
+
+if TYPE_CHECKING:
+    from lightning.fabric.connector import _PRECISION_INPUT
 
 
 def quiet_lightning() -> None:
@@ -47,7 +50,8 @@ def make_trainer(
         devices=trainer_cfg["devices"],
         strategy=trainer_cfg.get("strategy", "auto"),
         num_nodes=trainer_cfg.get("num_nodes", 1),
-        precision=resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"]),
+        # A str to Lightning's Literal: the config admits only Lightning's precision names.
+        precision=cast("_PRECISION_INPUT", resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])),
         deterministic=trainer_cfg["deterministic"],
         log_every_n_steps=trainer_cfg["log_every_n_steps"],
         default_root_dir=str(root_dir),

@@ -149,7 +149,8 @@ def check_runs(home: Path, liveness: Liveness) -> list[Problem]:
                 raise RuntimeError(f"its MLflow store {lease.tracking_uri} could not be updated; lease kept")
             return "nothing to do (it was reaped meanwhile)"
 
-        what = f"run {lease.run_id}" if lease.run_id else f"lease {Path(lease.path).name} (killed before its MLflow run existed)"
+        what = (f"run {lease.run_id}" if lease.run_id
+                else f"lease {Path(lease.path).name} (killed before its MLflow run existed)")
         problems.append(Problem(what, f"left RUNNING: its process {lease.pid} on {lease.host} is gone",
                                 "--fix marks it KILLED", fix))
     return problems

@@ -1,2 +1,3 @@
-"""The config: its typed schema, Hydra composition and validation, and the rules for input
-that comes from a UI (overrides, paths, operator limits) or must be checked before a run."""
+"""The config: its typed schema (the one home of every default), Hydra composition and
+validation, and the operator's limits. It imports nothing of tracking, the cache or the
+stages: every layer above reads the config (tests/test_layers.py)."""

@@ -24,7 +24,7 @@ from modules.tasks import (
     family_error,
 )
 from modules.training.learning_rates import default_finetune_lr, default_pretrain_lr
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, UserError
 
 CONF_DIR = Path(os.environ.get("TRANSFERLAB_CONF", Path(__file__).resolve().parents[2] / "conf"))
 
@@ -157,14 +157,15 @@ def compose(overrides: list[str] | None = None) -> dict[str, Any]:
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg: DictConfig = hydra_compose(config_name="config", overrides=overrides)
-        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except ConfigError:
         raise
     except Exception as exc:  # Hydra/OmegaConf raise many types; all mean bad config
         raise ConfigError(_one_line(exc)) from exc
     finally:
         GlobalHydra.instance().clear()
-    assert isinstance(container, dict)
+    assert isinstance(raw, dict)
+    container: dict[str, Any] = {str(key): value for key, value in raw.items()}  # YAML keys: str
     validate(container)
     scratch_model = (container["model"]["init"] or "scratch") == "scratch"
     if container["pretrain"]["lr"] is None and scratch_model:  # a checkpoint's: pipelines.checkpoint_refs
@@ -216,6 +217,16 @@ def _unknown_keys(cfg: dict[str, Any], schema: dict[str, Any], prefix: str = "")
     return out
 
 
+def check_register_as(name: str | None) -> None:
+    """``pretrain.register_as`` must be a valid registered-model name (no '/' or ':').
+
+    Checked when composing, and again by the registry before registering (the stage may get
+    a config that did not come through :func:`validate`)."""
+    if name is not None and (not str(name).strip() or any(c in str(name) for c in "/:")):
+        raise UserError(f"bad value for 'pretrain.register_as': {name!r} (a registered-model name cannot be "
+                        "empty or contain '/' or ':'; null disables registration)")
+
+
 def validate(cfg: dict[str, Any]) -> None:
     """Checks the schema's types cannot express: choices, ranges, cross-key consistency."""
     from pipelines.config.schema import TransferLabConfig
@@ -249,7 +260,8 @@ def validate(cfg: dict[str, Any]) -> None:
     if not 0.0 < cfg["pretrain"]["mask_ratio"] < 1.0:
         raise ConfigError(f"bad value for 'pretrain.mask_ratio': {cfg['pretrain']['mask_ratio']!r} (must be in (0, 1))")
     if cfg["pretrain"]["poisson_lambda"] <= 0:
-        raise ConfigError(f"bad value for 'pretrain.poisson_lambda': {cfg['pretrain']['poisson_lambda']!r} (must be > 0)")
+        raise ConfigError(f"bad value for 'pretrain.poisson_lambda': {cfg['pretrain']['poisson_lambda']!r} "
+                          "(must be > 0)")
     inits = cfg["finetune"]["inits"]
     if not inits or len(set(inits)) != len(inits) or any(not isinstance(i, str) or not i.strip() for i in inits):
         raise ConfigError(
@@ -282,9 +294,7 @@ def validate(cfg: dict[str, Any]) -> None:
     if cfg["pretrain"]["max_steps"] < 0 or (scratch and cfg["pretrain"]["max_steps"] == 0):
         raise ConfigError(f"bad value for 'pretrain.max_steps': {cfg['pretrain']['max_steps']!r} (must be > 0; "
                           "0 only with model.init=<checkpoint>, to fine-tune it without pretraining)")
-    from pipelines.tracking.registry import check_name
-
-    check_name(cfg["pretrain"]["register_as"])
+    check_register_as(cfg["pretrain"]["register_as"])
     if cfg["data"]["num_topics"] < 2:
         raise ConfigError("bad value for 'data.num_topics': needs at least 2 classes")
     if cfg["model"]["n_embd"] % cfg["model"]["n_head"]:
@@ -307,7 +317,8 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
         value = cfg[group][name]
         if value is None:
             continue
-        bad = value < lo or (value == lo and not lo_ok) or (hi is not None and (value > hi or (value == hi and not hi_ok)))
+        bad = (value < lo or (value == lo and not lo_ok)
+               or (hi is not None and (value > hi or (value == hi and not hi_ok))))
         if bad:
             low = f"{'>=' if lo_ok else '>'} {lo}"
             high = f" and {'<=' if hi_ok else '<'} {hi}" if hi is not None else ""
@@ -370,7 +381,8 @@ def _check_strategy(cfg: dict[str, Any], scratch: bool) -> None:
                           "finetune.task=seq2seq (no separate head to train); use finetune.strategy=full")
     for key in ("lr", "checkpoint_lr"):
         if ft[key] is not None and ft[key] <= 0:
-            raise ConfigError(f"bad value for 'finetune.{key}': {ft[key]!r} (must be > 0; null: the strategy's default)")
+            raise ConfigError(f"bad value for 'finetune.{key}': {ft[key]!r} "
+                              "(must be > 0; null: the strategy's default)")
     model = cfg["model"]
     if scratch and ft["strategy"] == "partial" and model["n_layer"] > 0:
         depth = layer_count(model)

@@ -2,7 +2,9 @@
 
 Registered in Hydra's ConfigStore as the base of ``conf/config.yaml`` so that composition
 rejects unknown keys and ill-typed values before any work starts (struct mode + types).
-Every group of ``conf/`` has one dataclass here; the YAML files only fill values.
+Every group of ``conf/`` has one dataclass here, and its defaults are the one home of every
+default value: a YAML file in ``conf/`` sets only what its option changes
+(tests/test_config_defaults.py keeps it so).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class DataConfig:
     # source=hub: any `datasets` dataset (needs network; HF_HUB_OFFLINE=1 fails at once).
     hub_path: str | None = None  # e.g. wikitext, stanfordnlp/sst2
     hub_name: str | None = None  # the dataset's config, e.g. wikitext-2-raw-v1
-    revision: str | None = None
+    revision: str | None = None  # a commit sha or tag pins the data; null: the latest
     train_split: str = "train"
     validation_split: str | None = "validation"  # null: cut deterministically from train
     test_split: str | None = "test"  # null: cut deterministically from train
@@ -52,13 +54,13 @@ class DataConfig:
     seed: int = 1234
     # source=synthetic
     num_topics: int = 4
-    words_per_topic: int = 48
-    neutral_words: int = 160
-    corpus_documents: int = 6000
-    labeled_train: int = 2000
+    words_per_topic: int = 48  # topic cue words per topic (the label depends on these)
+    neutral_words: int = 160  # topic-free filler vocabulary
+    corpus_documents: int = 6000  # unlabeled pretraining documents (2-4 same-topic sentences each)
+    labeled_train: int = 2000  # labeled pool; finetune.train_examples are sampled from it
     labeled_val: int = 400
     labeled_test: int = 1000
-    cue_rate: float = 0.7
+    cue_rate: float = 0.7  # chance that a content slot of a corpus sentence holds a cue word
 
 
 @dataclass
@@ -82,7 +84,9 @@ class ModelConfig:
     init: str = "scratch"
     init_path: str | None = None  # filled in by transferlab: model.init resolved to a local dir
     trust_remote_code: bool = False
-    n_layer: int = 2
+    # The shape defaults are the tiny presets' (model=gpt2_tiny, bert_tiny, bart_tiny):
+    # 2 layers, 128 wide, 4 heads, 512 FFN, 128 positions.
+    n_layer: int = 2  # seq2seq: encoder layers
     n_embd: int = 128
     n_head: int = 4
     n_inner: int = 512
@@ -93,36 +97,44 @@ class ModelConfig:
 
 @dataclass
 class PretrainConfig:
-    block_size: int = 64
-    batch_size: int = 32
+    block_size: int = 64  # tokens per packed training sequence
+    batch_size: int = 32  # per device: the global batch is batch_size x devices x num_nodes
     max_steps: int = 1000
-    lr: float | None = None  # null: the family's default (FAMILY_LR in pipelines/config/compose.py)
+    # null: the family's default (FAMILY_LR in pipelines/config/compose.py: 3e-3 causal/masked,
+    # 1e-3 seq2seq), 1e-4 continuing a checkpoint.
+    lr: float | None = None
     weight_decay: float = 0.01
     warmup_steps: int = 50
     grad_clip: float = 1.0
     val_every_n_steps: int = 200
-    val_batches: int = 20
+    val_batches: int = 20  # validation batches per check (evaluate measures perplexity separately)
     mlm_probability: float = 0.15  # masked LMs only
     mask_ratio: float = 0.3  # seq2seq text infilling: share of tokens masked (BART)
     poisson_lambda: float = 3.0  # seq2seq text infilling: mean masked span length
-    checkpoint_every_n_steps: int = 100  # resume granularity
+    checkpoint_every_n_steps: int = 100  # resume granularity: a killed run restarts from here
     keep_checkpoints: int = 2  # the newest N; an unreadable newest one falls back to the next
     # Model Registry name for the final export; null: do not register.
-    register_as: str | None = None
+    register_as: str | None = "${experiment_name}-${model.name}"
 
 
 @dataclass
 class FinetuneConfig:
     task: str = "classification"
-    train_examples: int = 64
+    train_examples: int = 64  # labeled examples used for fine-tuning (stratified sample)
+    # Also: zero_shot (causal LMs: prompt scoring, no training), or a checkpoint (dir, hub id,
+    # runs:/, models:/). Every init trains on the same labeled subset with the same
+    # hyperparameters, so the comparison is fair.
     inits: list[str] = field(default_factory=lambda: ["pretrained", "scratch"])
+    # Tokens per example. token_classification: sub-tokens per sentence (words cut off are
+    # predicted O); seq2seq: source + target together (causal), the source (encoder-decoder).
     max_length: int = 64
     batch_size: int = 16
     max_epochs: int = 40  # a cap: early stopping on val/loss (patience) ends most runs sooner
     # full | linear_probe (frozen body, only the classification head trains) | partial (the
     # top `trainable_layers` transformer layers + head train); modules/models/freeze.py.
+    # seq2seq knows only full (the LM head is tied to the embeddings).
     strategy: str = "full"
-    trainable_layers: int = 2  # strategy=partial only
+    trainable_layers: int = 2  # strategy=partial: how many of the top transformer layers train
     # null: the strategy's default (STRATEGY_LR in pipelines/config/compose.py; CHECKPOINT_LR when
     # model.init is a real checkpoint). Used by inits pretrained and scratch.
     lr: float | None = None
@@ -130,11 +142,11 @@ class FinetuneConfig:
     checkpoint_lr: float | None = None
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    patience: int = 6
+    patience: int = 6  # early stopping on val/loss, in epochs
     dropout: float = 0.1
     # init=zero_shot (causal LMs): no training; each test text is classified by the LM
     # log-likelihood of each label's verbalisation after this prompt (modules/evaluation/zero_shot.py).
-    zero_shot_template: str = "{text}\nLabel:"
+    zero_shot_template: str = "{text}\nLabel:"  # must contain {text}
     # One continuation per label, in label-id order; null: " <label name>" from the dataset.
     zero_shot_verbalizers: list[str] | None = None
     # true: mean instead of summed token log-prob, so multi-token labels are not penalised.
@@ -149,16 +161,18 @@ class SweepConfig:
     # The data_efficiency sweep (`transferlab sweep`, or experiment=data_efficiency): one
     # pretrain, then one fine-tune per label budget x finetune.inits x seed.
     enabled: bool = False
-    budgets: list[Any] = field(default_factory=lambda: [16, 64, 256])  # labeled examples per point, or "all"
+    # Labeled training examples per point, or "all"; larger than the pool: clamped, with a warning.
+    budgets: list[Any] = field(default_factory=lambda: [16, 64, 256])
+    # One fine-tune per seed (model init, data order and the labeled subset).
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    parallel: int | None = None  # fine-tunes side by side (processes); null: from the CPU count
+    parallel: int | None = None  # fine-tunes side by side (processes); null: CPU cores // 2, at least 1
     retries: int = 1  # a failed point is retried this often, then reported, not fatal
 
 
 @dataclass
 class EvaluateConfig:
     batch_size: int = 64
-    perplexity_batches: int = 50
+    perplexity_batches: int = 50  # validation batches used for the pretrained LM's perplexity
 
 
 @dataclass
@@ -167,30 +181,39 @@ class TrainerConfig:
     devices: Any = 1
     strategy: str = "auto"  # auto | ddp | fsdp | ... (Lightning strategy names)
     num_nodes: int = 1
-    precision: str = "32-true"
-    num_workers: int | None = None  # DataLoader workers; null: a default from the core count
-    num_threads: int | None = None
-    log_every_n_steps: int = 10
+    # auto: bf16-mixed where the CPU runs bf16 natively (AVX512-BF16/AMX), else 32-true; on a GPU
+    # bf16-mixed where it supports bf16, else 16-mixed.
+    precision: str = "auto"
+    num_workers: int | None = None  # DataLoader workers; null: 0 on CPU, min(4, cores - 1) on GPU
+    num_threads: int | None = None  # null: torch's default (one per core)
+    log_every_n_steps: int = 10  # metrics go to MLflow every N steps, never every step
     progress_every_n_steps: int = 50
     deterministic: bool = False
-    peak_flops: float | None = None  # for train/mfu; null: a per-accelerator default
+    peak_flops: float | None = None  # dense peak FLOP/s per device for train/mfu; null: built-in default
     compile: bool = False  # torch.compile the LM for pretraining (opt-in: compiling costs ~20-40 s)
 
 
 @dataclass
 class TrackingConfig:
-    uri: str | None = None  # null: sqlite store under paths.home
+    # null: a sqlite store at ${paths.home}/mlflow.db with artifacts in ${paths.home}/mlartifacts.
+    # Point at a server with tracking.uri=http://host:5000, or the env var TRANSFERLAB_TRACKING_URI
+    # (`transferlab up`/`serve` set it for the runs they serve). Not MLFLOW_TRACKING_URI: MLflow
+    # itself sets that variable in-process whenever a logger picks a store.
+    uri: str | None = "${oc.env:TRANSFERLAB_TRACKING_URI,null}"
     experiment: str = "transferlab"
     run_name: str | None = None
-    ui_url: str | None = None  # MLflow UI address for links; null: uri when it is http(s)
+    # The MLflow UI address people open, for the links in the runs' Prefect summary artifacts.
+    # null: the tracking URI when it is http(s). Set it when the pipeline reaches MLflow by an
+    # internal name (docker compose: http://mlflow:5000) that a browser cannot.
+    ui_url: str | None = "${oc.env:TRANSFERLAB_MLFLOW_UI_URL,null}"
 
 
 @dataclass
 class CarbonConfig:
     enabled: bool = True
-    country_iso_code: str = "USA"
+    country_iso_code: str = "USA"  # ISO-3166 alpha-3 code of the grid the machine draws from
     measure_power_secs: float = 5.0
-    tracking_mode: str = "machine"
+    tracking_mode: str = "machine"  # machine | process
 
 
 @dataclass
@@ -205,11 +228,14 @@ class CacheConfig:
 
 @dataclass
 class PathsConfig:
-    home: str = ".transferlab"
+    # All state (MLflow store, artifacts, Prefect home, stage cache) lives under one directory.
+    home: str = "${oc.env:TRANSFERLAB_HOME,.transferlab}"
 
 
 @dataclass
 class TransferLabConfig:
+    # Global seed: model init, data order and the labeled subset. The synthetic corpus has
+    # its own data.seed so that changing this does not change the data.
     seed: int = 0
     experiment_name: str = "quickstart"
     data: DataConfig = field(default_factory=DataConfig)

@@ -55,8 +55,8 @@ def prepare_prefect_db() -> None:
         return
     from prefect.settings import get_current_settings
 
-    url = get_current_settings().server.database.connection_url
-    url = url.get_secret_value() if url is not None else ""
+    secret = get_current_settings().server.database.connection_url
+    url = secret.get_secret_value() if secret is not None else ""
     prefix = "sqlite+aiosqlite:///"
     if not url.startswith(prefix) or ":memory:" in url:
         return

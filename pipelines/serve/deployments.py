@@ -3,7 +3,7 @@
 Each deployed flow takes the parameters people change most as typed fields (the UI renders
 dropdowns and number inputs for them) plus free-form ``overrides``. The operator's own
 overrides (given to ``transferlab up``/``serve``) come first; the UI's are checked by
-``pipelines.config.ui_input`` before anything runs, against the operator's limits too
+``pipelines.serve.ui_input`` before anything runs, against the operator's limits too
 (``pipelines.config.limits``, handed over in ``TRANSFERLAB_LIMITS``), and a rejection fails the flow
 run with one line naming the override or limit.
 
@@ -21,14 +21,14 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import Flow, flow
 from prefect.states import Failed
 
 from pipelines.config.compose import CONF_DIR
-from pipelines.config.ui_input import DATA_DIRS_ENV, SERVER_OVERRIDES_ENV
 from pipelines.errors import ConfigError
+from pipelines.serve.ui_input import DATA_DIRS_ENV, SERVER_OVERRIDES_ENV
 
 log = logging.getLogger("transferlab")
 
@@ -37,8 +37,14 @@ def _choices(group: str) -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")))
 
 
-Experiment = Literal[_choices("experiment")]  # type: ignore[valid-type]
-Model = Literal[_choices("model")]  # type: ignore[valid-type]
+# The presets, as a Literal so the Prefect UI offers a dropdown. Its values are the conf/
+# files, known only at run time: to the type checker they are strings.
+if TYPE_CHECKING:
+    Experiment = str
+    Model = str
+else:
+    Experiment = Literal[_choices("experiment")]
+    Model = Literal[_choices("model")]
 
 ARGS_DOC = """
 
@@ -88,8 +94,8 @@ def ui_overrides(experiment: str | None, model: str | None, max_steps: int | Non
 
 def checked_config(ui: list[str]) -> dict[str, Any]:
     """Compose the operator's overrides + the UI's, refusing bad UI input before any work."""
-    from pipelines.config.ui_input import untrusted_config
     from pipelines.runtime.env import quiet_libraries
+    from pipelines.serve.ui_input import untrusted_config
 
     quiet_libraries()  # this is a fresh flow-run process: Lightning/transformers to warnings only
     cfg = untrusted_config(server_overrides(), ui, data_dirs())
@@ -100,10 +106,10 @@ def checked_config(ui: list[str]) -> dict[str, Any]:
 def _user_errors_fail_cleanly(fn: Any) -> Any:
     """Bad input (a rejected override, a missing file) ends the flow run Failed with one line
     as its state message, instead of a traceback: it is the user's to fix, not a crash. The
-    line never quotes a file's contents (``pipelines.config.ui_input.shown_to_ui``)."""
+    line never quotes a file's contents (``pipelines.serve.ui_input.shown_to_ui``)."""
     from modules.data.errors import DataError
-    from pipelines.config.ui_input import shown_to_ui
     from pipelines.errors import UserError
+    from pipelines.serve.ui_input import shown_to_ui
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -178,8 +178,9 @@ def start(name: str, cmd: list[str], env: dict[str, str], health_url: str, log_d
     from pipelines.runtime.lifecycle import pdeathsig_command
 
     # SIGTERM when this process dies, even by SIGKILL: a killed `up` leaves no server behind.
-    proc = subprocess.Popen(pdeathsig_command(cmd, signal.SIGTERM), env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)  # its own group: the terminal's Ctrl-C is ours to relay
+    # Its own session (process group): the terminal's Ctrl-C is ours to relay.
+    proc = subprocess.Popen(pdeathsig_command(cmd, signal.SIGTERM), env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     return Service(name, health_url, proc, log_path, log_file)
 
 
@@ -301,7 +302,7 @@ def run_env(tracking_uri: str, server_overrides: list[str], home: str, data_dirs
             limits: dict[str, int] | None = None) -> None:
     """What the flow-run processes the runner starts inherit (set before Prefect is imported)."""
     from pipelines.config.limits import LIMITS_ENV, default_limits
-    from pipelines.config.ui_input import DATA_DIRS_ENV, SERVER_OVERRIDES_ENV
+    from pipelines.serve.ui_input import DATA_DIRS_ENV, SERVER_OVERRIDES_ENV
 
     os.environ["TRANSFERLAB_TRACKING_URI"] = tracking_uri
     os.environ[RUNNER_PID_ENV] = str(os.getpid())  # flow runs die with this process (lifecycle.follow_runner)
@@ -318,15 +319,17 @@ def serve_deployments(limit: int | None, on_ready: Callable[[], None]) -> None:
     they are triggered until interrupted. Flow runs execute in their own processes."""
     import asyncio
 
-    from prefect.deployments.runner import EntrypointType
+    from prefect.deployments.runner import EntrypointType, RunnerDeployment
     from prefect.runner import Runner
 
     from pipelines.serve.deployments import FLOWS
 
     runner = Runner(name="transferlab", pause_on_shutdown=False, limit=limit)
     for f in FLOWS:
-        runner.add_deployment(f.to_deployment(name=f.name, entrypoint_type=EntrypointType.MODULE_PATH,
-                                              tags=["transferlab"], description=f.description))
+        deployment = f.to_deployment(name=f.name, entrypoint_type=EntrypointType.MODULE_PATH, tags=["transferlab"],
+                                     description=f.description)
+        assert isinstance(deployment, RunnerDeployment)  # called from sync code: not a coroutine
+        runner.add_deployment(deployment)
     on_ready()
     try:
         asyncio.run(runner.start())
@@ -409,7 +412,8 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
                               env, f"{prefect_url}/api/health", home / "logs"))
         services.append(start("MLflow server", [sys.executable, "-m", "mlflow", "server", "--host", host,
                                                 "--port", str(mlflow_port), "--backend-store-uri", store,
-                                                "--default-artifact-root", artifact_root(cfg), "--workers", "1", *mlflow_app],
+                                                "--default-artifact-root", artifact_root(cfg), "--workers", "1",
+                                                *mlflow_app],
                               env, f"{mlflow_url}/health", home / "logs"))
         wait_ready(services)
         if creds is not None:

@@ -77,7 +77,8 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
                        out / "comparison.png", chance=task.chance(label_names), metric=f"test {headline}")
         images.insert(0, "comparison.png")
         report = render_report(
-            f"transferlab report: {cfg['experiment_name']} ({cfg['model']['name']}, {cfg['data']['name']}, {task.name})",
+            f"transferlab report: {cfg['experiment_name']} "
+            f"({cfg['model']['name']}, {cfg['data']['name']}, {task.name})",
             results, lm, rows, images, columns=task.report_columns,
             notes=[f"Labeled training examples: {cfg['finetune']['train_examples']}; seed {cfg['seed']}. "
                    "CO2 of a cached stage is what building its output cost when it ran."],

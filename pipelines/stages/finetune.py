@@ -153,7 +153,8 @@ def _train(ctx: StageContext, run: StageRun, prep_record: PrepRecord, source: Pa
     # The best weights live on in hf_model/; the Lightning checkpoint (with optimizer state,
     # ~3x the size) has served its purpose once the test ran.
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    return {"metrics": result.metrics, "train_examples": result.train_examples, "requested_examples": ft["train_examples"],
+    return {"metrics": result.metrics, "train_examples": result.train_examples,
+            "requested_examples": ft["train_examples"],
             "epochs": result.epochs, "strategy": result.strategy, "trainable_parameters": result.trainable_parameters,
             "label_names": result.label_names, "predictions_file": task.predictions_file}
 

@@ -104,7 +104,7 @@ class AttemptLedger:
 def _tracker(cfg: dict[str, Any], output_dir: Path, ledger: AttemptLedger | None = None):
     from codecarbon import OfflineEmissionsTracker
 
-    persist = {} if ledger is None else {"output_handlers": [ledger.handler()], "api_call_interval": 1}
+    persist: dict[str, Any] = {} if ledger is None else {"output_handlers": [ledger.handler()], "api_call_interval": 1}
 
     # codecarbon logs at INFO before it applies its own log_level; silence it up front.
     logging.getLogger("codecarbon").setLevel(logging.ERROR)

@@ -208,7 +208,7 @@ def _mark_prefect(flow_run_id: str) -> bool:
         from prefect.states import Crashed
 
         with get_client(sync_client=True) as client:
-            run = client.read_flow_run(flow_run_id)
+            run = client.read_flow_run(uuid.UUID(flow_run_id))
             if run.state is not None and run.state.is_final():
                 return False
             client.set_flow_run_state(flow_run_id, Crashed(message="the process running it was killed; "

@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.errors import UserError
+from pipelines.config.compose import check_register_as
 from pipelines.tracking.runs import TAG_FINGERPRINT, redact
 
 if TYPE_CHECKING:
@@ -29,13 +29,6 @@ log = logging.getLogger("transferlab")
 TAG_REGISTERED = "transferlab.registered_model"
 TAG_DATA_FP = "transferlab.data_fingerprint"
 TAG_TOKENIZER = "transferlab.tokenizer"
-
-
-def check_name(name: str | None) -> None:
-    """``pretrain.register_as`` must be a valid registered-model name (no '/' or ':')."""
-    if name is not None and (not str(name).strip() or any(c in str(name) for c in "/:")):
-        raise UserError(f"bad value for 'pretrain.register_as': {name!r} (a registered-model name cannot be "
-                        "empty or contain '/' or ':'; null disables registration)")
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
@@ -70,7 +63,7 @@ def register_export(
     name = cfg["pretrain"]["register_as"]
     if not name:
         return None
-    check_name(name)
+    check_register_as(name)
     client = tracker.client
     from mlflow.exceptions import MlflowException
 
@@ -78,7 +71,8 @@ def register_export(
         client.get_registered_model(name)
     except MlflowException:
         try:
-            client.create_registered_model(name, description=f"transferlab pretrained exports ({cfg['experiment_name']})")
+            client.create_registered_model(
+                name, description=f"transferlab pretrained exports ({cfg['experiment_name']})")
         except MlflowException as exc:  # another run (another seed, say) created it since we looked
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise

@@ -102,7 +102,8 @@ def _check_local_family(cfg: dict[str, Any], init: str) -> None:
     if kind_of(init) != "local":
         return
     config = read_config(Path(init).expanduser().resolve())
-    check_task_family(cfg["finetune"]["task"], family_of(config, init), f"the {init_label(init)} checkpoint in finetune.inits")
+    check_task_family(cfg["finetune"]["task"], family_of(config, init),
+                      f"the {init_label(init)} checkpoint in finetune.inits")
 
 
 def _prep_record(cfg: dict[str, Any]) -> dict[str, Any] | None:
