@@ -16,13 +16,22 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pipelines.config.compose import check_register_as
 from pipelines.tracking.runs import TAG_FINGERPRINT, redact
 
-if TYPE_CHECKING:
-    from pipelines.stages.records import PrepRecord
+
+class PreparedData(Protocol):
+    """What registering reads of the prepared data (a stages.records.PrepRecord): declared here
+    because tracking sits below the stages and must not import them."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def lm_fingerprint(self) -> str: ...
 
 log = logging.getLogger("transferlab")
 
@@ -49,7 +58,7 @@ def register_export(
     stage_run_id: str,
     source_run_id: str,
     fp: str,
-    prep_record: PrepRecord,
+    prep_record: PreparedData,
     steps: int,
     metrics: dict[str, float],
     carbon: dict[str, float | None],
@@ -109,7 +118,7 @@ def register_export(
     return {"name": name, "version": str(version), "new": new, "uri": f"models:/{name}/{version}"}
 
 
-def _stats(prep_record: PrepRecord) -> dict[str, Any]:
+def _stats(prep_record: PreparedData) -> dict[str, Any]:
     try:
         return json.loads((Path(prep_record.path) / "stats.json").read_text())
     except (OSError, ValueError):
