@@ -18,6 +18,7 @@ from pipelines import stages
 from pipelines.checkpoint_refs import resolve_init
 from pipelines.config.compose import check_task, check_zero_shot, compose
 from pipelines.config.preflight import check_inputs
+from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import UserError
 from pipelines.runtime import lifecycle
 from pipelines.stages.common import StageContext, stage_label
@@ -38,23 +39,23 @@ def _task(name: str) -> Any:
 
 
 @_task("prep")
-def prep(cfg: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
+def prep(cfg: TransferLabConfig, parent_run_id: str) -> dict[str, Any]:
     return stages.prep(StageContext.create(cfg, parent_run_id))
 
 
 @_task("pretrain")
-def pretrain(cfg: dict[str, Any], prep_record: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
+def pretrain(cfg: TransferLabConfig, prep_record: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
     return stages.pretrain(StageContext.create(cfg, parent_run_id), prep_record)
 
 
 @_task("finetune")
-def finetune(cfg: dict[str, Any], prep_record: dict[str, Any], pretrain_record: dict[str, Any], init: str,
+def finetune(cfg: TransferLabConfig, prep_record: dict[str, Any], pretrain_record: dict[str, Any], init: str,
              parent_run_id: str) -> dict[str, Any]:
     return stages.finetune(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, init)
 
 
 @_task("evaluate")
-def evaluate(cfg: dict[str, Any], prep_record: dict[str, Any], pretrain_record: dict[str, Any],
+def evaluate(cfg: TransferLabConfig, prep_record: dict[str, Any], pretrain_record: dict[str, Any],
              finetune_records: list[dict[str, Any]], parent_run_id: str) -> dict[str, Any]:
     return stages.evaluate(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, finetune_records)
 
@@ -70,24 +71,24 @@ def carbon_totals(records: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]:
+def run_pipeline(cfg: TransferLabConfig, until: str = "evaluate") -> dict[str, Any]:
     """Run the stages up to ``until`` under one MLflow parent run; return a summary."""
     if until not in STAGES:
         raise UserError(f"unknown stage {until!r} (choices: {', '.join(STAGES)})")
     check_inputs(cfg, until)  # before the parent run exists: bad input leaves nothing behind
     resolve_init(cfg)  # model.init -> a local checkpoint dir (downloads); every rank needs it
     if until in ("finetune", "evaluate"):  # a checkpoint's family is known now: fail before pretraining
-        check_zero_shot(cfg["finetune"], cfg["model"]["family"])
-        check_task(cfg["finetune"], cfg["model"]["family"])
+        check_zero_shot(cfg.finetune, cfg.model.family)
+        check_task(cfg.finetune, cfg.model.family)
     from pipelines.runtime.distributed import is_rank_zero, run_worker
 
     if not is_rank_zero():  # another rank of a DDP/FSDP pretraining: train only, log nothing
         return run_worker(cfg, until)
     started = time.perf_counter()
     lifecycle.follow_runner()  # a served run ends with the `up`/`serve` that started it
-    liveness.reap_quietly(cfg["paths"]["home"])  # an earlier, killed run's leftovers: KILLED / Crashed
-    name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}"
-    tags = {TAG_KIND: "pipeline", "transferlab.experiment": cfg["experiment_name"], "transferlab.until": until}
+    liveness.reap_quietly(cfg.paths.home)  # an earlier, killed run's leftovers: KILLED / Crashed
+    name = cfg.tracking.run_name or f"{cfg.experiment_name}-{cfg.model.name}"
+    tags = {TAG_KIND: "pipeline", "transferlab.experiment": cfg.experiment_name, "transferlab.until": until}
     # The lease first: a kill from here on leaves nothing unmarked (see pipelines.tracking.liveness).
     with liveness.pipeline_run(cfg) as lease, \
             run_context(tracker := Tracker.from_config(cfg), name, tags) as parent, \
@@ -97,18 +98,18 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
         log.info("pipeline: MLflow parent run %s in %s", parent, tracking_uri(cfg))
         records: list[dict[str, Any]] = [prep_record := prep(cfg, parent)]
         summary: dict[str, Any] = {"parent_run_id": parent, "tracking_uri": tracking_uri(cfg),
-                                   "experiment": cfg["tracking"]["experiment"],
+                                   "experiment": cfg.tracking.experiment,
                                    "experiment_id": tracker.experiment_id, "until": until}
         if until != "prep":
             records.append(pretrain_record := pretrain(cfg, prep_record, parent))
         if until in ("finetune", "evaluate"):
             tuned = [finetune.with_options(task_run_name=f"finetune[{init_label(init)}]")(
-                cfg, prep_record, pretrain_record, init, parent) for init in cfg["finetune"]["inits"]]
+                cfg, prep_record, pretrain_record, init, parent) for init in cfg.finetune.inits]
             records += tuned
             from modules.tasks import HEADLINE
 
             # The task's headline test metric per init (accuracy, entity F1 or chrF).
-            summary["metric"] = HEADLINE[cfg["finetune"]["task"]]
+            summary["metric"] = HEADLINE[cfg.finetune.task]
             summary["accuracy"] = {r["init"]: r["metrics"].get(f"test/{summary['metric']}") for r in tuned}
         if until == "evaluate":
             records.append(ev := evaluate(cfg, prep_record, pretrain_record, tuned, parent))
@@ -129,7 +130,7 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
     return summary
 
 
-def _publish_summary(cfg: dict[str, Any], summary: dict[str, Any]) -> None:
+def _publish_summary(cfg: TransferLabConfig, summary: dict[str, Any]) -> None:
     """The run's headline numbers and a link to its MLflow parent, on the Prefect flow run."""
     from pathlib import Path
 

@@ -18,6 +18,8 @@ import json
 import os
 from typing import Any
 
+from modules.config import ModelConfig
+from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import ConfigError, UserError
 
 LIMITS_ENV = "TRANSFERLAB_LIMITS"
@@ -159,37 +161,38 @@ def device_count(devices: Any, gpus: int) -> int:
         return 1
 
 
-def estimated_parameters(model: dict[str, Any], vocab_size: int) -> int:
+def estimated_parameters(model: ModelConfig, vocab_size: int) -> int:
     """Weights of a model built from scratch: embeddings plus per layer attention (4 d^2) and
     MLP (2 d x inner); a seq2seq decoder layer adds cross-attention (4 d^2 more)."""
-    d, inner = model["n_embd"], model["n_inner"] or 4 * model["n_embd"]
+    d, inner = model.n_embd, model.n_inner or 4 * model.n_embd
     layer = 4 * d * d + 2 * d * inner
-    total = model["n_layer"] * layer + (vocab_size + model["max_positions"]) * d
-    if model.get("family") == "seq2seq":
-        total += (model.get("n_decoder_layer") or model["n_layer"]) * (layer + 4 * d * d)
+    total = model.n_layer * layer + (vocab_size + model.max_positions) * d
+    if model.family == "seq2seq":
+        total += (model.n_decoder_layer or model.n_layer) * (layer + 4 * d * d)
     return total
 
 
-def check_limits(cfg: dict[str, Any], limits: dict[str, int]) -> None:
+def check_limits(cfg: TransferLabConfig, limits: dict[str, int]) -> None:
     """The composed config against the limits; ``ConfigError`` naming the first one exceeded."""
     for key in limits:
         group, _, name = key.partition(".")
-        if key in (PARAMETERS, SWEEP_POINTS, "trainer.devices") or name not in cfg.get(group, {}):
+        node = getattr(cfg, group, None)
+        if key in (PARAMETERS, SWEEP_POINTS, "trainer.devices") or not hasattr(node, name):
             continue
-        check_value(key, cfg[group][name], limits)
-    trainer = cfg["trainer"]
+        check_value(key, getattr(node, name), limits)
+    trainer = cfg.trainer
     if "trainer.devices" in limits:
-        n = device_count(trainer["devices"], gpu_count())
+        n = device_count(trainer.devices, gpu_count())
         if n > limits["trainer.devices"]:
             raise refusal("'trainer.devices'", n, "trainer.devices", limits["trainer.devices"])
-    sweep = cfg["sweep"]
-    points = len(sweep["budgets"]) * len(cfg["finetune"]["inits"]) * len(sweep["seeds"])
-    if sweep["enabled"] and SWEEP_POINTS in limits and points > limits[SWEEP_POINTS]:
+    sweep = cfg.sweep
+    points = len(sweep.budgets) * len(cfg.finetune.inits) * len(sweep.seeds)
+    if sweep.enabled and SWEEP_POINTS in limits and points > limits[SWEEP_POINTS]:
         raise refusal("'sweep.budgets' x 'finetune.inits' x 'sweep.seeds'", f"a sweep of {points} points",
                       SWEEP_POINTS, limits[SWEEP_POINTS])
-    model = cfg["model"]
-    if PARAMETERS in limits and (model.get("init") or "scratch") == "scratch":
-        n = estimated_parameters(model, cfg["tokenizer"]["vocab_size"])
+    model = cfg.model
+    if PARAMETERS in limits and (model.init or "scratch") == "scratch":
+        n = estimated_parameters(model, cfg.tokenizer.vocab_size)
         if n > limits[PARAMETERS]:
             raise refusal("'model.n_layer'/'n_embd'/'n_inner'/'tokenizer.vocab_size'", f"a model of about {n} "
                           "parameters", PARAMETERS, limits[PARAMETERS])

@@ -21,6 +21,7 @@ import os
 import time
 from typing import Any
 
+from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import UserError
 
 log = logging.getLogger("transferlab")
@@ -53,7 +54,7 @@ def is_rank_zero() -> bool:
     return all(not _env_int(name) for name in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"))
 
 
-def run_worker(cfg: dict[str, Any], until: str) -> dict[str, Any]:
+def run_worker(cfg: TransferLabConfig, until: str) -> dict[str, Any]:
     """What a rank > 0 does for any command: reuse rank 0's prep, take part in pretraining, stop.
 
     No Prefect, no MLflow, no carbon tracker, no cache writes. Stages after pretraining run

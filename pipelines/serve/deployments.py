@@ -22,6 +22,7 @@ from prefect import Flow, flow
 from prefect.states import Failed
 
 from pipelines.config.compose import CONF_DIR
+from pipelines.config.schema import TransferLabConfig
 from pipelines.config.ui_input import DATA_DIRS_ENV, SERVER_OVERRIDES_ENV
 from pipelines.errors import ConfigError
 
@@ -81,7 +82,7 @@ def ui_overrides(experiment: str | None, model: str | None, max_steps: int | Non
     return [*out, *(overrides or [])]
 
 
-def checked_config(ui: list[str]) -> dict[str, Any]:
+def checked_config(ui: list[str]) -> TransferLabConfig:
     """Compose the operator's overrides + the UI's, refusing bad UI input before any work."""
     from pipelines.config.ui_input import untrusted_config
     from pipelines.runtime.env import quiet_libraries
@@ -119,8 +120,8 @@ def transfer_learning(experiment: Experiment | None = None, model: Model | None 
     from pipelines.flows import run_pipeline
 
     cfg = checked_config(ui_overrides(experiment, model, max_steps, label_budget, overrides))
-    if cfg["sweep"]["enabled"]:
-        raise ConfigError(f"experiment={cfg['experiment_name']} is a sweep: start the data_efficiency deployment")
+    if cfg.sweep.enabled:
+        raise ConfigError(f"experiment={cfg.experiment_name} is a sweep: start the data_efficiency deployment")
     return run_pipeline(cfg, "evaluate")
 
 

@@ -22,11 +22,13 @@ carbon and the cache (:func:`_train_in_other_rank` is the rest).
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from pipelines import checkpoint_refs as model_init
 from pipelines.cache.store import ResumableBuild, StageCache, fingerprint, write_record
+from pipelines.config.schema import TransferLabConfig
 from pipelines.runtime.distributed import is_rank_zero
 from pipelines.stages.common import (
     StageContext,
@@ -44,15 +46,15 @@ from pipelines.tracking.runs import Tracker, tracking_uri
 log = logging.getLogger("transferlab")
 
 
-def pretrain_fingerprint(cfg: dict[str, Any], prep_fp: str) -> str:
+def pretrain_fingerprint(cfg: TransferLabConfig, prep_fp: str) -> str:
     # devices/strategy/num_nodes change the global batch (per-device batch x world size),
     # so they are part of what the result depends on.
-    trainer = {k: cfg["trainer"][k] for k in ("accelerator", "precision", "deterministic", "devices", "strategy",
+    trainer = {k: getattr(cfg.trainer, k) for k in ("accelerator", "precision", "deterministic", "devices", "strategy",
                                               "num_nodes")}
     # A checkpoint counts by its content digest, not its URI (an alias can move).
-    return fingerprint("pretrain", {"prep": prep_fp, "model": model_init.model_identity(cfg["model"]),
-                                    "pretrain": cfg["pretrain"],
-                                    "trainer": trainer, "seed": cfg["seed"]})
+    return fingerprint("pretrain", {"prep": prep_fp, "model": model_init.model_identity(cfg.model),
+                                    "pretrain": asdict(cfg.pretrain),
+                                    "trainer": trainer, "seed": cfg.seed})
 
 
 def lightning_logger(ctx: StageContext, run: StageRun):
@@ -62,7 +64,7 @@ def lightning_logger(ctx: StageContext, run: StageRun):
     """
     from lightning.pytorch.loggers import MLFlowLogger
 
-    return MLFlowLogger(experiment_name=ctx.cfg["tracking"]["experiment"], tracking_uri=tracking_uri(ctx.cfg),
+    return MLFlowLogger(experiment_name=ctx.cfg.tracking.experiment, tracking_uri=tracking_uri(ctx.cfg),
                         run_id=run.run_id)
 
 
@@ -71,8 +73,8 @@ def _train(ctx: StageContext, prep_record: dict[str, Any], work_dir: Path, logge
     from modules.training.recipes import pretrain_language_model
 
     cfg = ctx.cfg
-    return pretrain_language_model(Path(prep_record["path"]), work_dir, cfg["model"], cfg["pretrain"],
-                                   cfg["trainer"], cfg["seed"], logger=logger)
+    return pretrain_language_model(Path(prep_record["path"]), work_dir, cfg.model, cfg.pretrain,
+                                   cfg.trainer, cfg.seed, logger=logger)
 
 
 def _resumable_run_id(tracker: Tracker, state: dict[str, Any]) -> str | None:
@@ -121,13 +123,14 @@ def _build(ctx: StageContext, prep_record: dict[str, Any], cache: StageCache, fp
             if resume_run_id:
                 log.info("pretrain: resuming %s in MLflow run %s", build.path, run.run_id)
             else:
-                log.info("pretrain: training %s for %d steps in %s", cfg["model"]["name"],
-                         cfg["pretrain"]["max_steps"], build.path)
+                log.info("pretrain: training %s for %d steps in %s", cfg.model.name,
+                         cfg.pretrain.max_steps, build.path)
             if passthrough:  # max_steps=0: the checkpoint itself is this pipeline's pretrained model
                 from modules.training.recipes import export_checkpoint
 
-                result = export_checkpoint(Path(cfg["model"]["init_path"]), Path(prep_record["path"]), build.path,
-                                           cfg["model"])
+                assert cfg.model.init_path, "resolve_init ran before the stages"
+                result = export_checkpoint(Path(cfg.model.init_path), Path(prep_record["path"]), build.path,
+                                           cfg.model)
             else:
                 result = _train(ctx, prep_record, build.path, lightning_logger(ctx, run))
             metrics = result.metrics
@@ -158,15 +161,15 @@ def _train_in_other_rank(ctx: StageContext, prep_record: dict[str, Any], cache: 
     return {"stage": "pretrain", "fingerprint": fp, "path": str(cache.path(fp))}
 
 
-def _tag_init(run: StageRun, cfg: dict[str, Any]) -> None:
-    if not model_init.is_scratch(cfg["model"]):
-        run.set_tags({"transferlab.model_init": model_init.source_label(cfg["model"]["init"])})
+def _tag_init(run: StageRun, cfg: TransferLabConfig) -> None:
+    if not model_init.is_scratch(cfg.model):
+        run.set_tags({"transferlab.model_init": model_init.source_label(cfg.model.init)})
 
 
 def _register(ctx: StageContext, run: StageRun, fp: str, prep_record: dict[str, Any], cached: dict[str, Any] | None,
               metrics: dict[str, float]) -> dict[str, Any] | None:
     """Register the export under pretrain.register_as (one version per fingerprint)."""
-    if not ctx.cfg["pretrain"]["register_as"]:
+    if not ctx.cfg.pretrain.register_as:
         return None
     source, carbon = run.run_id, run.carbon.as_dict()
     if cached is not None:
@@ -176,7 +179,7 @@ def _register(ctx: StageContext, run: StageRun, fp: str, prep_record: dict[str, 
         else:  # the building run is not in this store: this run carries the export
             source = run.run_id
             run.log_artifact(StageCache(ctx.home, "pretrain").path(fp) / "hf_model", "hf_model")
-    steps = (cached or {}).get("steps", ctx.cfg["pretrain"]["max_steps"])
+    steps = (cached or {}).get("steps", ctx.cfg.pretrain.max_steps)
     return registry.register_export(ctx.tracker, ctx.cfg, run.run_id, source, fp, prep_record, steps, metrics, carbon)
 
 
