@@ -13,6 +13,7 @@ from conftest import tiny_overrides
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 import modules.data.hub as hub
+from modules.config import DataConfig
 from modules.data import sources
 from modules.data.errors import DataError
 from modules.data.sources import check_data, load_raw
@@ -136,7 +137,7 @@ def _sst2_like() -> DatasetDict:
     return DatasetDict({"train": split(100, 0), "validation": split(20, 1000), "test": split(30, 2000, True)})
 
 
-def _hub_cfg(tmp_path: Path, *overrides: str) -> dict:
+def _hub_cfg(tmp_path: Path, *overrides: str) -> DataConfig:
     return compose(tiny_overrides(tmp_path / "home", *overrides)).data
 
 

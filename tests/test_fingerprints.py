@@ -124,7 +124,7 @@ def fingerprints(overrides: list[str], home: Path) -> dict[str, str]:
     out = {"lm": lm_fp, "prep": prep_fp, "pretrain": pretrain_fp}
     prep_record: dict[str, Any] = {"fingerprint": prep_fp}
     pretrain_record: dict[str, Any] = {"fingerprint": pretrain_fp, "hf_model": str(home / "unused")}
-    for init in cfg.finetune.inits if hasattr(cfg, "finetune") else cfg.finetune.inits:
+    for init in cfg.finetune.inits:
         _, identity = _source(cfg, pretrain_record, init)
         out[f"finetune[{'checkpoint' if init == str(CHECKPOINT) else init}]"] = finetune_fingerprint(
             cfg, prep_record, identity, init)
@@ -144,7 +144,7 @@ def test_fingerprints_match_the_golden_values(variant: str, tmp_path: Path, pinn
     assert fingerprints(VARIANTS[variant], tmp_path) == GOLDEN[variant]
 
 
-if __name__ == "__main__":  # prints GOLDEN for this code (run before a change, paste, then never edit)
+if __name__ == "__main__":  # how GOLDEN was computed: run at commit f2c80af, before the typed-config refactor
     import tempfile
 
     import pipelines.cache.store as store

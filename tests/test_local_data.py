@@ -16,6 +16,7 @@ from modules.data.sources import load_raw
 from pipelines import stages
 from pipelines.cli import main
 from pipelines.config.compose import compose
+from pipelines.config.schema import TransferLabConfig
 from pipelines.stages.common import StageContext
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
@@ -35,7 +36,7 @@ def _files(tmp_path: Path) -> dict[str, Path]:
     return {"corpus": corpus, "labeled": labeled}
 
 
-def _labeled_cfg(tmp_path: Path, path: Path, *extra: str) -> dict:
+def _labeled_cfg(tmp_path: Path, path: Path, *extra: str) -> TransferLabConfig:
     return compose(tiny_overrides(tmp_path / "home", "data=local_labeled", f"data.path={path}",
                                   "data.text_column=sentence", "data.label_column=sentiment", *extra))
 

@@ -7,14 +7,13 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from conftest import tiny_overrides
 from datasets import Dataset
 
-from modules.config import FinetuneConfig, ModelConfig
+from modules.config import DataConfig, FinetuneConfig, ModelConfig
 from modules.data.errors import DataError
 from modules.data.synthetic import generate, make_lexicon
 from modules.data.synthetic_seq2seq import generate_pairs, target_for
@@ -66,7 +65,7 @@ def test_most_test_cue_words_are_unseen_in_a_small_training_subset() -> None:
 
 # --- pair files -------------------------------------------------------------------------
 
-def _data_cfg(tmp_path: Path, *extra: str) -> dict[str, Any]:
+def _data_cfg(tmp_path: Path, *extra: str) -> DataConfig:
     return compose(tiny_overrides(tmp_path, "data=local_labeled", "finetune=seq2seq", *extra)).data
 
 

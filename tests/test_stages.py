@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def test_second_prep_is_a_cache_hit_without_retokenizing(ctx: StageContext, prep
 
 
 def test_changed_input_is_a_cache_miss(ctx: StageContext, prep_rec: dict[str, Any]) -> None:
-    other = StageContext.create({**ctx.cfg, "data": {**ctx.cfg.data, "seed": 99}})
+    other = StageContext.create(replace(ctx.cfg, data=replace(ctx.cfg.data, seed=99)))
     rec = stages.prep(other)
     assert rec["cache_hit"] is False and rec["fingerprint"] != prep_rec["fingerprint"]
 
@@ -120,7 +121,7 @@ def test_failed_pretrain_publishes_nothing_and_marks_the_run_failed(
         raise RuntimeError("simulated crash mid-training")
 
     monkeypatch.setattr(modules.training.recipes, "pretrain_language_model", crash)
-    other = StageContext.create({**ctx.cfg, "seed": 12345})
+    other = StageContext.create(replace(ctx.cfg, seed=12345))
     with pytest.raises(RuntimeError, match="simulated crash"):
         stages.pretrain(other, prep_rec)
     cache_root = ctx.home / "cache" / "pretrain"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import tiny_overrides
 
-from modules.config import FinetuneConfig, ModelConfig
+from modules.config import DataConfig, FinetuneConfig, ModelConfig
 from modules.data.conll import tagging_splits
 from modules.data.errors import DataError
 from modules.data.synthetic import generate
@@ -76,9 +76,9 @@ def test_synthetic_sentences_mix_topics() -> None:
 
 # --- CoNLL files ----------------------------------------------------------------------------------
 
-def _cfg(path: Any, **kw: Any) -> dict[str, Any]:
-    return {"path": path, "validation_path": None, "test_path": None, "format": "auto", "encoding": "utf-8",
-            "labeled_val_fraction": 0.2, "labeled_test_fraction": 0.2, "seed": 3, **kw}
+def _cfg(path: Any, **kw: Any) -> DataConfig:
+    return replace(DataConfig(path=path, validation_path=None, test_path=None, format="auto", encoding="utf-8",
+                              labeled_val_fraction=0.2, labeled_test_fraction=0.2, seed=3), **kw)
 
 
 CONLL = """-DOCSTART- -X- -X- O
