@@ -255,4 +255,5 @@ def test_preflight_load_is_reused_by_prep_and_a_cached_prep_skips_it(tmp_path: P
     path.write_bytes(b"")  # new contents: the cached prep does not vouch for them
     with pytest.raises(UserError, match="data.path: file is empty"):
         check_inputs(cfg, "prep")
-    assert load_raw(dataclasses.replace(cfg.data, path=str(_tsv(tmp_path / "u.tsv", _good_rows(12))))).label_names == ["0", "1"]
+    other_file = dataclasses.replace(cfg.data, path=str(_tsv(tmp_path / "u.tsv", _good_rows(12))))
+    assert load_raw(other_file).label_names == ["0", "1"]

@@ -75,6 +75,8 @@ def test_synthetic_sentences_mix_topics() -> None:
 
 
 # --- CoNLL files ----------------------------------------------------------------------------------
+TAGGING = FinetuneConfig(task="token_classification")
+
 
 def _cfg(path: Any, **kw: Any) -> DataConfig:
     return replace(DataConfig(path=path, validation_path=None, test_path=None, format="auto", encoding="utf-8",
@@ -177,7 +179,7 @@ def test_one_labelled_sub_token_per_word(tokenizers: dict[str, Any], family: str
     tok = tokenizers[family]
     # two cue words glued into one unseen word: several sub-tokens with either tokenizer
     rows = [([DATA.lexicon.cues[0][0] + DATA.lexicon.cues[1][0], *DATA.lexicon.nouns[:2], "."], [1, 0, 2, 0])]
-    ds = TASK.tokenize(TASK.to_dataset(rows, ["O", "B-A", "I-A"]), tok, family, 64, FinetuneConfig(task="token_classification"))
+    ds = TASK.tokenize(TASK.to_dataset(rows, ["O", "B-A", "I-A"]), tok, family, 64, TAGGING)
     row = ds[0]
     assert len(row["input_ids"]) == len(row["labels"]) == len(row["word_index"]) == len(row["attention_mask"])
     labelled = [i for i, y in enumerate(row["labels"]) if y != IGNORE]
@@ -196,7 +198,7 @@ def test_one_labelled_sub_token_per_word(tokenizers: dict[str, Any], family: str
 @pytest.mark.parametrize("family", ["causal", "masked"])
 def test_truncation_keeps_lengths_consistent(tokenizers: dict[str, Any], family: str) -> None:
     rows, names = generate_tagging(DATA.lexicon, 1, {"test": 6})
-    ds = TASK.tokenize(TASK.to_dataset(rows["test"], names), tokenizers[family], family, 6, FinetuneConfig(task="token_classification"))
+    ds = TASK.tokenize(TASK.to_dataset(rows["test"], names), tokenizers[family], family, 6, TAGGING)
     for row, (words, tags) in zip(ds, rows["test"], strict=True):
         assert len(row["input_ids"]) == len(row["labels"]) == len(row["word_index"]) <= 6
         kept = [w for w in row["word_index"] if w >= 0]
@@ -213,7 +215,7 @@ def test_head_gives_one_score_per_token_and_tag(tokenizers: dict[str, Any], tmp_
     tok = tokenizers[family]
     build_lm(lm_config(replace(MODEL, arch=arch), tok), family).save_pretrained(str(tmp_path))
     rows, names = generate_tagging(DATA.lexicon, 2, {"train": 5})
-    ds = TASK.tokenize(TASK.to_dataset(rows["train"], names), tok, family, 64, FinetuneConfig(task="token_classification"))
+    ds = TASK.tokenize(TASK.to_dataset(rows["train"], names), tok, family, 64, TAGGING)
     data = TASK.datamodule({"train": ds, "validation": ds, "test": ds}, tok, family, 5, 5)
     batch = next(iter(data.test_dataloader()))
     for init in ("pretrained", "scratch"):

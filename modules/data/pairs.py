@@ -37,8 +37,9 @@ def read_pairs(paths: list[Path], key: str, cfg: DataConfig) -> list[tuple[str, 
         for row, (src, tgt) in enumerate(zip(sources, targets, strict=True), 1):
             for value, column in ((src, "data.source_column"), (tgt, "data.target_column")):
                 if value is None or not str(value).strip():
+                    name = getattr(cfg, column.split(".")[1])
                     raise DataError(f"{key}: {path} data row {row} has an empty {column} "
-                                    f"({getattr(cfg, column.split('.')[1])!r}) cell; every pair needs a source and a target")
+                                    f"({name!r}) cell; every pair needs a source and a target")
             out.append((str(src).strip(), str(tgt).strip()))
     return out
 

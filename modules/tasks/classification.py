@@ -75,8 +75,8 @@ class Classification(Task):
                          label_names: list[str], finetune_cfg: FinetuneConfig) -> L.LightningModule:
         from modules.training.classification import SequenceClassification
 
-        return SequenceClassification(model, len(label_names), required(finetune_cfg.lr, "finetune.lr"), finetune_cfg.weight_decay,
-                                      finetune_cfg.warmup_ratio)
+        return SequenceClassification(model, len(label_names), required(finetune_cfg.lr, "finetune.lr"),
+                                      finetune_cfg.weight_decay, finetune_cfg.warmup_ratio)
 
     def prediction_rows(self, test: Dataset, outputs: list[Any], label_names: list[str]) -> list[dict[str, Any]]:
         return [{"index": i, "text": text, "label": label, "prediction": pred}

@@ -234,8 +234,8 @@ class TokenClassification(Task):
                          label_names: list[str], finetune_cfg: FinetuneConfig) -> L.LightningModule:
         from modules.training.token_classification import TokenTagging
 
-        return TokenTagging(model, len(label_names), required(finetune_cfg.lr, "finetune.lr"), finetune_cfg.weight_decay,
-                            finetune_cfg.warmup_ratio)
+        return TokenTagging(model, len(label_names), required(finetune_cfg.lr, "finetune.lr"),
+                            finetune_cfg.weight_decay, finetune_cfg.warmup_ratio)
 
     def prediction_rows(self, test: Dataset, outputs: list[Any], label_names: list[str]) -> list[dict[str, Any]]:
         return [{"index": i, "tokens": words, "tags": [label_names[t] for t in tags],

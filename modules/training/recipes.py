@@ -136,7 +136,8 @@ def pretrain_language_model(
     data = LanguageModelingData(prep_dir / "lm", tokenizer, family, pretrain_cfg.batch_size,
                                 pretrain_cfg.mlm_probability, seed=seed,
                                 mask_ratio=pretrain_cfg.mask_ratio, poisson_lambda=pretrain_cfg.poisson_lambda,
-                                num_workers=default_num_workers(trainer_cfg.accelerator) if workers is None else workers)
+                                num_workers=default_num_workers(trainer_cfg.accelerator) if workers is None
+                                else workers)
     precision = resolve_precision(trainer_cfg.precision, trainer_cfg.accelerator)
     # Without a grad scaler (fp32, bf16) the module clips and AdamW runs fused. fp16's
     # scaler needs Lightning's unscale-then-clip path, and FSDP's sharded gradients its

@@ -103,7 +103,8 @@ def _check_local_family(cfg: TransferLabConfig, init: str) -> None:
     if kind_of(init) != "local":
         return
     config = json.loads((Path(init).expanduser().resolve() / "config.json").read_text())
-    check_task_family(cfg.finetune.task, family_of(config, init), f"the {init_label(init)} checkpoint in finetune.inits")
+    check_task_family(cfg.finetune.task, family_of(config, init),
+                      f"the {init_label(init)} checkpoint in finetune.inits")
 
 
 def _prep_record(cfg: TransferLabConfig) -> dict[str, Any] | None:

@@ -55,7 +55,8 @@ def _tokenizer_identity(cfg: TransferLabConfig) -> dict[str, Any]:
     from modules.data.tokenization import pretrained_tokenizer_path, tokenizer_kind_for
 
     family, model = cfg.model.family, cfg.model
-    ident: dict[str, Any] = {**asdict(cfg.tokenizer), "kind": tokenizer_kind_for(family, cfg.tokenizer.kind, model.init)}
+    kind = tokenizer_kind_for(family, cfg.tokenizer.kind, model.init)
+    ident: dict[str, Any] = {**asdict(cfg.tokenizer), "kind": kind}
     if ident["kind"] == "pretrained":
         path = pretrained_tokenizer_path(cfg.tokenizer, model)
         ident["path"] = path
@@ -115,7 +116,8 @@ def prep(ctx: StageContext) -> dict[str, Any]:
                 write_record(tmp, {"stage": "prep", "fingerprint": fp, "run_id": run.run_id, "stats": stats})
             run.log_artifact(cache.path(fp) / "tokenizer")
             log.info("prep: %d LM blocks of %d tokens, %s labeled rows, vocab %d",
-                     stats["lm_blocks"]["train"], cfg.pretrain.block_size, stats["labeled_rows"] or "no", stats["vocab_size"])
+                     stats["lm_blocks"]["train"], cfg.pretrain.block_size, stats["labeled_rows"] or "no",
+                     stats["vocab_size"])
         run.log_metrics(_stats_metrics(stats))
         _log_inputs(run, stats)
         run.log_artifact(cache.path(fp) / "stats.json")
