@@ -126,7 +126,7 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
                         "pretrain.max_steps=200000; limits: pretrain.max_steps, finetune.max_epochs, model.parameters, "
                         "model.n_layer/n_embd/n_head/n_inner/max_positions, tokenizer.vocab_size, trainer.devices, "
                         "trainer.num_nodes, sweep.points, sweep.parallel, batch sizes, lengths, data sizes; "
-                        "defaults fit this machine (README: UI input is untrusted)")
+                        "defaults fit this machine (docs/operations.md: UI input is untrusted)")
     p.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                    help="defaults for every served run, applied before the UI's (e.g. trainer=gpu)")
 

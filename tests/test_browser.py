@@ -6,7 +6,7 @@ is the real pipeline, and the metric the MLflow UI must show is read back throug
 
 Screenshots go to $TRANSFERLAB_TEST_ARTIFACTS (default <repo>/test-artifacts/); with
 TRANSFERLAB_UPDATE_DOCS=1 the served pipeline is the built-in default (a few minutes, real
-numbers) and the screenshots are also copied to docs/ for the README.
+numbers) and the screenshots are also copied to docs/ for the README and docs/operations.md.
 """
 
 from __future__ import annotations
