@@ -7,10 +7,9 @@ one place that talks to Hydra, and it turns every composition failure into a
 
 from __future__ import annotations
 
-import copy
 import os
 import re
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -210,14 +209,6 @@ def compose(overrides: list[str] | None = None) -> TransferLabConfig:
     for key in DATA_PATH_KEYS:
         setattr(cfg.data, key, _absolute_paths(getattr(cfg.data, key)))
     return cfg
-
-
-def as_dict(cfg: Any) -> dict[str, Any]:
-    """A config (or sub-config) as a plain dict, keys in the schema's field order: for JSON,
-    fingerprints and MLflow params. A dict is returned as a copy."""
-    if is_dataclass(cfg) and not isinstance(cfg, type):
-        return asdict(cfg)
-    return copy.deepcopy(dict(cfg))
 
 
 def _absolute_paths(value: Any) -> Any:
@@ -482,14 +473,14 @@ def _check_data(data: DataConfig) -> None:
         raise ConfigError("missing value for 'data.text_column' (a column name or a 0-based position)")
 
 
-def to_yaml(cfg: TransferLabConfig | dict[str, Any]) -> str:
-    return OmegaConf.to_yaml(OmegaConf.create(as_dict(cfg)))
+def to_yaml(cfg: TransferLabConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create(asdict(cfg)))
 
 
 def flatten(cfg: TransferLabConfig | dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Dotted key -> string value, as MLflow params want them."""
+    """Dotted key -> string value, as MLflow params want them (keys in the schema's order)."""
     out: dict[str, str] = {}
-    for key, value in as_dict(cfg).items():
+    for key, value in (cfg if isinstance(cfg, dict) else asdict(cfg)).items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(flatten(value, f"{dotted}."))
