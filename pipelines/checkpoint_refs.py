@@ -21,11 +21,12 @@ import logging
 import os
 import re
 from dataclasses import asdict
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from modules.config import ModelConfig
+from modules.models.checkpoints import content_digest, family_of, read_config, size_keys
+from modules.training.learning_rates import default_pretrain_lr
 from pipelines.cache.store import RECORD, atomic_dir, write_record
 from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import UserError
@@ -343,12 +344,12 @@ def resolve_init(cfg: TransferLabConfig) -> TransferLabConfig:
         return cfg
     _check_tokenizer_kind(cfg)
     path = locate_checkpoint(cfg, init)
-    config = _json(path / "config.json")
+    config = read_config(path)
     family = family_of(config, init)
     before = (model.arch, model.family)
     model.init_path = str(path)
     model.arch, model.family = config["model_type"], family
-    for key, value in _sizes(path, model.trust_remote_code).items():
+    for key, value in size_keys(path, model.trust_remote_code).items():
         setattr(model, key, value)
     log.info("model.init: %s -> %s; architecture from the checkpoint: arch=%s family=%s (preset said %s/%s)",
              init, path, model.arch, family, *before)
@@ -357,10 +358,8 @@ def resolve_init(cfg: TransferLabConfig) -> TransferLabConfig:
         cfg.tokenizer.path = str(path)
         log.info("model.init: tokenizer.kind=auto -> pretrained (the checkpoint's own tokenizer)")
     if cfg.pretrain.lr is None:
-        from pipelines.config.compose import CONTINUE_LR
-
-        cfg.pretrain.lr = CONTINUE_LR  # adapt a trained model gently; 3e-3 would wreck it
-        log.info("model.init: pretrain.lr=null -> %g for continued pretraining", CONTINUE_LR)
+        cfg.pretrain.lr = default_pretrain_lr(family, continued=True)  # adapt a trained model gently
+        log.info("model.init: pretrain.lr=null -> %g for continued pretraining", cfg.pretrain.lr)
     for key in ("pretrain.block_size", "finetune.max_length"):
         group, name = key.split(".")
         value = getattr(getattr(cfg, group), name)
@@ -370,73 +369,9 @@ def resolve_init(cfg: TransferLabConfig) -> TransferLabConfig:
     return cfg
 
 
-def family_of(config: dict[str, Any], init: str = "") -> str:
-    """causal | masked | seq2seq, from ``architectures`` (the head it was saved with), else
-    from what transformers offers for its ``model_type`` (a bare encoder like BertModel -> masked)."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
-    )
-
-    for arch in config.get("architectures") or []:
-        if arch.endswith(("ForCausalLM", "LMHeadModel")):
-            return "causal"
-        if arch.endswith(("ForMaskedLM", "ForPreTraining")):
-            return "masked"
-        if arch.endswith("ForConditionalGeneration") or config.get("is_encoder_decoder"):
-            return "seq2seq"
-    model_type = config["model_type"]
-    if config.get("is_encoder_decoder") or model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
-        return "seq2seq"
-    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        return "masked"
-    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return "causal"
-    raise UserError(f"model.init={init!r}: cannot tell whether model_type {model_type!r} is a causal, masked "
-                    "or seq2seq LM")
-
-
-def _sizes(path: Path, trust_remote_code: bool) -> dict[str, Any]:
-    """Size keys as the checkpoint has them (they feed MFU and the block-size checks)."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    out: dict[str, Any] = {}
-    for key, attr in (("n_layer", "num_hidden_layers"), ("n_embd", "hidden_size"), ("n_head", "num_attention_heads"),
-                      ("max_positions", "max_position_embeddings")):
-        value = getattr(config, attr, None)
-        if isinstance(value, int):
-            out[key] = value
-    inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
-    if isinstance(inner, int):
-        out["n_inner"] = inner
-    return out
-
-
 def passthrough(cfg: TransferLabConfig) -> bool:
     """pretrain.max_steps=0 with a checkpoint: the checkpoint itself is the pretrained export."""
     return not is_scratch(cfg.model) and cfg.pretrain.max_steps == 0
-
-
-@lru_cache(maxsize=16)
-def _digest(path: str, signature: tuple[tuple[str, int, int], ...]) -> str:
-    h = hashlib.sha256()
-    for name, _, _ in signature:
-        h.update(name.encode())
-        with open(Path(path) / name, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def content_digest(path: str | Path) -> str:
-    """sha256 over config.json and the safetensors files: what the weights *are*, not where they
-    came from (an alias can move; a local dir can be overwritten)."""
-    path = Path(path)
-    files = sorted([path / "config.json", *path.glob("*.safetensors")])
-    signature = tuple((f.name, (st := os.stat(f)).st_size, st.st_mtime_ns) for f in files)
-    return _digest(str(path), signature)
 
 
 def model_identity(model_cfg: ModelConfig) -> dict[str, Any]:

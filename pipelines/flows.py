@@ -33,30 +33,31 @@ STAGES = ("prep", "pretrain", "finetune", "evaluate")
 
 # Reuse across runs is the stage cache's job (content-addressed, visible in MLflow);
 # Prefect's default policy keys on the flow run and would only add hashing work.
-# Task runs are named after the stage (not "prep-a3f"), so the Prefect UI reads as the pipeline.
+# Task runs are named after the stage (not "prep-a3f"), so the Prefect UI reads as the pipeline;
+# the Python names end in _task so that ``prep`` etc. name only the stage functions (pipelines.stages).
 def _task(name: str) -> Any:
     return task(name=name, task_run_name=name, cache_policy=NO_CACHE, persist_result=False)
 
 
 @_task("prep")
-def prep(cfg: TransferLabConfig, parent_run_id: str) -> dict[str, Any]:
+def prep_task(cfg: TransferLabConfig, parent_run_id: str) -> dict[str, Any]:
     return stages.prep(StageContext.create(cfg, parent_run_id))
 
 
 @_task("pretrain")
-def pretrain(cfg: TransferLabConfig, prep_record: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
+def pretrain_task(cfg: TransferLabConfig, prep_record: dict[str, Any], parent_run_id: str) -> dict[str, Any]:
     return stages.pretrain(StageContext.create(cfg, parent_run_id), prep_record)
 
 
 @_task("finetune")
-def finetune(cfg: TransferLabConfig, prep_record: dict[str, Any], pretrain_record: dict[str, Any], init: str,
-             parent_run_id: str) -> dict[str, Any]:
+def finetune_task(cfg: TransferLabConfig, prep_record: dict[str, Any], pretrain_record: dict[str, Any], init: str,
+                  parent_run_id: str) -> dict[str, Any]:
     return stages.finetune(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, init)
 
 
 @_task("evaluate")
-def evaluate(cfg: TransferLabConfig, prep_record: dict[str, Any], pretrain_record: dict[str, Any],
-             finetune_records: list[dict[str, Any]], parent_run_id: str) -> dict[str, Any]:
+def evaluate_task(cfg: TransferLabConfig, prep_record: dict[str, Any], pretrain_record: dict[str, Any],
+                  finetune_records: list[dict[str, Any]], parent_run_id: str) -> dict[str, Any]:
     return stages.evaluate(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, finetune_records)
 
 
@@ -96,14 +97,14 @@ def run_pipeline(cfg: TransferLabConfig, until: str = "evaluate") -> dict[str, A
         lease.bind(parent)
         tracker.log_config(parent, cfg)
         log.info("pipeline: MLflow parent run %s in %s", parent, tracking_uri(cfg))
-        records: list[dict[str, Any]] = [prep_record := prep(cfg, parent)]
+        records: list[dict[str, Any]] = [prep_record := prep_task(cfg, parent)]
         summary: dict[str, Any] = {"parent_run_id": parent, "tracking_uri": tracking_uri(cfg),
                                    "experiment": cfg.tracking.experiment,
                                    "experiment_id": tracker.experiment_id, "until": until}
         if until != "prep":
-            records.append(pretrain_record := pretrain(cfg, prep_record, parent))
+            records.append(pretrain_record := pretrain_task(cfg, prep_record, parent))
         if until in ("finetune", "evaluate"):
-            tuned = [finetune.with_options(task_run_name=f"finetune[{init_label(init)}]")(
+            tuned = [finetune_task.with_options(task_run_name=f"finetune[{init_label(init)}]")(
                 cfg, prep_record, pretrain_record, init, parent) for init in cfg.finetune.inits]
             records += tuned
             from modules.tasks import HEADLINE
@@ -112,7 +113,7 @@ def run_pipeline(cfg: TransferLabConfig, until: str = "evaluate") -> dict[str, A
             summary["metric"] = HEADLINE[cfg.finetune.task]
             summary["accuracy"] = {r["init"]: r["metrics"].get(f"test/{summary['metric']}") for r in tuned}
         if until == "evaluate":
-            records.append(ev := evaluate(cfg, prep_record, pretrain_record, tuned, parent))
+            records.append(ev := evaluate_task(cfg, prep_record, pretrain_record, tuned, parent))
             summary["report"] = ev["report"]
             summary["evaluate"] = ev["metrics"]
             for name_ in ev["artifacts"]:  # the report and the plots it links to

@@ -36,7 +36,7 @@ from pipelines.config.compose import check_task, check_zero_shot, compose
 from pipelines.config.preflight import check_budget, check_inputs
 from pipelines.config.schema import SweepConfig, TransferLabConfig
 from pipelines.errors import UserError
-from pipelines.flows import carbon_totals, prep, pretrain
+from pipelines.flows import carbon_totals, prep_task, pretrain_task
 from pipelines.runtime import lifecycle
 from pipelines.stages.common import StageContext
 from pipelines.tracking import liveness
@@ -253,8 +253,8 @@ def run_sweep(cfg: TransferLabConfig) -> dict[str, Any]:
         lease.bind(parent)
         tracker.log_config(parent, cfg)
         log.info("sweep: MLflow parent run %s in %s", parent, tracking_uri(cfg))
-        prep_record = prep(cfg, parent)
-        pretrain_record = pretrain(cfg, prep_record, parent)
+        prep_record = prep_task(cfg, parent)
+        pretrain_record = pretrain_task(cfg, prep_record, parent)
         pool = prep_record["labeled_rows"]["train"]
         points = plan(cfg.sweep, cfg.finetune.inits, pool)
         _check_budgets(cfg, points, prep_record["label_names"])

@@ -165,9 +165,8 @@ def test_trainer_choices_match_the_installed_lightning() -> None:
 
 def test_vocab_floor_matches_the_tokenizer_specials() -> None:
     """min_vocab_size counts the special tokens modules/data/tokenization.py really adds."""
-    from modules.data.tokenization import _AUTO_KIND, _SPECIAL_ORDER
-    from pipelines.config.compose import _AUTO_TOKENIZER, SPECIAL_TOKENS, min_vocab_size
+    from modules.data.tokenization import _SPECIAL_ORDER
+    from modules.data.tokenizer_kinds import SPECIAL_TOKENS, min_vocab_size
 
     assert SPECIAL_TOKENS == {family: len(tokens) for family, tokens in _SPECIAL_ORDER.items()}
-    assert _AUTO_TOKENIZER == _AUTO_KIND  # the kind `auto` trains, as the tokenizer module picks it
     assert min_vocab_size("auto", "causal") == 258 and min_vocab_size("pretrained", "masked") is None

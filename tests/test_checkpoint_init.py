@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import tiny_overrides
 
+from modules.training.learning_rates import CHECKPOINT_LR
 from pipelines import stages
-from pipelines.config.compose import CHECKPOINT_LR, compose
+from pipelines.config.compose import compose
 from pipelines.config.preflight import check_inputs
 from pipelines.errors import UserError
 from pipelines.stages.common import StageContext

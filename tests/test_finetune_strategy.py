@@ -17,7 +17,8 @@ from modules.data.synthetic import generate
 from modules.data.tokenization import train_tokenizer
 from modules.models.factory import build_classifier, build_lm, lm_config
 from modules.models.freeze import StrategyError, apply_strategy
-from pipelines.config.compose import STRATEGY_LR, compose
+from modules.training.learning_rates import STRATEGY_LR
+from pipelines.config.compose import compose
 from pipelines.errors import ConfigError
 
 DATA = generate(seed=5, corpus_documents=120, labeled_train=8, labeled_val=4, labeled_test=4, words_per_topic=8,

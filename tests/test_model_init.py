@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import tiny_overrides
 
+from modules.models.checkpoints import content_digest, family_of
 from pipelines.checkpoint_refs import (
     check_init,
-    content_digest,
-    family_of,
     model_identity,
     parse_models_uri,
     resolve_init,
@@ -70,13 +69,6 @@ def test_fingerprint_identity_is_the_content_not_the_path(tmp_path: Path, gpt2_d
     cfg = json.loads((copy / "config.json").read_text())
     (copy / "config.json").write_text(json.dumps({**cfg, "resid_pdrop": 0.3}))
     assert content_digest(copy) != before
-
-
-def test_bare_encoder_is_a_masked_lm() -> None:
-    assert family_of({"model_type": "bert", "architectures": ["BertModel"]}) == "masked"
-    assert family_of({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}) == "causal"
-    assert family_of({"model_type": "bart", "architectures": ["BartForConditionalGeneration"]}) == "seq2seq"
-    assert family_of({"model_type": "t5", "is_encoder_decoder": True}) == "seq2seq"
 
 
 def test_models_uri_accepts_versions_and_aliases() -> None:

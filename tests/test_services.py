@@ -75,6 +75,15 @@ def test_deployment_parameters_are_typed_with_presets_as_choices() -> None:
     assert sweep["budgets"]["anyOf"][0]["items"] == {"type": "integer"}
 
 
+def test_each_deployed_flow_loads_by_its_module_path() -> None:
+    """A deployment's entrypoint is module.function (EntrypointType.MODULE_PATH): each flow's
+    function name must be the module attribute that holds it, distinct from the CLI's flows."""
+    from pipelines.serve import deployments
+
+    for f in deployments.FLOWS:
+        assert f.fn.__name__.startswith("ui_") and getattr(deployments, f.fn.__name__) is f
+
+
 def test_typed_parameters_become_overrides_before_the_free_form_ones() -> None:
     from pipelines.serve.deployments import ui_overrides
 
@@ -88,15 +97,15 @@ def test_a_rejected_ui_run_fails_with_one_line_before_any_work(tmp_path: Path, p
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from pipelines.serve.deployments import SERVER_OVERRIDES_ENV, transfer_learning
+    from pipelines.serve.deployments import SERVER_OVERRIDES_ENV, ui_transfer_learning
 
     monkeypatch.setenv(SERVER_OVERRIDES_ENV, json.dumps(tiny_overrides(tmp_path)))
-    state = transfer_learning(overrides=["hydra.job.chdir=true"], return_state=True)
+    state = ui_transfer_learning(overrides=["hydra.job.chdir=true"], return_state=True)
     assert state.is_failed()
     assert state.message == ("transferlab: rejected override 'hydra.job.chdir=true': hydra.* configures Hydra's "
                              "runtime and is not accepted")
     assert not (tmp_path / "mlflow.db").exists()  # no parent run, no stage started
-    state = transfer_learning(experiment="data_efficiency", return_state=True)
+    state = ui_transfer_learning(experiment="data_efficiency", return_state=True)
     assert state.is_failed() and "start the data_efficiency deployment" in state.message
 
 

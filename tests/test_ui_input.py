@@ -433,16 +433,16 @@ def test_served_flows_refuse_before_any_work_and_show_no_secret(tmp_path: Path, 
                                                                 secret_env: None,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from pipelines.config.limits import LIMITS_ENV, parse_operator_limits
-    from pipelines.serve.deployments import SERVER_OVERRIDES_ENV, data_efficiency, transfer_learning
+    from pipelines.serve.deployments import SERVER_OVERRIDES_ENV, ui_data_efficiency, ui_transfer_learning
 
     monkeypatch.setenv(SERVER_OVERRIDES_ENV, json.dumps(tiny_overrides(tmp_path)))
     monkeypatch.setenv(LIMITS_ENV, json.dumps(parse_operator_limits(["pretrain.max_steps=1000"])))
-    state = transfer_learning(overrides=[r"tracking.run_name=$\{oc.env:SECRET\}"], return_state=True)
+    state = ui_transfer_learning(overrides=[r"tracking.run_name=$\{oc.env:SECRET\}"], return_state=True)
     assert state.is_failed() and "tracking.run_name" in state.message and SECRET not in state.message
-    state = transfer_learning(max_steps=5000, return_state=True)  # a typed parameter meets the operator's limit
+    state = ui_transfer_learning(max_steps=5000, return_state=True)  # a typed parameter meets the operator's limit
     assert state.is_failed() and state.message == (
         "transferlab: rejected value for 'pretrain.max_steps': 5000 exceeds this service's limit 1000 (the operator "
         "raises it with transferlab up/serve --max pretrain.max_steps=N)")
-    state = data_efficiency(budgets=list(range(1, 40)), seeds=list(range(40)), return_state=True)
+    state = ui_data_efficiency(budgets=list(range(1, 40)), seeds=list(range(40)), return_state=True)
     assert state.is_failed() and "--max sweep.points=N" in state.message
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "cache").exists()  # nothing started

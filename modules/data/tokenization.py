@@ -35,6 +35,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from modules.config import ModelConfig, TokenizerConfig
 from modules.data.errors import DataError
+from modules.data.tokenizer_kinds import AUTO_KIND, TRAINED_KINDS
 
 CAUSAL_SPECIAL = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<pad>"}
 MASKED_SPECIAL = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
@@ -47,10 +48,8 @@ _SPECIAL_ORDER = {
     "seq2seq": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
 }
 
-TRAINED_KINDS = ("bpe", "wordpiece", "unigram")
 # The family each algorithm is classically paired with: the specials when none is given.
 _CLASSIC_FAMILY = {"bpe": "causal", "wordpiece": "masked", "unigram": "seq2seq"}
-_AUTO_KIND = {"causal": "bpe", "masked": "wordpiece", "seq2seq": "bpe"}
 
 
 def tokenizer_kind_for(family: str, kind: str, init: str = "scratch") -> str:
@@ -61,7 +60,7 @@ def tokenizer_kind_for(family: str, kind: str, init: str = "scratch") -> str:
         return kind
     if init not in ("scratch", "", None):
         return "pretrained"
-    return _AUTO_KIND[family]
+    return AUTO_KIND[family]
 
 
 def pretrained_tokenizer_path(tokenizer_cfg: TokenizerConfig, model_cfg: ModelConfig | None) -> str:

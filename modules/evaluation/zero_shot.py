@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -123,21 +124,20 @@ def zero_shot_classify(
 
 @dataclass
 class ZeroShotTest:
-    texts: list[str]
-    labels: list[int]
-    predictions: list[int]
-    metrics: dict[str, float]  # test/accuracy, test/f1_macro
+    rows: list[dict[str, Any]]  # one per test text: index, text, label, prediction (the classification task's rows)
+    metrics: dict[str, float]  # test/accuracy, test/f1_macro, test/f1/<class>: the classification task's score
     verbalizers: list[str]
 
 
 def zero_shot_test(prep_dir: str | Path, source_model: str | Path, template: str, verbalizers: Sequence[str] | None,
                    normalize: bool, batch_size: int, trust_remote_code: bool = False) -> ZeroShotTest:
     """Zero-shot predictions on the prep's labeled test split (its raw ``text`` column)
-    from the causal LM exported at ``source_model``."""
+    from the causal LM exported at ``source_model``, as prediction rows and scored like a
+    fine-tuned classifier's (``modules.tasks.classification``), so the report compares alike."""
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from modules.evaluation.metrics import classification_metrics
+    from modules.tasks.classification import TASK
 
     test = load_from_disk(str(Path(prep_dir) / "labeled"))["test"]
     names = test.features["label"].names
@@ -145,6 +145,7 @@ def zero_shot_test(prep_dir: str | Path, source_model: str | Path, template: str
     tokenizer = AutoTokenizer.from_pretrained(str(source_model))
     model = load_lm(source_model, "causal", trust_remote_code)
     result = zero_shot_classify(model, tokenizer, test["text"], words, template, normalize, batch_size)
-    labels = list(test["label"])
-    m = classification_metrics(labels, result.predictions, len(names))
-    return ZeroShotTest(list(test["text"]), labels, result.predictions, {f"test/{k}": v for k, v in m.items()}, words)
+    rows = [{"index": i, "text": t, "label": y, "prediction": p}
+            for i, (t, y, p) in enumerate(zip(test["text"], test["label"], result.predictions, strict=True))]
+    metrics = {f"test/{k}": v for k, v in TASK.score(rows, names).items()}
+    return ZeroShotTest(rows, metrics, words)

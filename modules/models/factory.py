@@ -103,12 +103,12 @@ DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob"
                 "summary_first_dropout", "dropout", "attention_dropout", "classifier_dropout")
 
 
-def build_with_head(auto_class: Any, source: str | Path, init: str, dropout: float | None = None,
+def build_with_head(auto_class: Any, source: str | Path, weights: str, dropout: float | None = None,
                     trust_remote_code: bool = False, **config_overrides: Any) -> PreTrainedModel:
     """``auto_class`` (a transformers Auto class: a task head) on the architecture of the
     checkpoint at ``source``.
 
-    init="pretrained" loads its weights (a head it lacks is new); init="scratch" keeps only
+    weights="pretrained" loads its weights (a head it lacks is new); weights="scratch" keeps only
     its config, so both differ in nothing but the weights.
     """
     config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code, **config_overrides)
@@ -116,28 +116,28 @@ def build_with_head(auto_class: Any, source: str | Path, init: str, dropout: flo
         for key in DROPOUT_KEYS:
             if hasattr(config, key) or key == "classifier_dropout":  # heads read it when set
                 setattr(config, key, dropout)
-    if init == "pretrained":
+    if weights == "pretrained":
         # from_pretrained returns eval mode; train mode keeps dropout on, as for scratch.
         return auto_class.from_pretrained(str(source), config=config, use_safetensors=True,
                                           trust_remote_code=trust_remote_code).train()
-    if init == "scratch":
+    if weights == "scratch":
         return auto_class.from_config(config, attn_implementation="sdpa", trust_remote_code=trust_remote_code)
-    raise ValueError(f"unknown init {init!r} (choices: pretrained, scratch)")
+    raise ValueError(f"unknown weights {weights!r} (choices: pretrained, scratch)")
 
 
-def build_classifier(source: str | Path, init: str, num_labels: int, dropout: float | None = None,
+def build_classifier(source: str | Path, weights: str, num_labels: int, dropout: float | None = None,
                      trust_remote_code: bool = False) -> PreTrainedModel:
     """A sequence classifier with the architecture of the checkpoint at ``source``."""
-    return build_with_head(AutoModelForSequenceClassification, source, init, dropout, trust_remote_code,
+    return build_with_head(AutoModelForSequenceClassification, source, weights, dropout, trust_remote_code,
                            num_labels=num_labels)
 
 
-def build_token_classifier(source: str | Path, init: str, label_names: list[str], dropout: float | None = None,
+def build_token_classifier(source: str | Path, weights: str, label_names: list[str], dropout: float | None = None,
                            trust_remote_code: bool = False) -> PreTrainedModel:
     """A per-token tagger (``AutoModelForTokenClassification``), tag names kept in the config."""
     from transformers import AutoModelForTokenClassification
 
-    return build_with_head(AutoModelForTokenClassification, source, init, dropout, trust_remote_code,
+    return build_with_head(AutoModelForTokenClassification, source, weights, dropout, trust_remote_code,
                            num_labels=len(label_names), id2label=dict(enumerate(label_names)),
                            label2id={name: i for i, name in enumerate(label_names)})
 

@@ -23,10 +23,10 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from modules.data.errors import DataError
+from modules.models.choices import STRATEGIES
 
 log = logging.getLogger("transferlab")
 
-STRATEGIES = ("full", "linear_probe", "partial")
 # Submodules of the body that belong to the head: they only transform the pooled
 # representation for the classifier (BERT's dense+tanh over [CLS]).
 HEAD_PARTS_IN_BODY = ("pooler",)

@@ -2,12 +2,13 @@
 
 One module per task (``classification``, ``token_classification``, ``seq2seq``), each
 exposing ``TASK``, an instance of :class:`modules.tasks.base.Task`. The names and the
-family table below are importable without torch, so config validation stays instant.
+tables below are importable without torch, so config validation stays instant; a task's
+module (and torch with it) is imported only when :func:`get_task` asks for it.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,10 +31,36 @@ HEADLINE: dict[str, str] = {
 TASKS = tuple(TASK_FAMILIES)
 
 
+def _classification() -> Task:
+    from modules.tasks.classification import TASK
+
+    return TASK
+
+
+def _token_classification() -> Task:
+    from modules.tasks.token_classification import TASK
+
+    return TASK
+
+
+def _seq2seq() -> Task:
+    from modules.tasks.seq2seq import TASK
+
+    return TASK
+
+
+# finetune.task -> the loader of its Task (a literal import each, so grep finds the module).
+_LOADERS: dict[str, Callable[[], Task]] = {
+    "classification": _classification,
+    "token_classification": _token_classification,
+    "seq2seq": _seq2seq,
+}
+
+
 def get_task(name: str) -> Task:
-    if name not in TASK_FAMILIES:
+    if name not in _LOADERS:
         raise ValueError(f"unknown finetune.task {name!r} (choices: {', '.join(TASKS)})")
-    return import_module(f"modules.tasks.{name}").TASK
+    return _LOADERS[name]()
 
 
 def family_error(task: str, family: str, what: str) -> str | None:

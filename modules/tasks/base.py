@@ -20,15 +20,24 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from modules.config import FinetuneConfig
+from modules.tasks import HEADLINE, TASK_FAMILIES
 
 
 class Task(ABC):
-    name: str
-    families: tuple[str, ...]
-    headline: str  # metric name without "test/", e.g. "accuracy"
+    name: str  # the finetune.task value; keys the tables in modules/tasks/__init__.py
     # (metric name, column title) pairs for the report table; the headline first.
     report_columns: tuple[tuple[str, str], ...]
     predictions_file: str
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The LM families with a head for this task (``modules.tasks.TASK_FAMILIES``)."""
+        return TASK_FAMILIES[self.name]
+
+    @property
+    def headline(self) -> str:
+        """The metric the task is judged by, without "test/", e.g. "accuracy" (``modules.tasks.HEADLINE``)."""
+        return HEADLINE[self.name]
 
     @abstractmethod
     def to_dataset(self, rows: Sequence[Any], label_names: list[str]) -> Dataset:
@@ -53,10 +62,10 @@ class Task(ABC):
         """Model inputs (and ``labels``) for one split."""
 
     @abstractmethod
-    def build_model(self, source: str | Path, init: str, family: str, label_names: list[str],
+    def build_model(self, source: str | Path, weights: str, family: str, label_names: list[str],
                     dropout: float | None, trust_remote_code: bool) -> PreTrainedModel:
         """The task's transformers head on the architecture at ``source``: its weights
-        (init="pretrained"), or its config with fresh weights (init="scratch")."""
+        (weights="pretrained"), or its config with fresh weights (weights="scratch")."""
 
     @abstractmethod
     def datamodule(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, family: str,

@@ -23,8 +23,6 @@ def metric_key(name: str) -> str:
 
 class Classification(Task):
     name = "classification"
-    families = ("causal", "masked", "seq2seq")
-    headline = "accuracy"
     report_columns = (("accuracy", "accuracy"), ("f1_macro", "macro-F1"))
     predictions_file = "predictions.csv"
 
@@ -59,11 +57,11 @@ class Classification(Task):
 
         return tokenize_labeled(ds, tokenizer, max_length, family)
 
-    def build_model(self, source: str | Path, init: str, family: str, label_names: list[str],
+    def build_model(self, source: str | Path, weights: str, family: str, label_names: list[str],
                     dropout: float | None, trust_remote_code: bool) -> PreTrainedModel:
         from modules.models.factory import build_classifier
 
-        return build_classifier(source, init, len(label_names), dropout, trust_remote_code)
+        return build_classifier(source, weights, len(label_names), dropout, trust_remote_code)
 
     def datamodule(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, family: str,
                    batch_size: int, eval_batch_size: int) -> L.LightningDataModule:

@@ -30,11 +30,11 @@ from modules.tasks.base import Task
 
 # Freeze strategies other than full would train only the LM head, which GPT-2 and BART tie
 # to the input embeddings: "freeze the body, train the head" has no meaning there.
-STRATEGIES = ("full",)
+SEQ2SEQ_STRATEGIES = ("full",)
 
 
 def check_strategy(strategy: str) -> None:
-    if strategy not in STRATEGIES:
+    if strategy not in SEQ2SEQ_STRATEGIES:
         from modules.models.freeze import StrategyError
 
         raise StrategyError(f"finetune.strategy={strategy} is not defined for finetune.task=seq2seq (its LM head "
@@ -92,8 +92,6 @@ def tokenize_pairs(ds: Dataset, tokenizer: PreTrainedTokenizerBase, family: str,
 
 class Seq2Seq(Task):
     name = "seq2seq"
-    families = ("causal", "seq2seq")
-    headline = "chrf"
     report_columns = (("chrf", "chrF"), ("bleu", "BLEU"), ("exact_match", "exact match"))
     predictions_file = "predictions.jsonl"
 
@@ -121,13 +119,13 @@ class Seq2Seq(Task):
         check_strategy(finetune_cfg.strategy)  # before any model is built
         return tokenize_pairs(ds, tokenizer, family, max_length, finetune_cfg.max_target_length)
 
-    def build_model(self, source: str | Path, init: str, family: str, label_names: list[str],
+    def build_model(self, source: str | Path, weights: str, family: str, label_names: list[str],
                     dropout: float | None, trust_remote_code: bool) -> PreTrainedModel:
         """The family's LM (GPT-2 or BART with its LM head): the same network pretraining
-        trained, so init=pretrained starts from every pretrained weight, head included."""
+        trained, so weights=pretrained starts from every pretrained weight, head included."""
         from modules.models.factory import LM_AUTO, build_with_head
 
-        return build_with_head(LM_AUTO[family], source, init, dropout, trust_remote_code)
+        return build_with_head(LM_AUTO[family], source, weights, dropout, trust_remote_code)
 
     def datamodule(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, family: str,
                    batch_size: int, eval_batch_size: int) -> L.LightningDataModule:

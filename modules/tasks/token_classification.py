@@ -197,8 +197,6 @@ def tagging_subset(tags: Sequence[Sequence[int]], label_names: Sequence[str], n:
 
 class TokenClassification(Task):
     name = "token_classification"
-    families = ("causal", "masked")
-    headline = "entity_f1"
     report_columns = (("entity_f1", "entity F1"), ("token_accuracy", "token accuracy"))
     predictions_file = "predictions.jsonl"
 
@@ -220,11 +218,11 @@ class TokenClassification(Task):
                  finetune_cfg: FinetuneConfig) -> Dataset:
         return tokenize_tagged(ds, tokenizer, max_length, family)
 
-    def build_model(self, source: str | Path, init: str, family: str, label_names: list[str],
+    def build_model(self, source: str | Path, weights: str, family: str, label_names: list[str],
                     dropout: float | None, trust_remote_code: bool) -> PreTrainedModel:
         from modules.models.factory import build_token_classifier
 
-        return build_token_classifier(source, init, label_names, dropout, trust_remote_code)
+        return build_token_classifier(source, weights, label_names, dropout, trust_remote_code)
 
     def datamodule(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, family: str,
                    batch_size: int, eval_batch_size: int) -> L.LightningDataModule:

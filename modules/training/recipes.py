@@ -234,7 +234,7 @@ def export_checkpoint(init_dir: Path, prep_dir: Path, out_dir: Path, model_cfg: 
     return PretrainResult(0, {}, n_params, None, str(hf_dir))
 
 
-def finetune_task(
+def finetune_on_task(
     job: FinetuneJob,
     finetune_cfg: FinetuneConfig,
     trainer_cfg: TrainerConfig,
@@ -251,7 +251,7 @@ def finetune_task(
     """
     from modules.tasks import get_task
 
-    task_name, init, family, source_model = finetune_cfg.task, job.weights, job.family, job.source_model
+    task_name, weights, family, source_model = finetune_cfg.task, job.weights, job.family, job.source_model
     task = get_task(task_name)
     L.seed_everything(seed, workers=True, verbose=False)
     tokenizer = AutoTokenizer.from_pretrained(str(source_model))
@@ -267,10 +267,10 @@ def finetune_task(
               for split, ds in (("train", subset), ("validation", raw["validation"]), ("test", raw["test"]))}
     data = task.datamodule(splits, tokenizer, family, finetune_cfg.batch_size, eval_batch_size)
 
-    model = task.build_model(source_model, init, family, label_names, finetune_cfg.dropout, job.trust_remote_code)
+    model = task.build_model(source_model, weights, family, label_names, finetune_cfg.dropout, job.trust_remote_code)
     strategy = finetune_cfg.strategy
     frozen = apply_strategy(model, strategy, finetune_cfg.trainable_layers)
-    if init == "scratch" and strategy == "linear_probe":
+    if weights == "scratch" and strategy == "linear_probe":
         log.warning("finetune[scratch]: strategy=linear_probe trains a head on a frozen *random* body; "
                     "a baseline only, not a fine-tune")
     module = task.lightning_module(model, tokenizer, family, label_names, finetune_cfg)
@@ -279,7 +279,7 @@ def finetune_task(
     best = ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor="val/loss", mode="min", save_top_k=1,
                            filename="best")
     stop = EarlyStopping(monitor="val/loss", mode="min", patience=finetune_cfg.patience)
-    name = f"finetune[{job.name or init}]"
+    name = f"finetune[{job.name or weights}]"
     trainer = make_trainer(
         # Scale-out is for pretraining: fine-tunes are small and run on one device in rank 0.
         replace(trainer_cfg, **SINGLE_DEVICE, log_every_n_steps=min(trainer_cfg.log_every_n_steps, steps_per_epoch)),

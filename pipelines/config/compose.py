@@ -9,44 +9,28 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+# Light modules (no torch), so validation stays instant.
 from modules.config import DataConfig, FinetuneConfig, TrainerConfig
-from modules.tasks import (  # a light module: no torch, so validation stays instant
+from modules.data.tokenizer_kinds import ALPHABET, SPECIAL_TOKENS, TOKENIZER_KINDS, min_vocab_size, trained_kind
+from modules.models.choices import ARCHS, BUILTIN_INITS, FAMILIES, STRATEGIES
+from modules.models.sizes import layer_count
+from modules.tasks import (
     TASKS,
     family_error,
 )
+from modules.training.learning_rates import default_finetune_lr, default_pretrain_lr
 from pipelines.config.schema import SweepConfig, TransferLabConfig
 from pipelines.errors import ConfigError
 
 CONF_DIR = Path(os.environ.get("TRANSFERLAB_CONF", Path(__file__).resolve().parents[2] / "conf"))
 
-FAMILIES = {"causal", "masked", "seq2seq"}
-ARCHS = {"gpt2": "causal", "bert": "masked", "bart": "seq2seq"}
-TOKENIZER_KINDS = {"auto", "bpe", "wordpiece", "unigram", "pretrained"}
-INITS = {"pretrained", "scratch", "zero_shot"}  # zero_shot: causal LMs only (prompt scoring)
-# Peak pretraining LR when pretrain.lr is null. The post-LayerNorm BART stalls at 3e-3
-# (val/loss flat at the unigram plateau, ~4.98, for 600 steps) and learns at 1e-3; a
-# pretrained checkpoint is adapted gently (pipelines.checkpoint_refs sets CONTINUE_LR).
-FAMILY_LR = {"causal": 3e-3, "masked": 3e-3, "seq2seq": 1e-3}
-CONTINUE_LR = 1e-4
-# How a classifier fine-tunes (modules/models/freeze.py), and its peak LR when finetune.lr is
-# null. full: 1e-3, the rate the tiny presets were tuned with (docs/BENCHMARKS.md).
-# linear_probe: only the head trains (a logistic regression on fixed features): nothing
-# pretrained can be damaged and there are few steps to converge in, so 5x faster.
-# partial: in between; the head wants the faster rate, but the unfrozen top layers carry
-# pretrained features that a linear-probe-sized step would pull away from.
-STRATEGIES = {"full", "linear_probe", "partial"}
-STRATEGY_LR = {"full": 1e-3, "partial": 2e-3, "linear_probe": 5e-3}
-# The same for a real pretrained checkpoint (model.init, or an extra entry of finetune.inits):
-# a large model trained long on real text is wrecked by 1e-3 (MiniLM on SST-2 sits at the
-# majority class); the BERT paper's 2e-5..5e-5 range applies. The new head alone (linear_probe)
-# can still learn fast.
-CHECKPOINT_LR = {"full": 5e-5, "partial": 1e-4, "linear_probe": 5e-3}
 DATA_SOURCES = {"synthetic", "local_text", "local_labeled", "hub"}
 # Data file keys: a path, a glob, or a list of them; made absolute at compose time.
 DATA_PATH_KEYS = ("path", "labeled_path", "validation_path", "test_path")
@@ -66,13 +50,6 @@ STRATEGIES_LIGHTNING = {
     "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme", "fsdp", "fsdp_cpu_offload", "single_device",
     "single_tpu", "single_xla", "xla", "xla_debug",
 }
-# Special tokens each family's trained tokenizer adds (modules/data/tokenization.py _SPECIAL_ORDER),
-# and the alphabet a tokenizer kind needs on top: byte-level BPE starts from all 256 bytes;
-# WordPiece and Unigram from the corpus's characters (Unigram fails outright when they do not
-# fit), for which 64 is a floor that covers letters, digits and punctuation.
-SPECIAL_TOKENS = {"causal": 2, "masked": 5, "seq2seq": 5}
-ALPHABET = {"bpe": 256, "wordpiece": 64, "unigram": 64}
-_AUTO_TOKENIZER = {"causal": "bpe", "masked": "wordpiece", "seq2seq": "bpe"}
 # (key, lowest, lowest allowed?, highest, highest allowed?): ranges the schema's types cannot say.
 # None as a value is checked only where the schema allows null (then: the default applies).
 RANGES = [
@@ -196,14 +173,14 @@ def compose(overrides: list[str] | None = None) -> TransferLabConfig:
         GlobalHydra.instance().clear()
     assert isinstance(cfg, TransferLabConfig)
     validate(cfg)
-    if cfg.pretrain.lr is None and (cfg.model.init or "scratch") == "scratch":
-        cfg.pretrain.lr = FAMILY_LR[cfg.model.family]
+    scratch_model = (cfg.model.init or "scratch") == "scratch"
+    if cfg.pretrain.lr is None and scratch_model:  # a checkpoint's: pipelines.checkpoint_refs
+        cfg.pretrain.lr = default_pretrain_lr(cfg.model.family)
     strategy = cfg.finetune.strategy
     if cfg.finetune.lr is None:
-        scratch_model = (cfg.model.init or "scratch") == "scratch"
-        cfg.finetune.lr = (STRATEGY_LR if scratch_model else CHECKPOINT_LR)[strategy]
+        cfg.finetune.lr = default_finetune_lr(strategy, checkpoint=not scratch_model)
     if cfg.finetune.checkpoint_lr is None:
-        cfg.finetune.checkpoint_lr = CHECKPOINT_LR[strategy]
+        cfg.finetune.checkpoint_lr = default_finetune_lr(strategy, checkpoint=True)
     # Absolute paths from here on: stages may run with another cwd (Prefect workers).
     cfg.paths.home = str(Path(cfg.paths.home).expanduser().resolve())
     for key in DATA_PATH_KEYS:
@@ -227,7 +204,7 @@ def _value(cfg: Any, dotted: str) -> Any:
     return node
 
 
-def _choice(cfg: Any, dotted: str, allowed: set[str], prefix: str = "") -> None:
+def _choice(cfg: Any, dotted: str, allowed: Collection[str], prefix: str = "") -> None:
     """``dotted`` under ``cfg`` must be one of ``allowed``; named ``prefix + dotted`` in the error."""
     value = _value(cfg, dotted)
     if value not in allowed:
@@ -266,7 +243,7 @@ def validate(cfg: TransferLabConfig) -> None:
     model, ft, pre = cfg.model, cfg.finetune, cfg.pretrain
     scratch = (model.init or "scratch") == "scratch"
     if scratch:  # otherwise the checkpoint's config decides (pipelines.checkpoint_refs)
-        _choice(cfg, "model.arch", set(ARCHS))
+        _choice(cfg, "model.arch", ARCHS)
         _choice(cfg, "model.family", FAMILIES)
     _choice(cfg, "tokenizer.kind", TOKENIZER_KINDS)
     _choice(cfg, "finetune.task", TASKS)
@@ -291,7 +268,7 @@ def validate(cfg: TransferLabConfig) -> None:
     if not inits or len(set(inits)) != len(inits) or any(not isinstance(i, str) or not i.strip() for i in inits):
         raise ConfigError(
             f"bad value for 'finetune.inits': {inits!r} (a list of distinct entries from: "
-            f"{', '.join(sorted(INITS))}, or a checkpoint: a local dir, hub id, runs:/ or models:/ URI)"
+            f"{', '.join(sorted(BUILTIN_INITS))}, or a checkpoint: a local dir, hub id, runs:/ or models:/ URI)"
         )
     if scratch:  # a checkpoint's family is known once model.init resolved: the flow checks it then
         check_zero_shot(ft, model.family)
@@ -366,20 +343,11 @@ def _check_trainer(trainer: TrainerConfig) -> None:
                           "or a list of device indices such as [0,1])")
 
 
-def min_vocab_size(kind: str, family: str) -> int | None:
-    """The smallest ``tokenizer.vocab_size`` a trained tokenizer can honour: its special
-    tokens plus its alphabet (None: a pretrained tokenizer brings its own vocabulary)."""
-    kind = _AUTO_TOKENIZER.get(family, "bpe") if kind == "auto" else kind
-    if kind not in ALPHABET:
-        return None
-    return ALPHABET[kind] + SPECIAL_TOKENS[family]
-
-
 def _check_vocab(cfg: TransferLabConfig) -> None:
     tok, family = cfg.tokenizer, cfg.model.family
     least = min_vocab_size(tok.kind, family)
     if least is not None and tok.vocab_size < least:
-        kind = _AUTO_TOKENIZER[family] if tok.kind == "auto" else tok.kind
+        kind = trained_kind(tok.kind, family)
         alphabet = "256 bytes" if kind == "bpe" else f"{ALPHABET[kind]} characters"
         raise ConfigError(f"bad value for 'tokenizer.vocab_size': {tok.vocab_size} is below {least}, the least a "
                           f"{kind} tokenizer for a {family} model needs ({alphabet} + "
@@ -418,9 +386,7 @@ def _check_strategy(cfg: TransferLabConfig, scratch: bool) -> None:
             raise ConfigError(f"bad value for 'finetune.{key}': {lr!r} (must be > 0; null: the strategy's default)")
     model = cfg.model
     if scratch and ft.strategy == "partial" and model.n_layer > 0:
-        depth = model.n_layer
-        if model.family == "seq2seq":
-            depth += model.n_decoder_layer or model.n_layer
+        depth = layer_count(model)
         if ft.trainable_layers > depth:
             raise ConfigError(f"bad value for 'finetune.trainable_layers': {ft.trainable_layers} exceeds the "
                               f"model's {depth} transformer layers (finetune.strategy=full trains them all)")

@@ -18,7 +18,7 @@ import json
 import os
 from typing import Any
 
-from modules.config import ModelConfig
+from modules.models.sizes import estimated_parameters
 from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import ConfigError, UserError
 
@@ -159,17 +159,6 @@ def device_count(devices: Any, gpus: int) -> int:
         return int(text)
     except ValueError:
         return 1
-
-
-def estimated_parameters(model: ModelConfig, vocab_size: int) -> int:
-    """Weights of a model built from scratch: embeddings plus per layer attention (4 d^2) and
-    MLP (2 d x inner); a seq2seq decoder layer adds cross-attention (4 d^2 more)."""
-    d, inner = model.n_embd, model.n_inner or 4 * model.n_embd
-    layer = 4 * d * d + 2 * d * inner
-    total = model.n_layer * layer + (vocab_size + model.max_positions) * d
-    if model.family == "seq2seq":
-        total += (model.n_decoder_layer or model.n_layer) * (layer + 4 * d * d)
-    return total
 
 
 def check_limits(cfg: TransferLabConfig, limits: dict[str, int]) -> None:

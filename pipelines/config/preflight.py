@@ -29,8 +29,8 @@ def check_inputs(cfg: TransferLabConfig, until: str = "prep", sweep: bool | None
 
     check_init(cfg)  # model.init: exists, config.json + safetensors, no unrequested custom code
     if until in NEEDS_LABELS:
+        from modules.models.choices import BUILTIN_INITS
         from pipelines.checkpoint_refs import check_checkpoint_ref
-        from pipelines.stages.finetune import BUILTIN_INITS
 
         for init in cfg.finetune.inits:  # extra checkpoints to tune next to pretrained/scratch
             if init not in BUILTIN_INITS:
@@ -94,15 +94,15 @@ def _class_count(cfg: TransferLabConfig, prep_record: dict[str, Any] | None) -> 
 def _check_local_family(cfg: TransferLabConfig, init: str) -> None:
     """A local checkpoint's family is known from its config.json: refuse one that cannot
     serve the task now, not after pretraining (a hub or MLflow one is checked once fetched)."""
-    import json
     from pathlib import Path
 
-    from pipelines.checkpoint_refs import family_of, kind_of
+    from modules.models.checkpoints import family_of, read_config
+    from pipelines.checkpoint_refs import kind_of
     from pipelines.stages.finetune import check_task_family, init_label
 
     if kind_of(init) != "local":
         return
-    config = json.loads((Path(init).expanduser().resolve() / "config.json").read_text())
+    config = read_config(Path(init).expanduser().resolve())
     check_task_family(cfg.finetune.task, family_of(config, init),
                       f"the {init_label(init)} checkpoint in finetune.inits")
 

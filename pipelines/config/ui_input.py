@@ -243,8 +243,8 @@ def _inside(path: str, roots: list[Path]) -> bool:
 
 def _local_refs(cfg: TransferLabConfig) -> list[tuple[str, str]]:
     """(key, local path) for everything the run would read from the server's disk."""
+    from modules.models.choices import BUILTIN_INITS
     from pipelines.checkpoint_refs import kind_of
-    from pipelines.config.compose import INITS
 
     out: list[tuple[str, str]] = []
     for key in DATA_PATH_KEYS:
@@ -256,16 +256,16 @@ def _local_refs(cfg: TransferLabConfig) -> list[tuple[str, str]]:
         out.append(("tokenizer.path", tok))
     if kind_of(cfg.model.init) == "local":
         out.append(("model.init", cfg.model.init))
-    out += [("finetune.inits", i) for i in cfg.finetune.inits if i not in INITS and kind_of(i) == "local"]
+    out += [("finetune.inits", i) for i in cfg.finetune.inits if i not in BUILTIN_INITS and kind_of(i) == "local"]
     return out
 
 
 def _checkpoint_refs(cfg: TransferLabConfig) -> list[tuple[str, str]]:
     """(key, reference) of every checkpoint/tokenizer reference that is not a built-in init."""
-    from pipelines.config.compose import INITS
+    from modules.models.choices import BUILTIN_INITS
 
     refs = [("model.init", cfg.model.init or "scratch"), ("tokenizer.path", cfg.tokenizer.path)]
-    refs += [("finetune.inits", i) for i in cfg.finetune.inits if i not in INITS]
+    refs += [("finetune.inits", i) for i in cfg.finetune.inits if i not in BUILTIN_INITS]
     return [(k, str(v)) for k, v in refs if v and v != "scratch"]
 
 

@@ -7,6 +7,11 @@ overrides (given to ``transferlab up``/``serve``) come first; the UI's are check
 (``pipelines.config.limits``, handed over in ``TRANSFERLAB_LIMITS``), and a rejection fails the flow
 run with one line naming the override or limit.
 
+The Python names start with ``ui_`` (``ui_transfer_learning``, ``ui_prep``, ...,
+``ui_data_efficiency``): the flows the CLI runs are ``pipelines.flows.transfer_learning`` and
+``pipelines.sweep.data_efficiency``, the stages are ``pipelines.stages.prep`` etc. The Prefect
+flow and deployment names people see stay ``transfer_learning``, ``prep``, ...
+
 No ``from __future__ import annotations`` here: Prefect builds each deployment's parameter
 schema from the live annotations (the ``Literal`` choices below become dropdowns).
 """
@@ -115,7 +120,7 @@ def _user_errors_fail_cleanly(fn: Any) -> Any:
 @flow(name="transfer_learning", description="prep -> pretrain -> finetune (pretrained, scratch) -> evaluate")
 @_documented("The whole pipeline, pretrained vs scratch, with the report.")
 @_user_errors_fail_cleanly
-def transfer_learning(experiment: Experiment | None = None, model: Model | None = None, max_steps: int | None = None,
+def ui_transfer_learning(experiment: Experiment | None = None, model: Model | None = None, max_steps: int | None = None,
                       label_budget: int | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     from pipelines.flows import run_pipeline
 
@@ -133,20 +138,20 @@ def _stage_flow(stage: str, what: str) -> Flow[..., dict[str, Any]]:
         return run_pipeline(checked_config(ui_overrides(experiment, model, max_steps, label_budget, overrides)), stage)
 
     # Prefect loads a deployment's flow by module path: the function needs its own name.
-    stage_flow.__name__ = stage_flow.__qualname__ = stage
+    stage_flow.__name__ = stage_flow.__qualname__ = f"ui_{stage}"
     doc = _documented(f"{what} (upstream stages run first or come from cache).")
     return flow(name=stage, description=what)(doc(_user_errors_fail_cleanly(stage_flow)))
 
 
-prep = _stage_flow("prep", "Prepare the corpus, labeled data and tokenizer")
-pretrain = _stage_flow("pretrain", "Pretrain the language model")
-finetune = _stage_flow("finetune", "Fine-tune from the pretrained model and from scratch")
-evaluate = _stage_flow("evaluate", "Evaluate and write the report")
+ui_prep = _stage_flow("prep", "Prepare the corpus, labeled data and tokenizer")
+ui_pretrain = _stage_flow("pretrain", "Pretrain the language model")
+ui_finetune = _stage_flow("finetune", "Fine-tune from the pretrained model and from scratch")
+ui_evaluate = _stage_flow("evaluate", "Evaluate and write the report")
 
 
 @flow(name="data_efficiency", description="pretrain once; fine-tune over label budgets x inits x seeds; report")
 @_user_errors_fail_cleanly
-def data_efficiency(experiment: Experiment | None = None, model: Model | None = None, max_steps: int | None = None,
+def ui_data_efficiency(experiment: Experiment | None = None, model: Model | None = None, max_steps: int | None = None,
                     budgets: list[int] | None = None, seeds: list[int] | None = None,
                     overrides: list[str] | None = None) -> dict[str, Any]:
     """Learning curves: the headline test metric vs the number of labels, per init.
@@ -169,4 +174,5 @@ def data_efficiency(experiment: Experiment | None = None, model: Model | None = 
     return run_sweep(checked_config([*ui, "sweep.enabled=true"]))
 
 
-FLOWS: tuple[Flow[..., Any], ...] = (transfer_learning, prep, pretrain, finetune, evaluate, data_efficiency)
+FLOWS: tuple[Flow[..., Any], ...] = (ui_transfer_learning, ui_prep, ui_pretrain, ui_finetune, ui_evaluate,
+                                     ui_data_efficiency)

@@ -12,13 +12,14 @@ gets its own MLflow child run tagged ``transferlab.cache=hit`` with the metrics 
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from modules.models.checkpoints import checkpoint_family
+from modules.models.choices import BUILTIN_INITS
 from pipelines.cache.store import StageCache, fingerprint, write_record
 from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import UserError
@@ -36,7 +37,6 @@ from pipelines.tracking.runs import TAG_INIT, TAG_STRATEGY, TAG_TASK
 
 log = logging.getLogger("transferlab")
 
-BUILTIN_INITS = ("pretrained", "scratch", "zero_shot")
 TAG_INIT_SOURCE = "transferlab.init_source"  # init=checkpoint: which one (credentials redacted)
 
 
@@ -55,7 +55,8 @@ def init_label(init: str) -> str:
 
 def _source(cfg: TransferLabConfig, pretrain_record: dict[str, Any], init: str) -> tuple[Path, dict[str, Any]]:
     """The checkpoint ``init`` tunes from (a local dir) and what identifies its content."""
-    from pipelines.checkpoint_refs import content_digest, locate_checkpoint
+    from modules.models.checkpoints import content_digest
+    from pipelines.checkpoint_refs import locate_checkpoint
 
     if init in BUILTIN_INITS:
         hf_model = Path(pretrain_record["hf_model"])
@@ -77,12 +78,6 @@ def finetune_fingerprint(cfg: TransferLabConfig, prep_record: dict[str, Any], id
                                     "eval_batch_size": cfg.evaluate.batch_size})
 
 
-def _family(source: Path) -> str:
-    from pipelines.checkpoint_refs import family_of
-
-    return family_of(json.loads((source / "config.json").read_text()), str(source))
-
-
 def check_task_family(task: str, family: str, what: str) -> None:
     from modules.tasks import family_error
 
@@ -96,7 +91,7 @@ def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
     ft = cfg.finetune
     task = ft.task
     source, identity = _source(cfg, pretrain_record, init)
-    family = _family(source)
+    family = checkpoint_family(source)
     label = init_label(init)
     check_task_family(task, family, f"the {'pretrained model' if init in BUILTIN_INITS else label} checkpoint")
     if init == "zero_shot":
@@ -147,21 +142,22 @@ def finetune(ctx: StageContext, prep_record: dict[str, Any], pretrain_record: di
 
 def _train(ctx: StageContext, run: StageRun, prep_record: dict[str, Any], source: Path, family: str, init: str,
            out: Path) -> dict[str, Any]:
+    from modules.models.checkpoints import clamp_max_length
     from modules.tasks import get_task
-    from modules.training.recipes import FinetuneJob, finetune_task
+    from modules.training.learning_rates import finetune_lr
+    from modules.training.recipes import FinetuneJob, finetune_on_task
 
     cfg = ctx.cfg
     ft = cfg.finetune
-    if init not in BUILTIN_INITS:  # a checkpoint: the "pretrained" weights are its own
-        ft = replace(ft, lr=ft.checkpoint_lr)
-        positions = _max_positions(source)
-        if positions and ft.max_length > positions:
-            log.info("finetune[%s]: max_length %d -> %d (the checkpoint's positions)", init_label(init),
-                     ft.max_length, positions)
-            ft = replace(ft, max_length=positions)
+    checkpoint = init not in BUILTIN_INITS  # a checkpoint: the "pretrained" weights are its own
+    assert ft.lr is not None and ft.checkpoint_lr is not None  # filled in by compose()
+    ft = replace(ft, lr=finetune_lr(ft.lr, ft.checkpoint_lr, checkpoint))
+    if checkpoint:
+        ft = replace(ft, max_length=clamp_max_length(ft.max_length, source, init_label(init)))
     job = FinetuneJob(Path(prep_record["path"]), source, "scratch" if init == "scratch" else "pretrained", family,
                       out, name=init_label(init), trust_remote_code=cfg.model.trust_remote_code)
-    result = finetune_task(job, ft, cfg.trainer, cfg.seed, cfg.evaluate.batch_size, logger=lightning_logger(ctx, run))
+    result = finetune_on_task(job, ft, cfg.trainer, cfg.seed, cfg.evaluate.batch_size,
+                              logger=lightning_logger(ctx, run))
     task = get_task(ft.task)
     task.save_predictions(out / task.predictions_file, result.predictions)
     # The best weights live on in hf_model/; the Lightning checkpoint (with optimizer state,
@@ -170,11 +166,6 @@ def _train(ctx: StageContext, run: StageRun, prep_record: dict[str, Any], source
     return {"metrics": result.metrics, "train_examples": result.train_examples, "requested_examples": ft.train_examples,
             "epochs": result.epochs, "strategy": result.strategy, "trainable_parameters": result.trainable_parameters,
             "label_names": result.label_names, "predictions_file": task.predictions_file}
-
-
-def _max_positions(source: Path) -> int | None:
-    config = json.loads((source / "config.json").read_text())
-    return config.get("max_position_embeddings") or config.get("n_positions")
 
 
 def _zero_shot(cfg: TransferLabConfig, prep_record: dict[str, Any], source: Path, out: Path) -> dict[str, Any]:
@@ -191,10 +182,8 @@ def _zero_shot(cfg: TransferLabConfig, prep_record: dict[str, Any], source: Path
     result = zero_shot_test(prep_record["path"], source, ft.zero_shot_template, ft.zero_shot_verbalizers,
                             ft.zero_shot_normalize, cfg.evaluate.batch_size, cfg.model.trust_remote_code)
     task = get_task("classification")
-    rows = [{"index": i, "text": t, "label": y, "prediction": p}
-            for i, (t, y, p) in enumerate(zip(result.texts, result.labels, result.predictions, strict=True))]
-    task.save_predictions(out / task.predictions_file, rows)
-    metrics = {f"test/{k}": v for k, v in task.score(rows, names).items()}
+    task.save_predictions(out / task.predictions_file, result.rows)
+    metrics = result.metrics
     log.info("finetune[zero_shot]: verbalizers %s; test/accuracy %.4f (chance %.4f)",
              result.verbalizers, metrics["test/accuracy"], 1 / len(names))
     return {"metrics": metrics, "train_examples": 0, "requested_examples": 0, "epochs": None, "strategy": None,

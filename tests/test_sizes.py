@@ -1,0 +1,37 @@
+"""modules/models/sizes.py: model size from the config agrees with the model the factory builds."""
+
+from __future__ import annotations
+
+import pytest
+
+from modules.models.choices import ARCHS
+from modules.models.sizes import estimated_parameters, layer_count
+
+MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "n_inner": 64, "max_positions": 64, "dropout": 0.1}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("n_decoder_layer", [None, 3])
+def test_config_sizes_match_the_built_model(arch: str, n_decoder_layer: int | None) -> None:
+    from modules.data.synthetic import generate
+    from modules.data.tokenization import train_tokenizer
+    from modules.models.factory import build_lm, lm_config
+    from modules.models.freeze import transformer_layers
+
+    family = ARCHS[arch]
+    model_cfg = {**MODEL, "arch": arch, "family": family, "n_decoder_layer": n_decoder_layer}
+    data = generate(seed=5, corpus_documents=60, labeled_train=4, labeled_val=2, labeled_test=2, words_per_topic=8,
+                    neutral_words=40)
+    tok = train_tokenizer(data.corpus["train"], "bpe", 300, family=family)
+    lm = build_lm(lm_config(model_cfg, tok), family)
+    assert layer_count(model_cfg) == len(transformer_layers(lm.base_model))  # what trainable_layers counts
+    built = sum(p.numel() for p in lm.base_model.parameters())
+    # Weights only: biases, norms (and BART's extra position rows) are left out of the estimate.
+    assert 0.9 * built <= estimated_parameters(model_cfg, len(tok)) <= built
+
+
+def test_decoder_depth_defaults_to_the_encoders() -> None:
+    bart = {**MODEL, "family": "seq2seq", "n_decoder_layer": None}
+    assert layer_count(bart) == 4 and layer_count({**bart, "n_decoder_layer": 1}) == 3
+    assert layer_count({**MODEL, "family": "causal", "n_decoder_layer": None}) == 2
+    assert estimated_parameters(bart, 100) > estimated_parameters({**bart, "family": "masked"}, 100)
