@@ -68,7 +68,7 @@ def hf_trainer(cfg: dict, prep_dir: Path, steps: int, bf16: bool, compile: bool,
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(str(prep_dir / "tokenizer"))
-    model = build_lm(lm_config(cfg["model"], tok), "causal")
+    model = build_lm(lm_config(cfg.model, tok), "causal")
     args = TrainingArguments(
         output_dir=str(workdir), per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=1e-3,
         lr_scheduler_type="cosine", warmup_steps=10, weight_decay=0.01, max_grad_norm=1.0, logging_steps=WINDOW,

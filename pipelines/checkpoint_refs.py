@@ -20,12 +20,15 @@ import json
 import logging
 import os
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from modules.config import ModelConfig
 from modules.models.checkpoints import content_digest, family_of, read_config, size_keys
 from modules.training.learning_rates import default_pretrain_lr
 from pipelines.cache.store import RECORD, atomic_dir, write_record
+from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import UserError
 
 log = logging.getLogger("transferlab")
@@ -41,8 +44,8 @@ _CONVERT = ("convert it once where you trust its source: AutoModel.from_pretrain
             "writes safetensors")
 
 
-def is_scratch(model_cfg: dict[str, Any]) -> bool:
-    return (model_cfg.get("init") or SCRATCH) == SCRATCH
+def is_scratch(model_cfg: ModelConfig) -> bool:
+    return (model_cfg.init or SCRATCH) == SCRATCH
 
 
 def kind_of(init: str) -> str:
@@ -135,7 +138,7 @@ def _hub_download(init: str, local_only: bool) -> Path:
 # ---------------------------------------------------------------------------- MLflow
 
 
-def _client(cfg: dict[str, Any]):
+def _client(cfg: TransferLabConfig):
     from mlflow.tracking import MlflowClient
 
     from pipelines.tracking.runs import tracking_uri
@@ -144,7 +147,7 @@ def _client(cfg: dict[str, Any]):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def _store_missing(cfg: dict[str, Any]) -> bool:
+def _store_missing(cfg: TransferLabConfig) -> bool:
     """A local sqlite store that does not exist yet holds no runs or models: say so without creating it."""
     from pipelines.tracking.runs import tracking_uri
 
@@ -207,7 +210,7 @@ def _check_contained(base: str, sub: str, init: str, key: str) -> None:
         raise UserError(f"{key}={init!r}: the artifact path leads outside the artifacts it names")
 
 
-def _mlflow_source(cfg: dict[str, Any], init: str, key: str = "model.init") -> tuple[str, str]:
+def _mlflow_source(cfg: TransferLabConfig, init: str, key: str = "model.init") -> tuple[str, str]:
     """(artifact URI to download, cache key) for an MLflow URI; one-line UserError if it does not exist.
 
     ``models:/`` is resolved here with a client on *our* store: MLflow's own models:/ download
@@ -246,13 +249,13 @@ def _mlflow_source(cfg: dict[str, Any], init: str, key: str = "model.init") -> t
     return source, f"models:/{name}/{mv.version}/{sub}"
 
 
-def redact_uri(cfg: dict[str, Any]) -> str:
+def redact_uri(cfg: TransferLabConfig) -> str:
     from pipelines.tracking.runs import redact, tracking_uri
 
     return redact(tracking_uri(cfg))
 
 
-def _download_mlflow(cfg: dict[str, Any], init: str, key: str = "model.init") -> Path:
+def _download_mlflow(cfg: TransferLabConfig, init: str, key: str = "model.init") -> Path:
     """Download once into ``$home/cache/init/<digest>/model`` (atomic; a finished copy is reused)."""
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
@@ -261,7 +264,7 @@ def _download_mlflow(cfg: dict[str, Any], init: str, key: str = "model.init") ->
 
     source, cache_key = _mlflow_source(cfg, init, key)
     digest = hashlib.sha256(f"{tracking_uri(cfg)}\n{cache_key}".encode()).hexdigest()[:16]
-    final = Path(cfg["paths"]["home"]) / "cache" / "init" / digest
+    final = Path(cfg.paths.home) / "cache" / "init" / digest
     if not (final / RECORD).is_file():
         log.info("model.init: downloading %s into %s", init, final)
         with atomic_dir(final) as tmp:
@@ -273,7 +276,7 @@ def _download_mlflow(cfg: dict[str, Any], init: str, key: str = "model.init") ->
                 raise UserError(f"model.init={init!r}: cannot download {source}: {str(exc).splitlines()[0]}") from exc
             os.rename(local, tmp / "model")
             # Checked before it is published: a copy that is not a safe checkpoint leaves nothing.
-            check_checkpoint_dir(tmp / "model", init, cfg["model"]["trust_remote_code"], key)
+            check_checkpoint_dir(tmp / "model", init, cfg.model.trust_remote_code, key)
             write_record(tmp, {"init": init, "source": source})
     return final / "model"
 
@@ -281,10 +284,10 @@ def _download_mlflow(cfg: dict[str, Any], init: str, key: str = "model.init") ->
 # ---------------------------------------------------------------------------- public API
 
 
-def check_init(cfg: dict[str, Any]) -> None:
+def check_init(cfg: TransferLabConfig) -> None:
     """Cheap pre-flight for ``model.init``: no downloads, nothing written (not even the MLflow store)."""
-    model = cfg["model"]
-    init = model.get("init") or SCRATCH
+    model = cfg.model
+    init = model.init or SCRATCH
     kind = kind_of(init)
     if kind == SCRATCH:
         return
@@ -292,14 +295,14 @@ def check_init(cfg: dict[str, Any]) -> None:
     check_checkpoint_ref(cfg, init)
 
 
-def _check_tokenizer_kind(cfg: dict[str, Any]) -> None:
-    kind = cfg["tokenizer"]["kind"]
+def _check_tokenizer_kind(cfg: TransferLabConfig) -> None:
+    kind = cfg.tokenizer.kind
     if kind not in ("auto", "pretrained"):
-        raise UserError(f"bad value for 'tokenizer.kind': {kind!r} with model.init={cfg['model']['init']!r}: a "
+        raise UserError(f"bad value for 'tokenizer.kind': {kind!r} with model.init={cfg.model.init!r}: a "
                         "checkpoint's embeddings fit only its own tokenizer (use tokenizer.kind=auto or pretrained)")
 
 
-def locate_checkpoint(cfg: dict[str, Any], init: str, key: str = "model.init") -> Path:
+def locate_checkpoint(cfg: TransferLabConfig, init: str, key: str = "model.init") -> Path:
     """A checkpoint reference (local dir, hub id, runs:/, models:/) -> a checked local dir;
     downloads go to the content-addressed init cache. Also used for the extra checkpoints
     that ``finetune.inits`` may list next to pretrained and scratch."""
@@ -310,15 +313,15 @@ def locate_checkpoint(cfg: dict[str, Any], init: str, key: str = "model.init") -
         path = _hub_download(init, local_only=False)
     else:
         path = _download_mlflow(cfg, init, key)
-    check_checkpoint_dir(path, init, cfg["model"]["trust_remote_code"], key)
+    check_checkpoint_dir(path, init, cfg.model.trust_remote_code, key)
     return path
 
 
-def check_checkpoint_ref(cfg: dict[str, Any], init: str, key: str = "model.init") -> None:
+def check_checkpoint_ref(cfg: TransferLabConfig, init: str, key: str = "model.init") -> None:
     """Cheap pre-flight of one checkpoint reference: no downloads, nothing written."""
     kind = kind_of(init)
     if kind == "local":
-        check_checkpoint_dir(Path(init).expanduser().resolve(), init, cfg["model"]["trust_remote_code"], key)
+        check_checkpoint_dir(Path(init).expanduser().resolve(), init, cfg.model.trust_remote_code, key)
     elif kind == "hub":
         if _hub_offline():
             _hub_download(init, local_only=True)  # fine if the HF cache has it; one line if not
@@ -326,7 +329,7 @@ def check_checkpoint_ref(cfg: dict[str, Any], init: str, key: str = "model.init"
         _mlflow_source(cfg, init, key)
 
 
-def resolve_init(cfg: dict[str, Any]) -> dict[str, Any]:
+def resolve_init(cfg: TransferLabConfig) -> TransferLabConfig:
     """Resolve ``model.init`` in place and return ``cfg``.
 
     Sets ``model.init_path`` (a local dir with config.json + safetensors), takes
@@ -334,50 +337,52 @@ def resolve_init(cfg: dict[str, Any]) -> dict[str, Any]:
     switches to ``kind=pretrained`` with ``tokenizer.path`` = the checkpoint dir.
     Idempotent: a cfg already resolved is left as it is.
     """
-    model = cfg["model"]
-    init = model.get("init") or SCRATCH
+    model = cfg.model
+    init = model.init or SCRATCH
     kind = kind_of(init)
-    if kind == SCRATCH or model.get("init_path"):
+    if kind == SCRATCH or model.init_path:
         return cfg
     _check_tokenizer_kind(cfg)
     path = locate_checkpoint(cfg, init)
     config = read_config(path)
     family = family_of(config, init)
-    before = (model["arch"], model["family"])
-    model["init_path"] = str(path)
-    model["arch"], model["family"] = config["model_type"], family
-    model.update(size_keys(path, model["trust_remote_code"]))
+    before = (model.arch, model.family)
+    model.init_path = str(path)
+    model.arch, model.family = config["model_type"], family
+    for key, value in size_keys(path, model.trust_remote_code).items():
+        setattr(model, key, value)
     log.info("model.init: %s -> %s; architecture from the checkpoint: arch=%s family=%s (preset said %s/%s)",
-             init, path, model["arch"], family, *before)
-    if cfg["tokenizer"]["kind"] == "auto":
-        cfg["tokenizer"]["kind"] = "pretrained"
-        cfg["tokenizer"]["path"] = str(path)
+             init, path, model.arch, family, *before)
+    if cfg.tokenizer.kind == "auto":
+        cfg.tokenizer.kind = "pretrained"
+        cfg.tokenizer.path = str(path)
         log.info("model.init: tokenizer.kind=auto -> pretrained (the checkpoint's own tokenizer)")
-    if cfg["pretrain"]["lr"] is None:
-        cfg["pretrain"]["lr"] = default_pretrain_lr(family, continued=True)  # adapt a trained model gently
-        log.info("model.init: pretrain.lr=null -> %g for continued pretraining", cfg["pretrain"]["lr"])
+    if cfg.pretrain.lr is None:
+        cfg.pretrain.lr = default_pretrain_lr(family, continued=True)  # adapt a trained model gently
+        log.info("model.init: pretrain.lr=null -> %g for continued pretraining", cfg.pretrain.lr)
     for key in ("pretrain.block_size", "finetune.max_length"):
         group, name = key.split(".")
-        if cfg[group][name] > model["max_positions"]:
-            raise UserError(f"bad value for '{key}': {cfg[group][name]} exceeds the checkpoint's "
-                            f"{model['max_positions']} positions (model.init={init!r})")
+        value = getattr(getattr(cfg, group), name)
+        if value > model.max_positions:
+            raise UserError(f"bad value for '{key}': {value} exceeds the checkpoint's "
+                            f"{model.max_positions} positions (model.init={init!r})")
     return cfg
 
 
-def passthrough(cfg: dict[str, Any]) -> bool:
+def passthrough(cfg: TransferLabConfig) -> bool:
     """pretrain.max_steps=0 with a checkpoint: the checkpoint itself is the pretrained export."""
-    return not is_scratch(cfg["model"]) and cfg["pretrain"]["max_steps"] == 0
+    return not is_scratch(cfg.model) and cfg.pretrain.max_steps == 0
 
 
-def model_identity(model_cfg: dict[str, Any]) -> dict[str, Any]:
+def model_identity(model_cfg: ModelConfig) -> dict[str, Any]:
     """The model config as a fingerprint should see it: a checkpoint by its content digest,
     not by its URI or local path. Scratch configs are returned unchanged (stable fingerprints)."""
     if is_scratch(model_cfg):
-        return model_cfg
-    if not model_cfg.get("init_path"):
+        return asdict(model_cfg)
+    if not model_cfg.init_path:
         raise ValueError("model.init is not resolved; call pipelines.checkpoint_refs.resolve_init(cfg) first")
-    out = {k: v for k, v in model_cfg.items() if k not in ("init", "init_path")}
-    out["init_digest"] = content_digest(model_cfg["init_path"])
+    out = {k: v for k, v in asdict(model_cfg).items() if k not in ("init", "init_path")}
+    out["init_digest"] = content_digest(model_cfg.init_path)
     return out
 
 

@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.preflight import check_inputs
 
         check_inputs(cfg, "finetune" if args.command == "sweep" else args.command,
-                     sweep=args.command == "sweep" or cfg["sweep"]["enabled"])
+                     sweep=args.command == "sweep" or cfg.sweep.enabled)
         from pipelines.runtime.env import prepare_environment
 
         prepare_environment(cfg)
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             lifecycle.own_prefect_server()  # the temporary Prefect server dies with this process
         from pipelines.flows import run_stage, transfer_learning
 
-        if args.command == "sweep" or (args.command == "run" and cfg["sweep"]["enabled"]):
+        if args.command == "sweep" or (args.command == "run" and cfg.sweep.enabled):
             from pipelines.sweep import data_efficiency
 
             summary = data_efficiency(overrides=[*args.overrides, "sweep.enabled=true"])

@@ -21,6 +21,7 @@ from pipelines import stages
 from pipelines.cache.store import StageCache
 from pipelines.checkpoint_refs import resolve_init
 from pipelines.config.compose import check_task, check_zero_shot, compose
+from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import UserError
 from pipelines.preflight import check_inputs
 from pipelines.runtime import lifecycle
@@ -51,23 +52,23 @@ def _task(name: str) -> Any:
 
 
 @_task("prep")
-def prep_task(cfg: dict[str, Any], parent_run_id: str) -> PrepRecord:
+def prep_task(cfg: TransferLabConfig, parent_run_id: str) -> PrepRecord:
     return stages.prep(StageContext.create(cfg, parent_run_id))
 
 
 @_task("pretrain")
-def pretrain_task(cfg: dict[str, Any], prep_record: PrepRecord, parent_run_id: str) -> PretrainRecord:
+def pretrain_task(cfg: TransferLabConfig, prep_record: PrepRecord, parent_run_id: str) -> PretrainRecord:
     return stages.pretrain(StageContext.create(cfg, parent_run_id), prep_record)
 
 
 @_task("finetune")
-def finetune_task(cfg: dict[str, Any], prep_record: PrepRecord, pretrain_record: PretrainRecord, init: str,
+def finetune_task(cfg: TransferLabConfig, prep_record: PrepRecord, pretrain_record: PretrainRecord, init: str,
                   parent_run_id: str) -> FinetuneRecord:
     return stages.finetune(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, init)
 
 
 @_task("evaluate")
-def evaluate_task(cfg: dict[str, Any], prep_record: PrepRecord, pretrain_record: PretrainRecord,
+def evaluate_task(cfg: TransferLabConfig, prep_record: PrepRecord, pretrain_record: PretrainRecord,
                   finetune_records: list[FinetuneRecord], parent_run_id: str) -> EvaluateRecord:
     return stages.evaluate(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, finetune_records)
 
@@ -89,7 +90,7 @@ def stage_summaries(records: list[StageRecord]) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def parent_run(cfg: dict[str, Any], name: str, tags: dict[str, str], what: str) -> Iterator[tuple[Tracker, str]]:
+def parent_run(cfg: TransferLabConfig, name: str, tags: dict[str, str], what: str) -> Iterator[tuple[Tracker, str]]:
     """The MLflow parent run of a pipeline or sweep: (tracker, parent run id).
 
     An earlier, killed run's leftovers are marked KILLED / Crashed first; the run lease is
@@ -97,7 +98,7 @@ def parent_run(cfg: dict[str, Any], name: str, tags: dict[str, str], what: str) 
     pipelines.tracking.liveness); SIGTERM waits until the block is left.
     """
     lifecycle.follow_runner()  # a served run ends with the `up`/`serve` that started it
-    liveness.reap_quietly(cfg["paths"]["home"])  # an earlier, killed run's leftovers: KILLED / Crashed
+    liveness.reap_quietly(cfg.paths.home)  # an earlier, killed run's leftovers: KILLED / Crashed
     with liveness.pipeline_run(cfg) as lease, \
             run_context(tracker := Tracker.from_config(cfg), name, tags) as parent, \
             lifecycle.deferred_sigterm():
@@ -107,7 +108,7 @@ def parent_run(cfg: dict[str, Any], name: str, tags: dict[str, str], what: str) 
         yield tracker, parent
 
 
-def run_worker(cfg: dict[str, Any], until: str) -> dict[str, Any]:
+def run_worker(cfg: TransferLabConfig, until: str) -> dict[str, Any]:
     """What a rank > 0 does for any command: reuse rank 0's prep, take part in pretraining, stop.
 
     No Prefect, no MLflow, no carbon tracker, no cache writes. Stages after pretraining run
@@ -129,35 +130,35 @@ def run_worker(cfg: dict[str, Any], until: str) -> dict[str, Any]:
     return {"rank": global_rank(), "until": "pretrain"}
 
 
-def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]:
+def run_pipeline(cfg: TransferLabConfig, until: str = "evaluate") -> dict[str, Any]:
     """Run the stages up to ``until`` under one MLflow parent run; return a summary."""
     if until not in STAGES:
         raise UserError(f"unknown stage {until!r} (choices: {', '.join(STAGES)})")
     check_inputs(cfg, until)  # before the parent run exists: bad input leaves nothing behind
     resolve_init(cfg)  # model.init -> a local checkpoint dir (downloads); every rank needs it
     if until in ("finetune", "evaluate"):  # a checkpoint's family is known now: fail before pretraining
-        check_zero_shot(cfg["finetune"], cfg["model"]["family"])
-        check_task(cfg["finetune"], cfg["model"]["family"])
+        check_zero_shot(cfg.finetune, cfg.model.family)
+        check_task(cfg.finetune, cfg.model.family)
     if not is_rank_zero():  # another rank of a DDP/FSDP pretraining: train only, log nothing
         return run_worker(cfg, until)
     started = time.perf_counter()
-    name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}"
-    tags = {TAG_KIND: "pipeline", "transferlab.experiment": cfg["experiment_name"], "transferlab.until": until}
+    name = cfg.tracking.run_name or f"{cfg.experiment_name}-{cfg.model.name}"
+    tags = {TAG_KIND: "pipeline", "transferlab.experiment": cfg.experiment_name, "transferlab.until": until}
     with parent_run(cfg, name, tags, "pipeline") as (tracker, parent):
         records: list[StageRecord] = [prep_record := prep_task(cfg, parent)]
         summary: dict[str, Any] = {"parent_run_id": parent, "tracking_uri": tracking_uri(cfg),
-                                   "experiment": cfg["tracking"]["experiment"],
+                                   "experiment": cfg.tracking.experiment,
                                    "experiment_id": tracker.experiment_id, "until": until}
         if until != "prep":
             records.append(pretrain_record := pretrain_task(cfg, prep_record, parent))
         if until in ("finetune", "evaluate"):
             tuned = [finetune_task.with_options(task_run_name=f"finetune[{init_label(init)}]")(
-                cfg, prep_record, pretrain_record, init, parent) for init in cfg["finetune"]["inits"]]
+                cfg, prep_record, pretrain_record, init, parent) for init in cfg.finetune.inits]
             records += tuned
             from modules.tasks import HEADLINE
 
             # The task's headline test metric per init (accuracy, entity F1 or chrF).
-            summary["metric"] = HEADLINE[cfg["finetune"]["task"]]
+            summary["metric"] = HEADLINE[cfg.finetune.task]
             summary["accuracy"] = {r.init: r.metrics.get(f"test/{summary['metric']}") for r in tuned}
         if until == "evaluate":
             records.append(ev := evaluate_task(cfg, prep_record, pretrain_record, tuned, parent))
@@ -177,7 +178,7 @@ def run_pipeline(cfg: dict[str, Any], until: str = "evaluate") -> dict[str, Any]
     return summary
 
 
-def _publish_summary(cfg: dict[str, Any], summary: dict[str, Any]) -> None:
+def _publish_summary(cfg: TransferLabConfig, summary: dict[str, Any]) -> None:
     """The run's headline numbers and a link to its MLflow parent, on the Prefect flow run."""
     from pathlib import Path
 

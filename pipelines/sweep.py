@@ -33,6 +33,7 @@ from prefect.cache_policies import NO_CACHE
 from pipelines import stages
 from pipelines.checkpoint_refs import resolve_init
 from pipelines.config.compose import check_task, check_zero_shot, compose
+from pipelines.config.schema import SweepConfig, TransferLabConfig
 from pipelines.errors import UserError
 from pipelines.flows import carbon_totals, parent_run, prep_task, pretrain_task, stage_summaries
 from pipelines.preflight import check_budget, check_inputs
@@ -72,11 +73,11 @@ def default_parallel() -> int:
     return max(1, (os.cpu_count() or 1) // 2)
 
 
-def plan(sweep_cfg: dict[str, Any], inits: list[str], pool: int) -> list[Point]:
+def plan(sweep_cfg: SweepConfig, inits: list[str], pool: int) -> list[Point]:
     """Every (budget, init, seed) point; budgets over the labeled pool (or ``all``) become
     the pool size, with a warning, and budgets that end up equal are run once."""
     budgets: list[tuple[int, int | str]] = []
-    for requested in sweep_cfg["budgets"]:
+    for requested in sweep_cfg.budgets:
         budget = pool if requested == "all" else min(int(requested), pool)
         if requested != "all" and budget < int(requested):
             log.warning("sweep: budget %s exceeds the %d labeled training examples; using %d (recorded in the "
@@ -87,33 +88,33 @@ def plan(sweep_cfg: dict[str, Any], inits: list[str], pool: int) -> list[Point]:
             log.warning("sweep: budget %s is the same as an earlier one after clamping to %d; run once", requested,
                         budget)
     points = [Point(init, budget, seed, requested) for budget, requested in budgets
-              for init in inits if init != "zero_shot" for seed in sweep_cfg["seeds"]]
+              for init in inits if init != "zero_shot" for seed in sweep_cfg.seeds]
     if "zero_shot" in inits:  # no labels and no randomness: one point
-        points.append(Point("zero_shot", 0, sweep_cfg["seeds"][0], 0))
+        points.append(Point("zero_shot", 0, sweep_cfg.seeds[0], 0))
     return points
 
 
-def _check_budgets(cfg: dict[str, Any], points: list[Point], label_names: list[str]) -> None:
+def _check_budgets(cfg: TransferLabConfig, points: list[Point], label_names: list[str]) -> None:
     """A classification budget below the class count cannot hold every class: refuse the
     sweep up front rather than fail those points one by one."""
     smallest = min((p.budget for p in points if p.init != "zero_shot"), default=None)
     if smallest is not None:
-        check_budget(cfg["finetune"]["task"], smallest, len(label_names), "sweep.budgets")
+        check_budget(cfg.finetune.task, smallest, len(label_names), "sweep.budgets")
 
 
-def point_config(cfg: dict[str, Any], point: Point, threads: int, parallel: int) -> dict[str, Any]:
+def point_config(cfg: TransferLabConfig, point: Point, threads: int, parallel: int) -> TransferLabConfig:
     out = copy.deepcopy(cfg)
-    out["seed"] = point.seed
-    out["finetune"]["inits"] = [point.init]
+    out.seed = point.seed
+    out.finetune.inits = [point.init]
     # The requested budget: the recipe clamps it to the pool and the run records both
     # (param finetune.train_examples, metric data/train_examples, tag ..._clamped).
-    out["finetune"]["train_examples"] = max(point.requested if isinstance(point.requested, int) else point.budget, 1)
-    out["trainer"]["num_threads"] = out["trainer"]["num_threads"] or threads
-    out["trainer"]["num_workers"] = 0 if out["trainer"]["num_workers"] is None else out["trainer"]["num_workers"]
+    out.finetune.train_examples = max(point.requested if isinstance(point.requested, int) else point.budget, 1)
+    out.trainer.num_threads = out.trainer.num_threads or threads
+    out.trainer.num_workers = 0 if out.trainer.num_workers is None else out.trainer.num_workers
     if parallel > 1:
         # Side by side, a machine-wide measurement would count the other points' load too:
         # each point measures its own process.
-        out["carbon"]["tracking_mode"] = "process"
+        out.carbon.tracking_mode = "process"
     return out
 
 
@@ -140,7 +141,7 @@ def _worker_init() -> None:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_bad_input_is_final)
-def sweep_point(cfg: dict[str, Any], prep_record: PrepRecord, pretrain_record: PretrainRecord, init: str,
+def sweep_point(cfg: TransferLabConfig, prep_record: PrepRecord, pretrain_record: PretrainRecord, init: str,
                 parent_run_id: str) -> FinetuneRecord:
     with lifecycle.deferred_sigterm():  # in a worker: stopped by the sweep, never mid-MLflow-write
         return stages.finetune(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, init)
@@ -193,12 +194,12 @@ def _workers_stop_with(runner: Any) -> Iterator[None]:
         raise
 
 
-def run_points(cfg: dict[str, Any], points: list[Point], prep_record: PrepRecord,
+def run_points(cfg: TransferLabConfig, points: list[Point], prep_record: PrepRecord,
                pretrain_record: PretrainRecord, parent: str) -> list[tuple[Point, FinetuneRecord | None, str | None]]:
     """(point, finetune record or None, one-line error or None) for every point, in order."""
-    parallel = min(cfg["sweep"]["parallel"] or default_parallel(), len(points))
+    parallel = min(cfg.sweep.parallel or default_parallel(), len(points))
     threads = max(1, (os.cpu_count() or 1) // parallel)
-    retries = cfg["sweep"]["retries"]
+    retries = cfg.sweep.retries
     log.info("sweep: %d fine-tunes, %d side by side (%d threads each), %d retr%s per point", len(points), parallel,
              threads, retries, "y" if retries == 1 else "ies")
     calls: list[tuple[Point, Task[..., FinetuneRecord], dict[str, Any]]] = [
@@ -234,21 +235,21 @@ def run_points(cfg: dict[str, Any], points: list[Point], prep_record: PrepRecord
     return out
 
 
-def run_sweep(cfg: dict[str, Any]) -> dict[str, Any]:
+def run_sweep(cfg: TransferLabConfig) -> dict[str, Any]:
     """Prep, pretrain, every sweep point and the report under one MLflow parent run."""
     check_inputs(cfg, "finetune")  # before the parent run exists: bad input leaves nothing behind
     resolve_init(cfg)
-    check_zero_shot(cfg["finetune"], cfg["model"]["family"])
-    check_task(cfg["finetune"], cfg["model"]["family"])
+    check_zero_shot(cfg.finetune, cfg.model.family)
+    check_task(cfg.finetune, cfg.model.family)
     started = time.perf_counter()
-    name = cfg["tracking"]["run_name"] or f"{cfg['experiment_name']}-{cfg['model']['name']}-sweep"
-    tags = {TAG_KIND: "sweep", "transferlab.experiment": cfg["experiment_name"], "transferlab.flow": "data_efficiency",
-            "transferlab.task": cfg["finetune"]["task"]}
+    name = cfg.tracking.run_name or f"{cfg.experiment_name}-{cfg.model.name}-sweep"
+    tags = {TAG_KIND: "sweep", "transferlab.experiment": cfg.experiment_name, "transferlab.flow": "data_efficiency",
+            "transferlab.task": cfg.finetune.task}
     with parent_run(cfg, name, tags, "sweep") as (tracker, parent):
         prep_record = prep_task(cfg, parent)
         pretrain_record = pretrain_task(cfg, prep_record, parent)
         pool = prep_record.labeled_rows["train"]
-        points = plan(cfg["sweep"], cfg["finetune"]["inits"], pool)
+        points = plan(cfg.sweep, cfg.finetune.inits, pool)
         _check_budgets(cfg, points, prep_record.label_names)
         results = run_points(cfg, points, prep_record, pretrain_record, parent)
         report = write_report(cfg, tracker, parent, prep_record, pretrain_record, results)
@@ -260,7 +261,7 @@ def run_sweep(cfg: dict[str, Any]) -> dict[str, Any]:
         failed = [p.name for p, r, _ in results if r is None]
         if failed:
             tracker.set_tags(parent, {"transferlab.failed_points": str(len(failed))})
-    summary = {"parent_run_id": parent, "tracking_uri": tracking_uri(cfg), "experiment": cfg["tracking"]["experiment"],
+    summary = {"parent_run_id": parent, "tracking_uri": tracking_uri(cfg), "experiment": cfg.tracking.experiment,
                "experiment_id": tracker.experiment_id, "until": "sweep", "report": report["path"],
                "metric": report["metric"], "points": report["points"], "failed": failed, "totals": totals,
                "stages": stage_summaries([prep_record, pretrain_record]),
@@ -277,7 +278,7 @@ def _cost(rec: StageRecord) -> Any:
                      *rec.produced())
 
 
-def write_report(cfg: dict[str, Any], tracker: Tracker, parent: str, prep_record: PrepRecord,
+def write_report(cfg: TransferLabConfig, tracker: Tracker, parent: str, prep_record: PrepRecord,
                  pretrain_record: PretrainRecord, results: list[tuple[Point, FinetuneRecord | None, str | None]]
                  ) -> dict[str, Any]:
     """The learning curve, the tables and break-even as parent-run artifacts and a Prefect artifact."""
@@ -285,7 +286,7 @@ def write_report(cfg: dict[str, Any], tracker: Tracker, parent: str, prep_record
     from modules.evaluation.sweep_report import SweepPoint, render_sweep_report, summarize
     from modules.tasks import get_task
 
-    task = get_task(cfg["finetune"]["task"])
+    task = get_task(cfg.finetune.task)
     metric = task.headline
     points: list[SweepPoint] = []
     for p, rec, error in results:
@@ -299,17 +300,17 @@ def write_report(cfg: dict[str, Any], tracker: Tracker, parent: str, prep_record
                                  rec.cache_hit, *rec.produced(), rec.run_id,
                                  requested_budget=_requested(p)))
     stage_costs = [_cost(prep_record), _cost(pretrain_record)]
-    out = Path(cfg["paths"]["home"]) / "runs" / parent / "report"
+    out = Path(cfg.paths.home) / "runs" / parent / "report"
     out.mkdir(parents=True, exist_ok=True)
-    title = (f"data_efficiency: {cfg['model']['name']} on {cfg['data']['name']} ({task.name}), "
+    title = (f"data_efficiency: {cfg.model.name} on {cfg.data.name} ({task.name}), "
              f"test {metric} vs labeled examples")
     learning_curve_png(points, f"test {metric}", title, out / "learning_curve.png",
                        chance=task.chance(prep_record.label_names))
     text = render_sweep_report(
-        f"transferlab sweep: {cfg['experiment_name']} ({cfg['model']['name']}, {cfg['data']['name']}, {task.name})",
+        f"transferlab sweep: {cfg.experiment_name} ({cfg.model.name}, {cfg.data.name}, {task.name})",
         f"test {metric}", points, stage_costs, ["learning_curve.png"],
-        notes=[f"Seeds {list(cfg['sweep']['seeds'])}; inits {list(cfg['finetune']['inits'])}; "
-               f"strategy {cfg['finetune']['strategy']}. A cached stage or point costs nothing in this run; "
+        notes=[f"Seeds {list(cfg.sweep.seeds)}; inits {list(cfg.finetune.inits)}; "
+               f"strategy {cfg.finetune.strategy}. A cached stage or point costs nothing in this run; "
                "'building the output' is what it cost when it ran."],
     )
     (out / "report.md").write_text(text)
@@ -336,7 +337,7 @@ def _requested(p: Point) -> int | None:
     return p.requested if isinstance(p.requested, int) else None
 
 
-def _publish(cfg: dict[str, Any], tracker: Tracker, parent: str, text: str) -> None:
+def _publish(cfg: TransferLabConfig, tracker: Tracker, parent: str, text: str) -> None:
     from pipelines.tracking.publish import publish, run_link
 
     link = run_link(cfg, tracking_uri(cfg), tracker.experiment_id, parent)

@@ -12,9 +12,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from pipelines.config.schema import TransferLabConfig
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -64,7 +67,7 @@ def tiny_overrides(home: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture
-def tiny_cfg(tmp_path: Path) -> dict[str, Any]:
+def tiny_cfg(tmp_path: Path) -> TransferLabConfig:
     from pipelines.config.compose import compose
 
     return compose(tiny_overrides(tmp_path))

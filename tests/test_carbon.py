@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import pipelines.tracking.carbon as carbon
+from pipelines.config.schema import CarbonConfig
 from pipelines.tracking.carbon import track_carbon
 
-CFG = {"enabled": True, "country_iso_code": "USA", "measure_power_secs": 1, "tracking_mode": "machine"}
+CFG = CarbonConfig(enabled=True, country_iso_code="USA", measure_power_secs=1, tracking_mode="machine")
 
 
 def test_real_tracker_measures_positive_emissions(tmp_path: Path) -> None:
@@ -48,6 +50,6 @@ def test_stop_returning_none_is_missing_not_zero(tmp_path: Path, monkeypatch: py
 
 
 def test_disabled_tracker_records_nothing(tmp_path: Path) -> None:
-    with track_carbon({**CFG, "enabled": False}, tmp_path) as result:
+    with track_carbon(replace(CFG, enabled=False), tmp_path) as result:
         pass
     assert result.missing and not (tmp_path / "emissions.csv").exists()

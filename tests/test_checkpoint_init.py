@@ -46,7 +46,7 @@ def test_an_extra_checkpoint_tunes_with_its_own_tokenizer_and_lr(tmp_path: Path,
     [line] = [m for m in caplog.messages if m.startswith(f"finetune[{rec.init}]: ") and "parameters train" in m]
     assert line.endswith(f"lr {CHECKPOINT_LR['full']:g}")
     with open(rec.predictions) as f:
-        assert sum(1 for _ in f) - 1 == ctx.cfg["data"]["labeled_test"]
+        assert sum(1 for _ in f) - 1 == ctx.cfg.data.labeled_test
 
 
 def test_a_missing_or_unfit_extra_checkpoint_fails_before_any_work(tmp_path: Path) -> None:

@@ -17,10 +17,10 @@ from pipelines.errors import ConfigError
 def test_default_config_is_the_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRANSFERLAB_HOME", str(tmp_path / "state"))
     cfg = compose([])
-    assert cfg["experiment_name"] == "quickstart"
-    assert cfg["model"]["name"] == "gpt2_tiny" and cfg["model"]["family"] == "causal"
-    assert cfg["finetune"]["inits"] == ["pretrained", "scratch"]
-    assert cfg["paths"]["home"] == str((tmp_path / "state").resolve())
+    assert cfg.experiment_name == "quickstart"
+    assert cfg.model.name == "gpt2_tiny" and cfg.model.family == "causal"
+    assert cfg.finetune.inits == ["pretrained", "scratch"]
+    assert cfg.paths.home == str((tmp_path / "state").resolve())
 
 
 def test_groups_from_design_exist() -> None:
@@ -32,16 +32,16 @@ def test_groups_from_design_exist() -> None:
 
 def test_bert_quickstart_preset_switches_the_model_group() -> None:
     cfg = compose(["experiment=quickstart_bert"])
-    assert cfg["model"]["name"] == "bert_tiny" and cfg["experiment_name"] == "quickstart_bert"
-    assert cfg["pretrain"]["mlm_probability"] == 0.4 and cfg["pretrain"]["max_steps"] == 2000
-    assert compose(["experiment=quickstart_bert", "pretrain.max_steps=5"])["pretrain"]["max_steps"] == 5
+    assert cfg.model.name == "bert_tiny" and cfg.experiment_name == "quickstart_bert"
+    assert cfg.pretrain.mlm_probability == 0.4 and cfg.pretrain.max_steps == 2000
+    assert compose(["experiment=quickstart_bert", "pretrain.max_steps=5"]).pretrain.max_steps == 5
 
 
 def test_overrides_apply_and_types_coerce() -> None:
     cfg = compose(["model=bert_tiny", "pretrain.max_steps=7", "seed=3"])
-    assert cfg["model"]["arch"] == "bert" and cfg["model"]["family"] == "masked"
-    assert cfg["pretrain"]["max_steps"] == 7 and isinstance(cfg["pretrain"]["max_steps"], int)
-    assert cfg["seed"] == 3
+    assert cfg.model.arch == "bert" and cfg.model.family == "masked"
+    assert cfg.pretrain.max_steps == 7 and isinstance(cfg.pretrain.max_steps, int)
+    assert cfg.seed == 3
 
 
 @pytest.mark.parametrize(
@@ -114,4 +114,4 @@ def test_console_script_reports_bad_group_option(tmp_path: Path) -> None:
 def test_pretrain_lr_defaults_by_family_unless_set(tmp_path: Path, overrides: list[str], lr: float) -> None:
     from pipelines.config.compose import compose
 
-    assert compose([f"paths.home={tmp_path}", *overrides])["pretrain"]["lr"] == lr
+    assert compose([f"paths.home={tmp_path}", *overrides]).pretrain.lr == lr

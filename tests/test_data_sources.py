@@ -3,6 +3,7 @@ and column logic (on in-memory datasets: no network here), presets, and pre-flig
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from conftest import tiny_overrides
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 import modules.data.hub as hub
+from modules.config import DataConfig
 from modules.data import sources
 from modules.data.errors import DataError
 from modules.data.sources import check_data, load_raw
@@ -83,7 +85,7 @@ def test_missing_column_names_the_columns_that_exist(tmp_path: Path) -> None:
     cfg = compose(tiny_overrides(tmp_path / "home", "data=sst2_local",
                                  f"data.path={_tsv(tmp_path / 't.tsv', _good_rows())}", "data.label_column=stars"))
     with pytest.raises(DataError, match=r"column 'stars' not in .* \(columns: sentence, label\)"):
-        check_data(cfg["data"])
+        check_data(cfg.data)
 
 
 def test_hub_offline_names_the_local_twin_of_each_preset(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
@@ -110,7 +112,7 @@ def test_hub_connection_error_fails_the_same_way(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(datasets, "load_dataset", no_network)
     cfg = compose(["data=sst2"])
     with pytest.raises(DataError, match=r"hub is unreachable \(ConnectionError\).*data=sst2_local"):
-        check_data(cfg["data"])
+        check_data(cfg.data)
 
 
 def test_hub_fetch_never_passes_trust_remote_code(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,7 +123,7 @@ def test_hub_fetch_never_passes_trust_remote_code(monkeypatch: pytest.MonkeyPatc
     seen: dict = {}
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **kw: seen.update(args=a, kwargs=kw) or DatasetDict())
     cfg = compose(["data=wikitext2", "data.revision=abc123"])
-    hub.fetch(cfg["data"])
+    hub.fetch(cfg.data)
     assert seen["args"] == ("wikitext", "wikitext-2-raw-v1")
     assert seen["kwargs"] == {"revision": "abc123", "streaming": False}
 
@@ -139,8 +141,8 @@ def _sst2_like() -> DatasetDict:
     return DatasetDict({"train": split(100, 0), "validation": split(20, 1000), "test": split(30, 2000, True)})
 
 
-def _hub_cfg(tmp_path: Path, *overrides: str) -> dict:
-    return compose(tiny_overrides(tmp_path / "home", *overrides))["data"]
+def _hub_cfg(tmp_path: Path, *overrides: str) -> DataConfig:
+    return compose(tiny_overrides(tmp_path / "home", *overrides)).data
 
 
 def test_sst2_preset_tests_on_validation_and_cuts_validation_from_train(tmp_path: Path) -> None:
@@ -234,10 +236,10 @@ def test_every_preset_composes_and_local_paths_become_absolute(tmp_path: Path, m
     for preset in presets:
         extra = ["data.path=[x/*.txt,y.txt]"] if preset.endswith("_local") or preset.startswith("local_") else []
         extra += ["data.hub_path=a/b"] if preset == "hub" else []
-        cfg = compose([f"data={preset}", *extra])["data"]
-        assert cfg["name"] == preset
-        if extra and cfg["path"]:
-            assert cfg["path"] == [f"{tmp_path}/x/*.txt", f"{tmp_path}/y.txt"]
+        cfg = compose([f"data={preset}", *extra]).data
+        assert cfg.name == preset
+        if extra and cfg.path:
+            assert cfg.path == [f"{tmp_path}/x/*.txt", f"{tmp_path}/y.txt"]
 
 
 def test_preflight_load_is_reused_by_prep_and_a_cached_prep_skips_it(tmp_path: Path,
@@ -258,4 +260,5 @@ def test_preflight_load_is_reused_by_prep_and_a_cached_prep_skips_it(tmp_path: P
     path.write_bytes(b"")  # new contents: the cached prep does not vouch for them
     with pytest.raises(UserError, match="data.path: file is empty"):
         check_inputs(cfg, "prep")
-    assert load_raw(cfg["data"] | {"path": str(_tsv(tmp_path / "u.tsv", _good_rows(12)))}).label_names == ["0", "1"]
+    other_file = dataclasses.replace(cfg.data, path=str(_tsv(tmp_path / "u.tsv", _good_rows(12))))
+    assert load_raw(other_file).label_names == ["0", "1"]

@@ -4,6 +4,7 @@ step per family, and a whole tiny pipeline for the seq2seq family."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 from conftest import tiny_overrides
 
+from modules.config import ModelConfig
 from modules.data.denoising import DataCollatorForTextInfilling, infill_spans
 from modules.data.synthetic import generate
 from modules.data.tokenization import train_tokenizer
@@ -92,8 +94,8 @@ def test_infilling_pads_inputs_and_labels_and_is_seeded(bart_tok) -> None:
 
 # --- configs and models -----------------------------------------------------------------
 
-MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "n_inner": 64, "max_positions": 64, "dropout": 0.0,
-         "n_decoder_layer": None}
+MODEL = ModelConfig(name="test", arch="gpt2", family="causal", n_layer=2, n_embd=32, n_head=2, n_inner=64,
+                    max_positions=64, dropout=0.0, n_decoder_layer=None)
 
 
 @pytest.mark.parametrize("arch,family", [("gpt2", "causal"), ("bert", "masked"), ("bart", "seq2seq")])
@@ -101,7 +103,7 @@ def test_lm_config_and_build_for_each_arch(arch: str, family: str) -> None:
     from modules.models.factory import build_lm, lm_config
 
     tok = train_tokenizer(DATA.corpus["train"], "bpe", 300, family=family)
-    cfg = lm_config({**MODEL, "arch": arch, "n_decoder_layer": 3 if arch == "bart" else None}, tok)
+    cfg = lm_config(replace(MODEL, arch=arch, n_decoder_layer=3 if arch == "bart" else None), tok)
     model = build_lm(cfg, family)
     assert model.config.model_type == arch and model.config.vocab_size == len(tok)
     assert model.config._attn_implementation == "sdpa"
@@ -127,10 +129,10 @@ def test_pretrain_step_per_family(tmp_path: Path, preset: str) -> None:
     from modules.training.recipes import pretrain_language_model
 
     cfg = compose(tiny_overrides(tmp_path, f"model={preset}", "pretrain.max_steps=2", "pretrain.val_every_n_steps=2"))
-    family = cfg["model"]["family"]
+    family = cfg.model.family
     prep = tmp_path / "prep"
-    prepare_data(prep, cfg["data"], cfg["tokenizer"], family, cfg["pretrain"]["block_size"], model_cfg=cfg["model"])
-    result = pretrain_language_model(prep, tmp_path / "out", cfg["model"], cfg["pretrain"], cfg["trainer"], seed=0)
+    prepare_data(prep, cfg.data, cfg.tokenizer, family, cfg.pretrain.block_size, model_cfg=cfg.model)
+    result = pretrain_language_model(prep, tmp_path / "out", cfg.model, cfg.pretrain, cfg.trainer, seed=0)
     assert result.steps == 2 and math.isfinite(result.metrics["val/loss"])
     load_lm(result.hf_model, family)
     ppl = lm_perplexity(result.hf_model, prep / "lm", family, batch_size=8, max_batches=2)
@@ -143,7 +145,7 @@ def test_pretrain_step_per_family(tmp_path: Path, preset: str) -> None:
 
     tok = AutoTokenizer.from_pretrained(result.hf_model)
     raw = load_from_disk(str(prep / "labeled"))["train"].select(range(4))
-    rows = get_task("classification").tokenize(raw, tok, family, cfg["finetune"]["max_length"], cfg["finetune"])
+    rows = get_task("classification").tokenize(raw, tok, family, cfg.finetune.max_length, cfg.finetune)
     batch = DataCollatorWithPadding(tok)([{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]}
                                           for r in rows])
     if family == "seq2seq":  # BartForSequenceClassification pools the hidden state at the one final EOS
@@ -195,4 +197,4 @@ def test_family_config_errors_name_the_key(tmp_path: Path, overrides: list[str],
 @pytest.mark.parametrize("preset", ["gpt2_small", "bert_small", "bart_small", "bart_tiny"])
 def test_presets_compose_and_take_overrides(tmp_path: Path, preset: str) -> None:
     cfg = compose([f"model={preset}", "model.n_layer=3", "model.n_embd=96", f"paths.home={tmp_path}"])
-    assert cfg["model"]["name"] == preset and (cfg["model"]["n_layer"], cfg["model"]["n_embd"]) == (3, 96)
+    assert cfg.model.name == preset and (cfg.model.n_layer, cfg.model.n_embd) == (3, 96)

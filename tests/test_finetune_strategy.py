@@ -3,6 +3,7 @@ stage-level linear probe that leaves the pretrained body bit-identical."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 from conftest import tiny_overrides
 from safetensors.torch import load_file
 
+from modules.config import ModelConfig
 from modules.data.synthetic import generate
 from modules.data.tokenization import train_tokenizer
 from modules.models.factory import build_classifier, build_lm, lm_config
@@ -21,8 +23,8 @@ from pipelines.errors import ConfigError
 
 DATA = generate(seed=5, corpus_documents=120, labeled_train=8, labeled_val=4, labeled_test=4, words_per_topic=8,
                 neutral_words=40)
-MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "n_inner": 64, "max_positions": 64, "dropout": 0.1,
-         "n_decoder_layer": None}
+MODEL = ModelConfig(name="test", arch="gpt2", family="causal", n_layer=2, n_embd=32, n_head=2, n_inner=64,
+                    max_positions=64, dropout=0.1, n_decoder_layer=None)
 FAMILY = {"gpt2": "causal", "bert": "masked", "bart": "seq2seq"}
 # Per arch: the head (always trains) and, for partial k=1, the top layer (+ final norm).
 HEAD = {"gpt2": ("score.",), "bert": ("classifier.", "bert.pooler."), "bart": ("classification_head.",)}
@@ -35,7 +37,7 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     """A tiny LM of each arch built by the factory and saved as a pretrained export."""
     arch = request.param
     tok = train_tokenizer(DATA.corpus["train"], "bpe", 300, family=FAMILY[arch])
-    lm = build_lm(lm_config({**MODEL, "arch": arch}, tok), FAMILY[arch])
+    lm = build_lm(lm_config(replace(MODEL, arch=arch), tok), FAMILY[arch])
     out = tmp_path_factory.mktemp(arch)
     lm.save_pretrained(str(out))
     return arch, out
@@ -109,10 +111,10 @@ def test_strategy_config_errors_name_the_key(tmp_path: Path, overrides: list[str
 @pytest.mark.parametrize("strategy", sorted(STRATEGY_LR))
 def test_lr_null_resolves_per_strategy_and_explicit_lr_wins(tmp_path: Path, strategy: str) -> None:
     cfg = compose(tiny_overrides(tmp_path, f"finetune.strategy={strategy}", "finetune.trainable_layers=1"))
-    assert cfg["finetune"]["lr"] == {"full": 1e-3, "partial": 2e-3, "linear_probe": 5e-3}[strategy]
+    assert cfg.finetune.lr == {"full": 1e-3, "partial": 2e-3, "linear_probe": 5e-3}[strategy]
     explicit = compose(tiny_overrides(tmp_path, f"finetune.strategy={strategy}", "finetune.trainable_layers=1",
                                       "finetune.lr=3e-4"))
-    assert explicit["finetune"]["lr"] == 3e-4
+    assert explicit.finetune.lr == 3e-4
 
 
 def test_stage_linear_probe_keeps_the_pretrained_body(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

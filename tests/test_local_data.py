@@ -16,6 +16,7 @@ from modules.data.sources import load_raw
 from pipelines import stages
 from pipelines.cli import main
 from pipelines.config.compose import compose
+from pipelines.config.schema import TransferLabConfig
 from pipelines.stages.common import StageContext
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
@@ -35,14 +36,14 @@ def _files(tmp_path: Path) -> dict[str, Path]:
     return {"corpus": corpus, "labeled": labeled}
 
 
-def _labeled_cfg(tmp_path: Path, path: Path, *extra: str) -> dict:
+def _labeled_cfg(tmp_path: Path, path: Path, *extra: str) -> TransferLabConfig:
     return compose(tiny_overrides(tmp_path / "home", "data=local_labeled", f"data.path={path}",
                                   "data.text_column=sentence", "data.label_column=sentiment", *extra))
 
 
 def test_local_labeled_splits_deterministically_with_string_labels(tmp_path: Path) -> None:
     cfg = _labeled_cfg(tmp_path, _files(tmp_path)["labeled"])
-    a, b = load_raw(cfg["data"]), load_raw(cfg["data"])
+    a, b = load_raw(cfg.data), load_raw(cfg.data)
     assert a.labeled == b.labeled and a.corpus == b.corpus
     assert a.label_names == ["neg", "pos"] and a.has_labels
     # Fractions of the whole file: test 20% of 120, validation 10%, the rest trains.
@@ -50,7 +51,7 @@ def test_local_labeled_splits_deterministically_with_string_labels(tmp_path: Pat
     train_texts = [t for t, _ in a.labeled["train"]]
     assert sorted(a.corpus["train"] + a.corpus["validation"]) == sorted(train_texts)  # corpus = train texts only
     assert any('"good"' in t for t in train_texts)  # TSV quotes kept verbatim
-    other = load_raw(_labeled_cfg(tmp_path, _files(tmp_path)["labeled"], "data.seed=7")["data"])
+    other = load_raw(_labeled_cfg(tmp_path, _files(tmp_path)["labeled"], "data.seed=7").data)
     assert other.labeled["test"] != a.labeled["test"]
 
 
@@ -61,7 +62,7 @@ def test_integer_labels_get_numeric_ids_and_positions_work_without_a_header(tmp_
     path.write_text("".join(f'"{classes[i % 4]}","title {i}","{WORDS[i % 12]}, {WORDS[(i * 7) % 12]} story {i}"\n'
                             for i in range(80)))
     cfg = compose(tiny_overrides(tmp_path / "home", "data=ag_news_local", f"data.path={path}"))
-    data = load_raw(cfg["data"])
+    data = load_raw(cfg.data)
     assert data.label_names == ["1", "2", "4", "10"]
     text, label = data.labeled["train"][0]
     assert "story" in text and "title" not in text  # position 2 is the description, with its comma
@@ -77,7 +78,7 @@ def test_local_text_reads_globs_lists_and_table_formats(tmp_path: Path) -> None:
     pq.write_table(pa.table({"id": [1, 2, 3], "body": ["pq doc 1", "pq doc 2", None]}), tmp_path / "e.parquet")
 
     def docs(*overrides: str) -> list[str]:
-        data = load_raw(compose(tiny_overrides(tmp_path / "home", "data=local_text", *overrides))["data"])
+        data = load_raw(compose(tiny_overrides(tmp_path / "home", "data=local_text", *overrides)).data)
         assert not data.has_labels and data.labeled == {} and data.label_names == []
         return data.corpus["train"] + data.corpus["validation"]
 
@@ -93,7 +94,7 @@ def test_latin1_file_reads_with_data_encoding(tmp_path: Path) -> None:
     path = tmp_path / "fr.txt"
     path.write_bytes("\n".join(f"café numéro {i}" for i in range(10)).encode("latin-1"))
     cfg = compose(tiny_overrides(tmp_path / "home", "data=local_text", f"data.path={path}", "data.encoding=latin-1"))
-    data = load_raw(cfg["data"])
+    data = load_raw(cfg.data)
     assert "café numéro 0" in data.corpus["train"] + data.corpus["validation"]
 
 
@@ -104,7 +105,7 @@ def test_local_text_with_a_labeled_file_and_given_splits(tmp_path: Path) -> None
     cfg = compose(tiny_overrides(tmp_path / "home", "data=local_text", f"data.path={files['corpus']}",
                                  f"data.labeled_path={files['labeled']}", f"data.test_path={test}",
                                  "data.text_column=sentence", "data.label_column=sentiment"))
-    data = load_raw(cfg["data"])
+    data = load_raw(cfg.data)
     assert len(data.corpus["train"]) + len(data.corpus["validation"]) == 300  # blank lines skipped
     assert data.labeled["test"] == [("held out one", 1), ("held out two", 0)]
     assert len(data.labeled["validation"]) == 12 and len(data.labeled["train"]) == 108

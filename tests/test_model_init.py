@@ -50,13 +50,13 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def test_local_dir_fills_arch_family_tokenizer(tmp_path: Path, gpt2_dir: Path) -> None:
     cfg = compose(tiny_overrides(tmp_path, f"model.init={gpt2_dir}", "model=bert_tiny"))
-    assert cfg["model"]["arch"] == "bert"  # the preset, until the checkpoint speaks
+    assert cfg.model.arch == "bert"  # the preset, until the checkpoint speaks
     resolve_init(cfg)
-    m = cfg["model"]
-    assert (m["arch"], m["family"], m["init_path"]) == ("gpt2", "causal", str(gpt2_dir))
-    assert (m["n_layer"], m["n_embd"], m["n_head"], m["max_positions"]) == (1, 32, 2, 64)
-    assert cfg["tokenizer"] == {**cfg["tokenizer"], "kind": "pretrained", "path": str(gpt2_dir)}
-    assert cfg["pretrain"]["lr"] == 1e-4  # lr=null continues a trained model gently
+    m = cfg.model
+    assert (m.arch, m.family, m.init_path) == ("gpt2", "causal", str(gpt2_dir))
+    assert (m.n_layer, m.n_embd, m.n_head, m.max_positions) == (1, 32, 2, 64)
+    assert (cfg.tokenizer.kind, cfg.tokenizer.path) == ("pretrained", str(gpt2_dir))
+    assert cfg.pretrain.lr == 1e-4  # lr=null continues a trained model gently
     assert list(tmp_path.iterdir()) == []  # a local dir needs no state
 
 
@@ -64,7 +64,7 @@ def test_fingerprint_identity_is_the_content_not_the_path(tmp_path: Path, gpt2_d
     copy = _copy(gpt2_dir, tmp_path / "copy")
     a = resolve_init(compose(tiny_overrides(tmp_path, f"model.init={gpt2_dir}")))
     b = resolve_init(compose(tiny_overrides(tmp_path, f"model.init={copy}")))
-    assert model_identity(a["model"]) == model_identity(b["model"])
+    assert model_identity(a.model) == model_identity(b.model)
     before = content_digest(copy)
     cfg = json.loads((copy / "config.json").read_text())
     (copy / "config.json").write_text(json.dumps({**cfg, "resid_pdrop": 0.3}))

@@ -69,10 +69,10 @@ def test_register_as_null_registers_nothing(tmp_path: Path) -> None:
 def test_finetune_straight_from_the_registry(home: Path, first: tuple[StageContext, dict[str, Any]]) -> None:
     ctx, pre, tuned = _pipeline(home, f"model.init=models:/{NAME}/1", "pretrain.max_steps=0", "model=bert_tiny",
                                 finetune=True)
-    m = ctx.cfg["model"]
-    assert (m["arch"], m["family"]) == ("gpt2", "causal")  # the checkpoint's, not the bert_tiny preset's
-    assert ctx.cfg["tokenizer"]["kind"] == "pretrained"
-    assert Path(m["init_path"]).is_relative_to(home / "cache" / "init")
+    m = ctx.cfg.model
+    assert (m.arch, m.family) == ("gpt2", "causal")  # the checkpoint's, not the bert_tiny preset's
+    assert ctx.cfg.tokenizer.kind == "pretrained"
+    assert Path(m.init_path).is_relative_to(home / "cache" / "init")
     # pass-through: the registered weights are this pipeline's "pretrained" model, unchanged
     from safetensors.torch import load_file
 
@@ -98,6 +98,6 @@ def test_continue_pretraining_from_the_registry(home: Path, first: tuple[StageCo
 def test_alias_resolves_to_its_version(home: Path, first: tuple[StageContext, dict[str, Any]]) -> None:
     ctx, _ = first
     ctx.tracker.client.set_registered_model_alias(NAME, "champion", "1")
-    paths = {resolve_init(compose(tiny_overrides(home, f"model.init={uri}")))["model"]["init_path"]
+    paths = {resolve_init(compose(tiny_overrides(home, f"model.init={uri}"))).model.init_path
              for uri in (f"models:/{NAME}/1", f"models:/{NAME}/champion", f"models:/{NAME}@champion")}
     assert len(paths) == 1  # one download, keyed by the version the alias points at

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from conftest import tiny_overrides
 from datasets import Dataset
 
+from modules.config import DataConfig, FinetuneConfig, ModelConfig
 from modules.data.errors import DataError
 from modules.data.synthetic import generate, make_lexicon
 from modules.data.synthetic_seq2seq import generate_pairs, target_for
@@ -24,10 +25,10 @@ from pipelines.errors import ConfigError
 DATA = generate(seed=5, corpus_documents=120, labeled_train=8, labeled_val=4, labeled_test=4, words_per_topic=8,
                 neutral_words=40)
 PAIRS = generate_pairs(DATA.lexicon, 5, {"train": 12, "validation": 4, "test": 6})
-MODEL = {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_inner": 64, "max_positions": 64, "dropout": 0.0,
-         "n_decoder_layer": None}
-FT = {"strategy": "full", "max_target_length": 8, "num_beams": 1, "lr": 1e-3, "weight_decay": 0.0,
-      "warmup_ratio": 0.0}
+MODEL = ModelConfig(name="test", arch="bart", family="seq2seq", n_layer=1, n_embd=32, n_head=2, n_inner=64,
+                    max_positions=64, dropout=0.0, n_decoder_layer=None)
+FT = FinetuneConfig(task="seq2seq", strategy="full", max_target_length=8, num_beams=1, lr=1e-3, weight_decay=0.0,
+                    warmup_ratio=0.0)
 
 
 @pytest.fixture(scope="module", params=["causal", "seq2seq"])
@@ -64,8 +65,8 @@ def test_most_test_cue_words_are_unseen_in_a_small_training_subset() -> None:
 
 # --- pair files -------------------------------------------------------------------------
 
-def _data_cfg(tmp_path: Path, *extra: str) -> dict[str, Any]:
-    return compose(tiny_overrides(tmp_path, "data=local_labeled", "finetune=seq2seq", *extra))["data"]
+def _data_cfg(tmp_path: Path, *extra: str) -> DataConfig:
+    return compose(tiny_overrides(tmp_path, "data=local_labeled", "finetune=seq2seq", *extra)).data
 
 
 def test_pair_files_in_each_format_and_cut_splits(tmp_path: Path) -> None:
@@ -183,7 +184,7 @@ def test_module_trains_a_step_and_generates_strings_in_order(family_tok) -> None
 
     family, tok = family_tok
     torch.manual_seed(0)
-    model = build_lm(lm_config({**MODEL, "arch": "gpt2" if family == "causal" else "bart"}, tok), family)
+    model = build_lm(lm_config(replace(MODEL, arch="gpt2" if family == "causal" else "bart"), tok), family)
     ds = {s: tokenize_pairs(TASK.to_dataset(PAIRS[s], []), tok, family, 40, 8) for s in PAIRS}
     data = TASK.datamodule(ds, tok, family, batch_size=4, eval_batch_size=4)
     module = TASK.lightning_module(model, tok, family, [], FT)
@@ -250,7 +251,7 @@ def test_stages_write_predictions_and_log_chrf(tmp_path: Path, model: str) -> No
         path = Path(rec.predictions)
         assert path.name == "predictions.jsonl" and rec.task == "seq2seq"
         rows = [json.loads(line) for line in path.read_text().splitlines()]
-        assert len(rows) == cfg["data"]["labeled_test"]
+        assert len(rows) == cfg.data.labeled_test
         assert set(rows[0]) == {"index", "source", "reference", "prediction"}
         metrics = ctx.tracker.client.get_run(rec.run_id).data.metrics
         assert 0.0 <= metrics["test/chrf"] <= 1.0 and "val/loss" in metrics

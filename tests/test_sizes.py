@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from modules.config import ModelConfig
 from modules.models.choices import ARCHS
 from modules.models.sizes import estimated_parameters, layer_count
 
-MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "n_inner": 64, "max_positions": 64, "dropout": 0.1}
+MODEL = ModelConfig(name="test", arch="gpt2", family="causal", n_layer=2, n_embd=32, n_head=2, n_inner=64,
+                    max_positions=64, dropout=0.1)
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
@@ -19,7 +23,7 @@ def test_config_sizes_match_the_built_model(arch: str, n_decoder_layer: int | No
     from modules.models.freeze import transformer_layers
 
     family = ARCHS[arch]
-    model_cfg = {**MODEL, "arch": arch, "family": family, "n_decoder_layer": n_decoder_layer}
+    model_cfg = replace(MODEL, arch=arch, family=family, n_decoder_layer=n_decoder_layer)
     data = generate(seed=5, corpus_documents=60, labeled_train=4, labeled_val=2, labeled_test=2, words_per_topic=8,
                     neutral_words=40)
     tok = train_tokenizer(data.corpus["train"], "bpe", 300, family=family)
@@ -31,7 +35,7 @@ def test_config_sizes_match_the_built_model(arch: str, n_decoder_layer: int | No
 
 
 def test_decoder_depth_defaults_to_the_encoders() -> None:
-    bart = {**MODEL, "family": "seq2seq", "n_decoder_layer": None}
-    assert layer_count(bart) == 4 and layer_count({**bart, "n_decoder_layer": 1}) == 3
-    assert layer_count({**MODEL, "family": "causal", "n_decoder_layer": None}) == 2
-    assert estimated_parameters(bart, 100) > estimated_parameters({**bart, "family": "masked"}, 100)
+    bart = replace(MODEL, family="seq2seq", n_decoder_layer=None)
+    assert layer_count(bart) == 4 and layer_count(replace(bart, n_decoder_layer=1)) == 3
+    assert layer_count(replace(MODEL, family="causal", n_decoder_layer=None)) == 2
+    assert estimated_parameters(bart, 100) > estimated_parameters(replace(bart, family="masked"), 100)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def test_second_prep_is_a_cache_hit_without_retokenizing(ctx: StageContext, prep
 
 
 def test_changed_input_is_a_cache_miss(ctx: StageContext, prep_rec: PrepRecord) -> None:
-    other = StageContext.create({**ctx.cfg, "data": {**ctx.cfg["data"], "seed": 99}})
+    other = StageContext.create(replace(ctx.cfg, data=replace(ctx.cfg.data, seed=99)))
     rec = stages.prep(other)
     assert rec.cache_hit is False and rec.fingerprint != prep_rec.fingerprint
 
@@ -93,7 +94,7 @@ def test_pretrain_exports_a_loadable_model_and_logs_lm_metrics(ctx: StageContext
         assert key in run.data.metrics, key
     assert run.data.metrics["train/tokens_per_sec"] > 0 and 0 < run.data.metrics["train/mfu"] < 1
     history = ctx.tracker.client.get_metric_history(pretrain_rec.run_id, "train/loss")
-    assert 1 <= len(history) < ctx.cfg["pretrain"]["max_steps"]  # every N steps, not every step
+    assert 1 <= len(history) < ctx.cfg.pretrain.max_steps  # every N steps, not every step
     assert {"hf_model", "checkpoints", "config.yaml", "emissions.csv"} <= _artifacts(ctx, pretrain_rec.run_id)
     assert "hf_model/model.safetensors" in _artifacts(ctx, pretrain_rec.run_id, "hf_model")
 
@@ -122,7 +123,7 @@ def test_failed_pretrain_publishes_nothing_and_marks_the_run_failed(
         raise RuntimeError("simulated crash mid-training")
 
     monkeypatch.setattr(modules.training.recipes, "pretrain_language_model", crash)
-    other = StageContext.create({**ctx.cfg, "seed": 12345})
+    other = StageContext.create(replace(ctx.cfg, seed=12345))
     with pytest.raises(RuntimeError, match="simulated crash"):
         stages.pretrain(other, prep_rec)
     cache_root = ctx.home / "cache" / "pretrain"
@@ -162,7 +163,7 @@ def test_finetune_runs_both_inits_on_the_same_labeled_subset(ctx: StageContext,
         assert run.data.tags["transferlab.task"] == "classification"
         for key in ("train/loss", "val/loss", "val/accuracy", "test/accuracy", "test/f1_macro", "carbon/emissions_kg"):
             assert key in run.data.metrics, (rec.init, key)
-        assert run.data.metrics["data/train_examples"] == ctx.cfg["finetune"]["train_examples"]
+        assert run.data.metrics["data/train_examples"] == ctx.cfg.finetune.train_examples
         assert {"predictions.csv", "hf_model", "config.yaml", "emissions.csv"} <= _artifacts(ctx, rec.run_id)
     # Same architecture, different weights.
     from transformers import AutoModelForSequenceClassification

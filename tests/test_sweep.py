@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from conftest import tiny_overrides
 
+from pipelines.config.schema import SweepConfig
 from pipelines.sweep import Point, plan
 
 
 def test_plan_clamps_budgets_to_the_pool_and_runs_equal_ones_once(caplog: pytest.LogCaptureFixture) -> None:
-    sweep = {"budgets": [16, 64, 256, "all"], "seeds": [0, 1]}
+    sweep = SweepConfig(budgets=[16, 64, 256, "all"], seeds=[0, 1])
     points = plan(sweep, ["pretrained", "scratch", "zero_shot"], pool=100)
     budgets = sorted({p.budget for p in points if p.init != "zero_shot"})
     assert budgets == [16, 64, 100]
@@ -116,7 +117,7 @@ def test_a_failing_point_is_retried_then_reported_without_sinking_the_sweep(
     attempts: dict[tuple[str, int], int] = {}
 
     def flaky(ctx, prep_record, pretrain_record, init):  # noqa: ANN001, ANN202
-        key = (init, ctx.cfg["seed"])
+        key = (init, ctx.cfg.seed)
         attempts[key] = attempts.get(key, 0) + 1
         if key == ("scratch", 0) and attempts[key] == 1:
             raise RuntimeError("transient: out of memory")  # the retry succeeds

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 from conftest import tiny_overrides
 
+from modules.config import DataConfig, FinetuneConfig, ModelConfig
 from modules.data.conll import tagging_splits
 from modules.data.errors import DataError
 from modules.data.synthetic import generate
@@ -26,8 +28,8 @@ TASK = get_task("token_classification")
 DATA = generate(seed=5, corpus_documents=150, labeled_train=8, labeled_val=4, labeled_test=4, words_per_topic=8,
                 neutral_words=40)
 SIZES = {"train": 200, "validation": 20, "test": 40}
-MODEL = {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_inner": 64, "max_positions": 64, "dropout": 0.1,
-         "n_decoder_layer": None}
+MODEL = ModelConfig(name="test", arch="gpt2", family="causal", n_layer=1, n_embd=32, n_head=2, n_inner=64,
+                    max_positions=64, dropout=0.1, n_decoder_layer=None)
 
 
 def _valid_bio(tags: list[str]) -> bool:
@@ -73,10 +75,12 @@ def test_synthetic_sentences_mix_topics() -> None:
 
 
 # --- CoNLL files ----------------------------------------------------------------------------------
+TAGGING = FinetuneConfig(task="token_classification")
 
-def _cfg(path: Any, **kw: Any) -> dict[str, Any]:
-    return {"path": path, "validation_path": None, "test_path": None, "format": "auto", "encoding": "utf-8",
-            "labeled_val_fraction": 0.2, "labeled_test_fraction": 0.2, "seed": 3, **kw}
+
+def _cfg(path: Any, **kw: Any) -> DataConfig:
+    return replace(DataConfig(path=path, validation_path=None, test_path=None, format="auto", encoding="utf-8",
+                              labeled_val_fraction=0.2, labeled_test_fraction=0.2, seed=3), **kw)
 
 
 CONLL = """-DOCSTART- -X- -X- O
@@ -175,7 +179,7 @@ def test_one_labelled_sub_token_per_word(tokenizers: dict[str, Any], family: str
     tok = tokenizers[family]
     # two cue words glued into one unseen word: several sub-tokens with either tokenizer
     rows = [([DATA.lexicon.cues[0][0] + DATA.lexicon.cues[1][0], *DATA.lexicon.nouns[:2], "."], [1, 0, 2, 0])]
-    ds = TASK.tokenize(TASK.to_dataset(rows, ["O", "B-A", "I-A"]), tok, family, 64, {})
+    ds = TASK.tokenize(TASK.to_dataset(rows, ["O", "B-A", "I-A"]), tok, family, 64, TAGGING)
     row = ds[0]
     assert len(row["input_ids"]) == len(row["labels"]) == len(row["word_index"]) == len(row["attention_mask"])
     labelled = [i for i, y in enumerate(row["labels"]) if y != IGNORE]
@@ -194,7 +198,7 @@ def test_one_labelled_sub_token_per_word(tokenizers: dict[str, Any], family: str
 @pytest.mark.parametrize("family", ["causal", "masked"])
 def test_truncation_keeps_lengths_consistent(tokenizers: dict[str, Any], family: str) -> None:
     rows, names = generate_tagging(DATA.lexicon, 1, {"test": 6})
-    ds = TASK.tokenize(TASK.to_dataset(rows["test"], names), tokenizers[family], family, 6, {})
+    ds = TASK.tokenize(TASK.to_dataset(rows["test"], names), tokenizers[family], family, 6, TAGGING)
     for row, (words, tags) in zip(ds, rows["test"], strict=True):
         assert len(row["input_ids"]) == len(row["labels"]) == len(row["word_index"]) <= 6
         kept = [w for w in row["word_index"] if w >= 0]
@@ -209,9 +213,9 @@ def test_truncation_keeps_lengths_consistent(tokenizers: dict[str, Any], family:
 def test_head_gives_one_score_per_token_and_tag(tokenizers: dict[str, Any], tmp_path: Path, family: str,
                                                 arch: str) -> None:
     tok = tokenizers[family]
-    build_lm(lm_config({**MODEL, "arch": arch}, tok), family).save_pretrained(str(tmp_path))
+    build_lm(lm_config(replace(MODEL, arch=arch), tok), family).save_pretrained(str(tmp_path))
     rows, names = generate_tagging(DATA.lexicon, 2, {"train": 5})
-    ds = TASK.tokenize(TASK.to_dataset(rows["train"], names), tok, family, 64, {})
+    ds = TASK.tokenize(TASK.to_dataset(rows["train"], names), tok, family, 64, TAGGING)
     data = TASK.datamodule({"train": ds, "validation": ds, "test": ds}, tok, family, 5, 5)
     batch = next(iter(data.test_dataloader()))
     for init in ("pretrained", "scratch"):
@@ -222,7 +226,7 @@ def test_head_gives_one_score_per_token_and_tag(tokenizers: dict[str, Any], tmp_
         assert torch.isfinite(out.loss)
     report = apply_strategy(model, "linear_probe")
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
-    assert report.trainable_parameters == len(names) * (MODEL["n_embd"] + 1)
+    assert report.trainable_parameters == len(names) * (MODEL.n_embd + 1)
 
 
 # --- scoring --------------------------------------------------------------------------------------
@@ -291,7 +295,7 @@ def test_stage_run_writes_predictions_and_logs_entity_f1(tmp_path: Path) -> None
     pretrain = stages.pretrain(ctx, prep)
     rec = stages.finetune(ctx, prep, pretrain, "pretrained")
     rows = [json.loads(line) for line in Path(rec.predictions).read_text().splitlines()]
-    assert rec.predictions.endswith("predictions.jsonl") and len(rows) == ctx.cfg["data"]["labeled_test"]
+    assert rec.predictions.endswith("predictions.jsonl") and len(rows) == ctx.cfg.data.labeled_test
     assert all(len(r["tokens"]) == len(r["tags"]) == len(r["predictions"]) for r in rows)
     assert set(r["predictions"][0] for r in rows) <= set(prep.label_names)
     run = ctx.tracker.client.get_run(rec.run_id)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from datasets import Dataset
 
+from modules.config import ModelConfig, TokenizerConfig
 from modules.data.synthetic import generate
 from modules.data.tokenization import (
     pack_for_lm,
@@ -50,7 +53,7 @@ import pytest  # noqa: E402
 from modules.data.errors import DataError  # noqa: E402
 from modules.data.tokenization import make_tokenizer  # noqa: E402
 
-TOK_CFG = {"kind": "auto", "path": None, "vocab_size": 300, "min_frequency": 2}
+TOK_CFG = TokenizerConfig(kind="auto", path=None, vocab_size=300, min_frequency=2)
 
 
 def test_auto_kind_for_seq2seq_and_for_a_checkpoint() -> None:
@@ -72,7 +75,7 @@ def test_unigram_trains_and_round_trips() -> None:
 @pytest.mark.parametrize("kind", ["bpe", "wordpiece", "unigram"])
 @pytest.mark.parametrize("family", ["causal", "masked", "seq2seq"])
 def test_every_trained_kind_has_the_specials_its_family_needs(kind: str, family: str) -> None:
-    tok, resolved = make_tokenizer(DATA.corpus["train"], {**TOK_CFG, "kind": kind}, family)
+    tok, resolved = make_tokenizer(DATA.corpus["train"], replace(TOK_CFG, kind=kind), family)
     assert resolved == kind
     assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
     if family == "causal":
@@ -104,21 +107,21 @@ def test_seq2seq_labeled_rows_end_with_exactly_one_eos() -> None:
 def test_pretrained_tokenizer_is_reused_from_a_saved_dir(tmp_path) -> None:
     original = train_tokenizer(DATA.corpus["train"], "unigram", 300, family="seq2seq")
     original.save_pretrained(str(tmp_path / "tok"))
-    cfg = {**TOK_CFG, "kind": "pretrained", "path": str(tmp_path / "tok")}
+    cfg = replace(TOK_CFG, kind="pretrained", path=str(tmp_path / "tok"))
     tok, kind = make_tokenizer(["never", "trained", "on"], cfg, "seq2seq")
     assert kind == "pretrained" and tok.get_vocab() == original.get_vocab()
     text = DATA.labeled["train"][1][0]
     assert tok(text)["input_ids"] == original(text)["input_ids"]
     # tokenizer.path null: model.init's checkpoint dir is the source.
-    tok2, kind2 = make_tokenizer([], {**TOK_CFG, "kind": "auto"}, "seq2seq",
-                                 {"init": str(tmp_path / "tok"), "init_path": None, "trust_remote_code": False})
+    tok2, kind2 = make_tokenizer([], replace(TOK_CFG, kind="auto"), "seq2seq",
+                                 ModelConfig(init=str(tmp_path / "tok"), init_path=None, trust_remote_code=False))
     assert kind2 == "pretrained" and len(tok2) == len(original)
 
 
 def test_pretrained_tokenizer_without_a_mask_token_fails_for_masked_and_seq2seq(tmp_path) -> None:
     causal = train_tokenizer(DATA.corpus["train"], "bpe", 300, family="causal")
     causal.save_pretrained(str(tmp_path / "gpt"))
-    cfg = {**TOK_CFG, "kind": "pretrained", "path": str(tmp_path / "gpt")}
+    cfg = replace(TOK_CFG, kind="pretrained", path=str(tmp_path / "gpt"))
     for family in ("masked", "seq2seq"):
         with pytest.raises(DataError, match=r"tokenizer.kind=pretrained.*mask_token.*family=" + family) as err:
             make_tokenizer([], cfg, family)
@@ -130,5 +133,5 @@ def test_pretrained_tokenizer_without_a_mask_token_fails_for_masked_and_seq2seq(
 def test_pretrained_hub_id_offline_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError, match=r"tokenizer.kind=pretrained: cannot load .*no-such-org/no-such-tok") as err:
-        make_tokenizer([], {**TOK_CFG, "kind": "pretrained", "path": "no-such-org/no-such-tok"}, "causal")
+        make_tokenizer([], replace(TOK_CFG, kind="pretrained", path="no-such-org/no-such-tok"), "causal")
     assert "\n" not in str(err.value)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from modules.config import DataConfig, FinetuneConfig
+from pipelines.config.schema import TrackingConfig, TransferLabConfig
 from pipelines.tracking.runs import MAX_PARAM_CHARS, mlflow_params, redact
 
 
 def test_params_are_dotted_truncated_and_redacted() -> None:
-    cfg = {"tracking": {"uri": "http://alice:s3cret@mlflow.example:5000", "experiment": "x"},
-           "data": {"path": "p" * 2000}, "finetune": {"inits": ["pretrained", "scratch"]}}
+    cfg = TransferLabConfig(tracking=TrackingConfig(uri="http://alice:s3cret@mlflow.example:5000", experiment="x"),
+                            data=DataConfig(path="p" * 2000), finetune=FinetuneConfig(inits=["pretrained", "scratch"]))
     params = mlflow_params(cfg)
     assert params["tracking.uri"] == "http://***@mlflow.example:5000"
     assert "s3cret" not in str(params)

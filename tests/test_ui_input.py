@@ -7,6 +7,7 @@ ConfigError line that names the key and never shows the server's secret or files
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -195,7 +196,7 @@ def _ok_overrides(site: dict[str, Path]) -> list[list[str]]:
 def test_legitimate_ui_input_is_accepted(index: int, site: dict[str, Path], secret_env: None) -> None:
     overrides = _ok_overrides(site)[index]
     cfg = untrusted_config(tiny_overrides(site["state"]), overrides, [str(site["data"])])
-    assert SECRET not in json.dumps(cfg)
+    assert SECRET not in json.dumps(dataclasses.asdict(cfg))
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -227,7 +228,7 @@ def test_ordinary_overrides_pass() -> None:
 def test_home_must_stay_in_the_state_dir(tmp_path: Path) -> None:
     server = tiny_overrides(tmp_path / "state")
     inside = untrusted_config(server, [f"paths.home={tmp_path / 'state' / 'sub'}"], [])
-    assert inside["paths"]["home"] == str(tmp_path / "state" / "sub")
+    assert inside.paths.home == str(tmp_path / "state" / "sub")
     with pytest.raises(ConfigError, match="'paths.home': .* is outside the service's state dir"):
         untrusted_config(server, [f"paths.home={tmp_path / 'elsewhere'}"], [])
     with pytest.raises(ConfigError, match="outside the service's state dir"):
@@ -255,7 +256,7 @@ def test_files_a_run_reads_must_lie_in_allowed_dirs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'finetune.inits'"):
         untrusted_config(server, [f"finetune.inits=[pretrained,{tmp_path / 'ckpt'}]"], [str(data)])
     cfg = untrusted_config(server, [*read, f"data.path={data / 'corpus.txt'}"], [str(data)])
-    assert cfg["data"]["path"] == str(data / "corpus.txt")
+    assert cfg.data.path == str(data / "corpus.txt")
 
 
 def test_a_hub_id_that_exists_on_disk_is_judged_as_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,7 +268,7 @@ def test_a_hub_id_that_exists_on_disk_is_judged_as_a_path(tmp_path: Path, monkey
     with pytest.raises(ConfigError, match="'data.hub_path': 'org/name' is a path on the server"):
         untrusted_config(server, ["data=hub", "data.hub_path=org/name"], [])
     cfg = untrusted_config(server, ["data=hub", "data.hub_path=other/name"], [])
-    assert cfg["data"]["hub_path"] == "other/name"
+    assert cfg.data.hub_path == "other/name"
 
 
 def test_validation_errors_come_through_naming_the_key(tmp_path: Path) -> None:
@@ -280,7 +281,7 @@ def test_validation_errors_come_through_naming_the_key(tmp_path: Path) -> None:
 def test_operator_overrides_are_trusted_and_come_first(tmp_path: Path) -> None:
     server = [*tiny_overrides(tmp_path), "model.trust_remote_code=true"]  # the operator may
     cfg = untrusted_config(server, ["finetune.max_epochs=3"], [])
-    assert cfg["model"]["trust_remote_code"] is True and cfg["finetune"]["max_epochs"] == 3
+    assert cfg.model.trust_remote_code is True and cfg.finetune.max_epochs == 3
 
 
 # ------------------------------------------------------------------------------------ limits
@@ -291,12 +292,12 @@ def test_the_operator_raises_limits_and_the_ui_cannot(tmp_path: Path, monkeypatc
 
     server = tiny_overrides(tmp_path)
     limits = parse_operator_limits(["pretrain.max_steps=300000", "sweep.points=2"])
-    assert untrusted_config(server, ["pretrain.max_steps=200000"], [], limits)["pretrain"]["max_steps"] == 200000
+    assert untrusted_config(server, ["pretrain.max_steps=200000"], [], limits).pretrain.max_steps == 200000
     with pytest.raises(ConfigError, match=r"'sweep.seeds': a sweep of 18 points exceeds this service's limit 2 .*--max "
                                           "sweep.points=N"):
         untrusted_config(server, ["experiment=data_efficiency"], [], limits)
     monkeypatch.setenv(LIMITS_ENV, json.dumps(limits))  # how up/serve hand them to the flow-run processes
-    assert untrusted_config(server, ["pretrain.max_steps=200000"], [])["pretrain"]["max_steps"] == 200000
+    assert untrusted_config(server, ["pretrain.max_steps=200000"], []).pretrain.max_steps == 200000
     with pytest.raises(ConfigError, match="not a config key|unknown config key"):
         untrusted_config(server, ["limits.pretrain.max_steps=1"], [])
     for bad in (["no.such=1"], ["pretrain.max_steps=lots"], ["pretrain.max_steps"], ["pretrain.max_steps=-1"]):

@@ -143,8 +143,8 @@ def test_zero_shot_config_errors_exit_2_with_one_line(overrides: list[str], must
 
 def test_causal_model_accepts_zero_shot() -> None:
     cfg = compose(["finetune.inits=[pretrained,scratch,zero_shot]"])
-    assert cfg["finetune"]["inits"] == ["pretrained", "scratch", "zero_shot"]
-    assert cfg["finetune"]["zero_shot_template"] == "{text}\nLabel:"
+    assert cfg.finetune.inits == ["pretrained", "scratch", "zero_shot"]
+    assert cfg.finetune.zero_shot_template == "{text}\nLabel:"
 
 
 # --- stage level: tiny pipeline with the three inits -------------------------------------
@@ -163,7 +163,7 @@ def upstream(ctx: StageContext) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def test_zero_shot_stage_next_to_fine_tunes_and_in_the_report(ctx: StageContext, upstream) -> None:
     prep_rec, pretrain_rec = upstream
-    recs = [stages.finetune(ctx, prep_rec, pretrain_rec, init) for init in ctx.cfg["finetune"]["inits"]]
+    recs = [stages.finetune(ctx, prep_rec, pretrain_rec, init) for init in ctx.cfg.finetune.inits]
     zs = recs[-1]
     run = ctx.tracker.client.get_run(zs.run_id)
     assert run.data.tags["transferlab.stage"] == "finetune"
@@ -175,7 +175,7 @@ def test_zero_shot_stage_next_to_fine_tunes_and_in_the_report(ctx: StageContext,
     with open(zs.predictions) as f:
         rows = list(csv.DictReader(f))
     n_labels = len(prep_rec.label_names)
-    assert len(rows) == ctx.cfg["data"]["labeled_test"]
+    assert len(rows) == ctx.cfg.data.labeled_test
     assert {int(r["prediction"]) for r in rows} <= set(range(n_labels))
     accuracy = sum(r["label"] == r["prediction"] for r in rows) / len(rows)
     assert run.data.metrics["test/accuracy"] == pytest.approx(accuracy)

@@ -13,8 +13,8 @@ those splits, and the ones not given are cut from the train sentences with ``dat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from modules.config import DataConfig
 from modules.data.errors import DataError
 from modules.data.files import _text_lines
 from modules.data.splits import read_splits
@@ -60,14 +60,14 @@ def tag_order(tags: set[str]) -> list[str]:
     return (["O"] if "O" in tags else []) + sorted(tags - {"O"})
 
 
-def _read(paths: list[Path], key: str, cfg: dict[str, Any]) -> list[Sentence]:
-    if cfg["format"] not in CONLL_FORMATS:
-        raise DataError(f"data.format={cfg['format']}: finetune.task=token_classification reads CoNLL-style files "
+def _read(paths: list[Path], key: str, cfg: DataConfig) -> list[Sentence]:
+    if cfg.format not in CONLL_FORMATS:
+        raise DataError(f"data.format={cfg.format}: finetune.task=token_classification reads CoNLL-style files "
                         f"(one token and its tag per line); set data.format=conll or auto")
-    return [s for path in paths for s in read_conll(path, key, cfg["encoding"])]
+    return [s for path in paths for s in read_conll(path, key, cfg.encoding)]
 
 
-def tagging_splits(cfg: dict[str, Any],
+def tagging_splits(cfg: DataConfig,
                    path_key: str) -> tuple[dict[str, list[tuple[list[str], list[int]]]], list[str], list[str]]:
     """Train/validation/test (tokens, tag ids) rows, the tag names, and the files read."""
     splits, paths = read_splits(cfg, path_key, _read)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from modules.config import DataConfig
 from modules.data.errors import DataError
 
 FORMATS = ("text", "jsonl", "csv", "tsv", "parquet")
@@ -202,13 +203,13 @@ def read_table(path: Path, key: str, fmt: str, header: bool, encoding: str) -> T
     return _read_delimited(path, key, fmt, header, encoding)
 
 
-def read_texts(paths: list[Path], key: str, cfg: dict[str, Any]) -> list[str]:
+def read_texts(paths: list[Path], key: str, cfg: DataConfig) -> list[str]:
     """Documents of a corpus: non-empty lines of text files, or ``data.text_column`` of tables."""
     docs: list[str] = []
     for path in paths:
-        table = read_table(path, key, cfg["format"], cfg["header"], cfg["encoding"])
-        plain = file_format(path, cfg["format"], key) == "text"
-        texts = table.column(0 if plain else cfg["text_column"], "data.text_column")
+        table = read_table(path, key, cfg.format, cfg.header, cfg.encoding)
+        plain = file_format(path, cfg.format, key) == "text"
+        texts = table.column(0 if plain else cfg.text_column, "data.text_column")
         found = [str(t).strip() for t in texts if t is not None and str(t).strip()]
         if not found:
             raise DataError(f"{key}: no text in {path}")
@@ -216,15 +217,15 @@ def read_texts(paths: list[Path], key: str, cfg: dict[str, Any]) -> list[str]:
     return docs
 
 
-def read_labeled(paths: list[Path], key: str, cfg: dict[str, Any]) -> list[tuple[str, str]]:
+def read_labeled(paths: list[Path], key: str, cfg: DataConfig) -> list[tuple[str, str]]:
     """(text, label) pairs of labeled files; rows without text or label are skipped."""
     out: list[tuple[str, str]] = []
     for path in paths:
-        if file_format(path, cfg["format"], key) == "text":
+        if file_format(path, cfg.format, key) == "text":
             raise DataError(f"{key}: {path} is plain text; labeled data needs a csv, tsv, jsonl or parquet file")
-        table = read_table(path, key, cfg["format"], cfg["header"], cfg["encoding"])
-        texts = table.column(cfg["text_column"], "data.text_column")
-        labels = table.column(cfg["label_column"], "data.label_column")
+        table = read_table(path, key, cfg.format, cfg.header, cfg.encoding)
+        texts = table.column(cfg.text_column, "data.text_column")
+        labels = table.column(cfg.label_column, "data.label_column")
         rows = [(str(t).strip(), str(y).strip()) for t, y in zip(texts, labels, strict=True)
                 if t is not None and y is not None and str(t).strip() and str(y).strip()]
         if not rows:

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from itertools import islice
 from typing import Any
 
+from modules.config import DataConfig
 from modules.data.errors import DataError
 from modules.data.files import Table
 from modules.data.raw import RawData
@@ -32,13 +33,13 @@ LOCAL_TWINS = {
 }
 
 
-def hub_id(cfg: dict[str, Any]) -> str:
+def hub_id(cfg: DataConfig) -> str:
     """``path[:name][@revision]``: what the data is, as a source string for records."""
-    out = str(cfg["hub_path"])
-    if cfg["hub_name"]:
-        out += f":{cfg['hub_name']}"
-    if cfg["revision"]:
-        out += f"@{cfg['revision']}"
+    out = str(cfg.hub_path)
+    if cfg.hub_name:
+        out += f":{cfg.hub_name}"
+    if cfg.revision:
+        out += f"@{cfg.revision}"
     return out
 
 
@@ -50,23 +51,23 @@ def offline_var() -> str | None:
     return None
 
 
-def local_hint(cfg: dict[str, Any]) -> str:
-    if cfg["name"] in LOCAL_TWINS:
-        return LOCAL_TWINS[cfg["name"]]
-    if cfg["label_column"] is None:
+def local_hint(cfg: DataConfig) -> str:
+    if cfg.name in LOCAL_TWINS:
+        return LOCAL_TWINS[cfg.name]
+    if cfg.label_column is None:
         return "data=local_text data.path=corpus.txt"
-    return (f"data=local_labeled data.path=train.tsv data.text_column={cfg['text_column']} "
-            f"data.label_column={cfg['label_column']}")
+    return (f"data=local_labeled data.path=train.tsv data.text_column={cfg.text_column} "
+            f"data.label_column={cfg.label_column}")
 
 
-def unreachable(cfg: dict[str, Any], why: str) -> DataError:
+def unreachable(cfg: DataConfig, why: str) -> DataError:
     return DataError(f"data.hub_path: the Hugging Face hub is unreachable ({why}), so {hub_id(cfg)!r} cannot be "
                      f"loaded; use local files instead, e.g. {local_hint(cfg)}")
 
 
-def fetch(cfg: dict[str, Any]) -> Mapping[str, Any]:
+def fetch(cfg: DataConfig) -> Mapping[str, Any]:
     """All splits of the dataset (``IterableDataset`` values when streaming): the network part."""
-    if not cfg["hub_path"]:
+    if not cfg.hub_path:
         raise DataError("data.hub_path is not set (data=hub needs data.hub_path=<dataset id>, e.g. wikitext)")
     var = offline_var()
     if var:
@@ -76,7 +77,7 @@ def fetch(cfg: dict[str, Any]) -> Mapping[str, Any]:
     from datasets.exceptions import DatasetNotFoundError
 
     try:
-        return load_dataset(cfg["hub_path"], cfg["hub_name"], revision=cfg["revision"], streaming=cfg["streaming"])
+        return load_dataset(cfg.hub_path, cfg.hub_name, revision=cfg.revision, streaming=cfg.streaming)
     except DatasetNotFoundError as exc:
         raise DataError(f"data.hub_path: {hub_id(cfg)!r} not found on the hub ({_first_line(exc)})") from exc
     except (ConnectionError, httpx.TransportError) as exc:
@@ -90,7 +91,7 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def load_hub(cfg: dict[str, Any]) -> RawData:
+def load_hub(cfg: DataConfig) -> RawData:
     return from_splits(fetch(cfg), cfg)
 
 
@@ -113,7 +114,7 @@ def _class_names(ds: Any, column: str) -> list[str] | None:
 class _Reader:
     """Reads columns of one dataset's splits, applying the caps streaming needs."""
 
-    def __init__(self, splits: Mapping[str, Any], cfg: dict[str, Any]) -> None:
+    def __init__(self, splits: Mapping[str, Any], cfg: DataConfig) -> None:
         self.splits, self.cfg, self.source = splits, cfg, hub_id(cfg)
 
     def column(self, split: str, spec: Any, key: str) -> str:
@@ -132,13 +133,13 @@ class _Reader:
 
     def texts(self, split: str, limit: int | None) -> list[str]:
         """Up to ``limit`` non-empty documents."""
-        texts = (str(t).strip() for (t,) in self.rows(split, [self.cfg["text_column"]]) if t is not None)
+        texts = (str(t).strip() for (t,) in self.rows(split, [self.cfg.text_column]) if t is not None)
         return list(islice((t for t in texts if t), limit))
 
     def labeled(self, split: str, limit: int | None, names: list[str] | None) -> list[tuple[str, str]]:
         """Up to ``limit`` (text, label name) rows; unlabeled rows are skipped."""
         def keep() -> Iterator[tuple[str, str]]:
-            for text, label in self.rows(split, [self.cfg["text_column"], self.cfg["label_column"]]):
+            for text, label in self.rows(split, [self.cfg.text_column, self.cfg.label_column]):
                 if text is None or label is None or not str(text).strip():
                     continue
                 if names is not None:  # ClassLabel ids; -1 marks an unlabeled row (e.g. GLUE test splits)
@@ -151,36 +152,36 @@ class _Reader:
         return list(islice(keep(), limit))
 
 
-def from_splits(splits: Mapping[str, Any], cfg: dict[str, Any]) -> RawData:
+def from_splits(splits: Mapping[str, Any], cfg: DataConfig) -> RawData:
     """Corpus (and labeled splits when ``data.label_column`` is set) from a loaded dataset.
 
     Splits the dataset lacks, or whose rows carry no labels, are cut from the train split
     with ``data.seed``; when streaming, every split is read up to ``data.max_documents`` rows.
     """
-    reader, train, cap = _Reader(splits, cfg), cfg["train_split"], cfg["max_documents"]
-    split_cap = cap if cfg["streaming"] else None
+    reader, train, cap = _Reader(splits, cfg), cfg.train_split, cfg.max_documents
+    split_cap = cap if cfg.streaming else None
     if train not in splits:
         raise DataError(f"data.train_split: {reader.source} has no split {train!r} (splits: {', '.join(splits)})")
-    if cfg["label_column"] is None:  # a plain corpus
+    if cfg.label_column is None:  # a plain corpus
         docs = reader.texts(train, cap)
-        val = cfg["validation_split"]
+        val = cfg.validation_split
         if val and val in splits and val != train:
             corpus = {"train": docs, "validation": reader.texts(val, split_cap)}
             if not corpus["validation"]:
                 raise DataError(f"data.validation_split: no text in {reader.source} split {val!r}")
         else:
-            corpus = cut_corpus(docs, cfg["val_fraction"], cfg["seed"], "data.hub_path")
+            corpus = cut_corpus(docs, cfg.val_fraction, cfg.seed, "data.hub_path")
         if not corpus["train"]:
             raise DataError(f"data.train_split: no text in {reader.source} split {train!r}")
         return RawData(corpus, {}, [], [reader.source])
 
-    names = _class_names(splits[train], reader.column(train, cfg["label_column"], "data.label_column"))
+    names = _class_names(splits[train], reader.column(train, cfg.label_column, "data.label_column"))
     pool = reader.labeled(train, split_cap, names)
     if not pool:
         raise DataError(f"data.train_split: no labeled rows in {reader.source} split {train!r}")
     given: dict[str, list[tuple[str, str]]] = {}
     for split, key in (("validation", "validation_split"), ("test", "test_split")):
-        name = cfg[key]
+        name = getattr(cfg, key)
         if not name:
             continue
         if name not in splits or name == train:
@@ -193,10 +194,10 @@ def from_splits(splits: Mapping[str, Any], cfg: dict[str, Any]) -> RawData:
             continue
         given[split] = rows
     missing = [s for s in ("validation", "test") if s not in given]
-    fractions = {"validation": cfg["labeled_val_fraction"], "test": cfg["labeled_test_fraction"]}
-    cut = {**cut_labeled(pool, missing, fractions, cfg["seed"], "data.hub_path"), **given}
+    fractions = {"validation": cfg.labeled_val_fraction, "test": cfg.labeled_test_fraction}
+    cut = {**cut_labeled(pool, missing, fractions, cfg.seed, "data.hub_path"), **given}
     labeled, label_names = encode_labels({s: cut[s] for s in ("train", "validation", "test")},
                                          "data.label_column", names)
     docs = [text for text, _ in labeled["train"]][: cap or None]
-    corpus = cut_corpus(docs, cfg["val_fraction"], cfg["seed"], "data.hub_path")
+    corpus = cut_corpus(docs, cfg.val_fraction, cfg.seed, "data.hub_path")
     return RawData(corpus, labeled, label_names, [reader.source])

@@ -14,25 +14,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from modules.config import DataConfig
 from modules.data.files import expand, read_labeled, read_texts
 from modules.data.raw import RawData
 from modules.data.splits import cut_corpus, encode_labels, read_splits
 
 
-def labeled_splits(cfg: dict[str, Any], path_key: str) -> tuple[dict[str, list[tuple[str, int]]], list[str], list[str]]:
+def labeled_splits(cfg: DataConfig, path_key: str) -> tuple[dict[str, list[tuple[str, int]]], list[str], list[str]]:
     """Train/validation/test (text, label id) rows, the label names, and the files read."""
     splits, paths = read_splits(cfg, path_key, read_labeled)
     encoded, names = encode_labels(splits, "data.label_column")
     return encoded, names, paths
 
 
-def _corpus(docs: list[str], cfg: dict[str, Any], key: str) -> dict[str, list[str]]:
-    if cfg["max_documents"]:
-        docs = docs[: cfg["max_documents"]]
-    return cut_corpus(docs, cfg["val_fraction"], cfg["seed"], key)
+def _corpus(docs: list[str], cfg: DataConfig, key: str) -> dict[str, list[str]]:
+    if cfg.max_documents:
+        docs = docs[: cfg.max_documents]
+    return cut_corpus(docs, cfg.val_fraction, cfg.seed, key)
 
 
-def task_splits(cfg: dict[str, Any], path_key: str, task: str) -> tuple[dict[str, list[Any]], list[str], list[str]]:
+def task_splits(cfg: DataConfig, path_key: str, task: str) -> tuple[dict[str, list[Any]], list[str], list[str]]:
     """The labeled file(s) read as rows of ``task``: (text, label) for classification, CoNLL
     (tokens, tags) for token_classification, (source, target) pairs for seq2seq."""
     if task == "token_classification":
@@ -47,17 +48,17 @@ def task_splits(cfg: dict[str, Any], path_key: str, task: str) -> tuple[dict[str
     return labeled_splits(cfg, path_key)
 
 
-def load_local_text(cfg: dict[str, Any], task: str = "classification") -> RawData:
-    paths = expand(cfg["path"], "data.path")
+def load_local_text(cfg: DataConfig, task: str = "classification") -> RawData:
+    paths = expand(cfg.path, "data.path")
     corpus = _corpus(read_texts(paths, "data.path", cfg), cfg, "data.path")
     sources = [str(p) for p in paths]
-    if not cfg["labeled_path"]:
+    if not cfg.labeled_path:
         return RawData(corpus, {}, [], sources, task=task)
     labeled, names, labeled_sources = task_splits(cfg, "labeled_path", task)
     return RawData(corpus, labeled, names, sources + labeled_sources, task=task)
 
 
-def load_local_labeled(cfg: dict[str, Any], task: str = "classification") -> RawData:
+def load_local_labeled(cfg: DataConfig, task: str = "classification") -> RawData:
     from modules.tasks import get_task
 
     labeled, names, sources = task_splits(cfg, "path", task)
@@ -65,9 +66,9 @@ def load_local_labeled(cfg: dict[str, Any], task: str = "classification") -> Raw
     return RawData(corpus, labeled, names, sources, task=task)
 
 
-def input_files(cfg: dict[str, Any]) -> dict[str, list[str]]:
+def input_files(cfg: DataConfig) -> dict[str, list[str]]:
     """Every file a local source reads, per config key (globs expanded)."""
     keys = ["path", "labeled_path", "validation_path", "test_path"]
-    if cfg["source"] == "local_labeled":
+    if cfg.source == "local_labeled":
         keys.remove("labeled_path")
-    return {key: [str(p) for p in expand(cfg[key], f"data.{key}")] for key in keys if cfg[key]}
+    return {key: [str(p) for p in expand(getattr(cfg, key), f"data.{key}")] for key in keys if getattr(cfg, key)}

@@ -8,14 +8,15 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
+from modules.config import DataConfig, ModelConfig, TokenizerConfig
 from modules.data.sources import load_raw
 from modules.data.tokenization import make_tokenizer, pack_for_lm
 
 # Loading lives in modules/data/sources.py (one entry point over every data.source).
 
 
-def prepare_data(out_dir: Path, data_cfg: dict[str, Any], tokenizer_cfg: dict[str, Any], family: str,
-                 block_size: int, model_cfg: dict[str, Any] | None = None,
+def prepare_data(out_dir: Path, data_cfg: DataConfig, tokenizer_cfg: TokenizerConfig, family: str,
+                 block_size: int, model_cfg: ModelConfig | None = None,
                  task: str = "classification") -> dict[str, Any]:
     """Write ``tokenizer/``, ``lm/`` (packed blocks) and ``labeled/`` (the rows of ``task``)
     under ``out_dir``.

@@ -11,8 +11,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from modules.config import DataConfig
 from modules.data.errors import DataError
 
 T = TypeVar("T")
@@ -89,8 +90,8 @@ def encode_labels(splits: dict[str, list[tuple[str, str]]], label_key: str,
 SPLIT_KEYS = {"validation": "validation_path", "test": "test_path"}
 
 
-def read_splits(cfg: dict[str, Any], path_key: str,
-                read: Callable[[list[Path], str, dict[str, Any]], list[T]]) -> tuple[dict[str, list[T]], list[str]]:
+def read_splits(cfg: DataConfig, path_key: str,
+                read: Callable[[list[Path], str, DataConfig], list[T]]) -> tuple[dict[str, list[T]], list[str]]:
     """Train/validation/test rows of any labeled file format, and the files read.
 
     ``data.<path_key>`` holds the train rows; ``data.validation_path``/``data.test_path``
@@ -100,15 +101,15 @@ def read_splits(cfg: dict[str, Any], path_key: str,
     from modules.data.files import expand
 
     key = f"data.{path_key}"
-    paths = expand(cfg[path_key], key)
+    paths = expand(getattr(cfg, path_key), key)
     pool = read(paths, key, cfg)
     given: dict[str, list[T]] = {}
     for split, split_key in SPLIT_KEYS.items():
-        if cfg[split_key]:
-            split_paths = expand(cfg[split_key], f"data.{split_key}")
+        if getattr(cfg, split_key):
+            split_paths = expand(getattr(cfg, split_key), f"data.{split_key}")
             given[split] = read(split_paths, f"data.{split_key}", cfg)
             paths += split_paths
     missing = [s for s in ("validation", "test") if s not in given]
-    fractions = {"validation": cfg["labeled_val_fraction"], "test": cfg["labeled_test_fraction"]}
-    splits = {**cut_labeled(pool, missing, fractions, cfg["seed"], key), **given}
+    fractions = {"validation": cfg.labeled_val_fraction, "test": cfg.labeled_test_fraction}
+    splits = {**cut_labeled(pool, missing, fractions, cfg.seed, key), **given}
     return {s: splits[s] for s in ("train", "validation", "test")}, [str(p) for p in paths]

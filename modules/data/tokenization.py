@@ -33,6 +33,7 @@ from tokenizers import (
 )
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from modules.config import ModelConfig, TokenizerConfig
 from modules.data.errors import DataError
 from modules.data.tokenizer_kinds import AUTO_KIND, TRAINED_KINDS
 
@@ -65,12 +66,11 @@ def tokenizer_kind_for(family: str, kind: str, init: str = "scratch") -> str:
     return AUTO_KIND[family]
 
 
-def pretrained_tokenizer_path(tokenizer_cfg: dict[str, Any], model_cfg: dict[str, Any] | None) -> str:
+def pretrained_tokenizer_path(tokenizer_cfg: TokenizerConfig, model_cfg: ModelConfig | None) -> str:
     """Where ``kind=pretrained`` loads from: ``tokenizer.path``, else model.init's checkpoint."""
-    model_cfg = model_cfg or {}
-    path = tokenizer_cfg.get("path") or model_cfg.get("init_path")
-    if not path and model_cfg.get("init") not in (None, "", "scratch"):
-        path = model_cfg["init"]
+    path = tokenizer_cfg.path or (model_cfg.init_path if model_cfg else None)
+    if not path and model_cfg and model_cfg.init not in (None, "", "scratch"):
+        path = model_cfg.init
     if not path:
         raise DataError("tokenizer.kind=pretrained needs tokenizer.path (a local dir or hub id) "
                         "or a model.init checkpoint")
@@ -158,16 +158,16 @@ def fit_to_family(tokenizer: PreTrainedTokenizerBase, family: str, kind: str) ->
     return tokenizer
 
 
-def make_tokenizer(texts: Iterable[str], tokenizer_cfg: dict[str, Any], family: str,
-                   model_cfg: dict[str, Any] | None = None) -> tuple[PreTrainedTokenizerBase, str]:
+def make_tokenizer(texts: Iterable[str], tokenizer_cfg: TokenizerConfig, family: str,
+                   model_cfg: ModelConfig | None = None) -> tuple[PreTrainedTokenizerBase, str]:
     """The tokenizer the config asks for, and its resolved kind."""
-    init = (model_cfg or {}).get("init", "scratch")
-    kind = tokenizer_kind_for(family, tokenizer_cfg["kind"], init)
+    init = model_cfg.init if model_cfg else "scratch"
+    kind = tokenizer_kind_for(family, tokenizer_cfg.kind, init)
     if kind == "pretrained":
         path = pretrained_tokenizer_path(tokenizer_cfg, model_cfg)
-        tok = load_pretrained_tokenizer(path, bool((model_cfg or {}).get("trust_remote_code", False)))
+        tok = load_pretrained_tokenizer(path, bool(model_cfg and model_cfg.trust_remote_code))
         return fit_to_family(tok, family, kind), kind
-    tok = train_tokenizer(texts, kind, tokenizer_cfg["vocab_size"], tokenizer_cfg["min_frequency"], family)
+    tok = train_tokenizer(texts, kind, tokenizer_cfg.vocab_size, tokenizer_cfg.min_frequency, family)
     return tok, kind
 
 

@@ -8,6 +8,7 @@ literally the pretrained model's config with new random weights.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+from modules.config import ModelConfig
 
 # Each family-neutral ``model`` key under its transformers name, per architecture.
 # BART: n_layer is the encoder depth, the decoder has n_decoder_layer (null: as deep).
@@ -38,12 +41,12 @@ ARCH_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
-def lm_config(model_cfg: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+def lm_config(model_cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
     """Translate the family-neutral ``model`` config group into a transformers config."""
-    arch = model_cfg["arch"]
+    arch = model_cfg.arch
     if arch not in ARCH_KEYS:
         raise ValueError(f"unknown model.arch {arch!r} (choices: {', '.join(sorted(ARCH_KEYS))})")
-    values = {**model_cfg, "n_decoder_layer": model_cfg.get("n_decoder_layer") or model_cfg["n_layer"]}
+    values = {**asdict(model_cfg), "n_decoder_layer": model_cfg.n_decoder_layer or model_cfg.n_layer}
     kwargs: dict[str, Any] = {name: values[key] for key, names in ARCH_KEYS[arch].items() for name in names}
     kwargs.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     if arch in ("gpt2", "bart"):

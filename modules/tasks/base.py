@@ -19,6 +19,7 @@ import lightning as L
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from modules.config import FinetuneConfig
 from modules.tasks import HEADLINE, TASK_FAMILIES
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class Task(ABC):
 
     @abstractmethod
     def tokenize(self, ds: Dataset, tokenizer: PreTrainedTokenizerBase, family: str, max_length: int,
-                 finetune_cfg: dict[str, Any]) -> Dataset:
+                 finetune_cfg: FinetuneConfig) -> Dataset:
         """Model inputs (and ``labels``) for one split."""
 
     @abstractmethod
@@ -75,7 +76,7 @@ class Task(ABC):
 
     @abstractmethod
     def lightning_module(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: str,
-                         label_names: list[str], finetune_cfg: dict[str, Any]) -> FineTuneModule:
+                         label_names: list[str], finetune_cfg: FinetuneConfig) -> FineTuneModule:
         """The module; after ``trainer.test`` its ``test_outputs`` holds one JSON-able entry
         per test row, in order."""
 

@@ -12,6 +12,7 @@ import lightning as L
 from datasets import ClassLabel, Dataset, Features, Value
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from modules.config import FinetuneConfig, required
 from modules.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class Classification(Task):
         return stratified_subset(pool["label"], n, seed)
 
     def tokenize(self, ds: Dataset, tokenizer: PreTrainedTokenizerBase, family: str, max_length: int,
-                 finetune_cfg: dict[str, Any]) -> Dataset:
+                 finetune_cfg: FinetuneConfig) -> Dataset:
         from modules.data.tokenization import tokenize_labeled
 
         return tokenize_labeled(ds, tokenizer, max_length, family)
@@ -72,11 +73,11 @@ class Classification(Task):
         return ClassificationData(splits, tokenizer, batch_size, eval_batch_size)
 
     def lightning_module(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: str,
-                         label_names: list[str], finetune_cfg: dict[str, Any]) -> FineTuneModule:
+                         label_names: list[str], finetune_cfg: FinetuneConfig) -> FineTuneModule:
         from modules.training.classification import SequenceClassification
 
-        return SequenceClassification(model, len(label_names), finetune_cfg["lr"], finetune_cfg["weight_decay"],
-                                      finetune_cfg["warmup_ratio"])
+        return SequenceClassification(model, len(label_names), required(finetune_cfg.lr, "finetune.lr"),
+                                      finetune_cfg.weight_decay, finetune_cfg.warmup_ratio)
 
     def prediction_rows(self, test: Dataset, outputs: list[Any], label_names: list[str]) -> list[dict[str, Any]]:
         return [{"index": i, "text": text, "label": label, "prediction": pred}

@@ -24,6 +24,7 @@ import lightning as L
 from datasets import Dataset, Features, Value
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from modules.config import FinetuneConfig, required
 from modules.data.errors import DataError
 from modules.tasks.base import Task
 
@@ -117,9 +118,9 @@ class Seq2Seq(Task):
         return sorted(random.Random(seed).sample(range(len(pool)), n))
 
     def tokenize(self, ds: Dataset, tokenizer: PreTrainedTokenizerBase, family: str, max_length: int,
-                 finetune_cfg: dict[str, Any]) -> Dataset:
-        check_strategy(finetune_cfg["strategy"])  # before any model is built
-        return tokenize_pairs(ds, tokenizer, family, max_length, finetune_cfg["max_target_length"])
+                 finetune_cfg: FinetuneConfig) -> Dataset:
+        check_strategy(finetune_cfg.strategy)  # before any model is built
+        return tokenize_pairs(ds, tokenizer, family, max_length, finetune_cfg.max_target_length)
 
     def build_model(self, source: str | Path, weights: str, family: str, label_names: list[str],
                     dropout: float | None, trust_remote_code: bool) -> PreTrainedModel:
@@ -136,12 +137,12 @@ class Seq2Seq(Task):
         return PairData(splits, tokenizer, family, batch_size, eval_batch_size)
 
     def lightning_module(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: str,
-                         label_names: list[str], finetune_cfg: dict[str, Any]) -> FineTuneModule:
+                         label_names: list[str], finetune_cfg: FinetuneConfig) -> FineTuneModule:
         from modules.training.seq2seq import TextToText
 
-        check_strategy(finetune_cfg["strategy"])
-        return TextToText(model, tokenizer, family, finetune_cfg["lr"], finetune_cfg["weight_decay"],
-                          finetune_cfg["warmup_ratio"], finetune_cfg["max_target_length"], finetune_cfg["num_beams"])
+        check_strategy(finetune_cfg.strategy)
+        return TextToText(model, tokenizer, family, required(finetune_cfg.lr, "finetune.lr"), finetune_cfg.weight_decay,
+                          finetune_cfg.warmup_ratio, finetune_cfg.max_target_length, finetune_cfg.num_beams)
 
     def prediction_rows(self, test: Dataset, outputs: list[Any], label_names: list[str]) -> list[dict[str, Any]]:
         return [{"index": i, "source": s, "reference": t, "prediction": p}

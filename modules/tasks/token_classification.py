@@ -30,6 +30,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from modules.config import FinetuneConfig, required
 from modules.data.datamodules import FineTuneData
 from modules.data.errors import DataError
 from modules.tasks.base import Task
@@ -217,7 +218,7 @@ class TokenClassification(Task):
         return tagging_subset(pool["tags"], self.label_names(pool), n, seed)
 
     def tokenize(self, ds: Dataset, tokenizer: PreTrainedTokenizerBase, family: str, max_length: int,
-                 finetune_cfg: dict[str, Any]) -> Dataset:
+                 finetune_cfg: FinetuneConfig) -> Dataset:
         return tokenize_tagged(ds, tokenizer, max_length, family)
 
     def build_model(self, source: str | Path, weights: str, family: str, label_names: list[str],
@@ -231,11 +232,11 @@ class TokenClassification(Task):
         return TaggingData(splits, tokenizer, batch_size, eval_batch_size)
 
     def lightning_module(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: str,
-                         label_names: list[str], finetune_cfg: dict[str, Any]) -> FineTuneModule:
+                         label_names: list[str], finetune_cfg: FinetuneConfig) -> FineTuneModule:
         from modules.training.token_classification import TokenTagging
 
-        return TokenTagging(model, len(label_names), finetune_cfg["lr"], finetune_cfg["weight_decay"],
-                            finetune_cfg["warmup_ratio"])
+        return TokenTagging(model, len(label_names), required(finetune_cfg.lr, "finetune.lr"),
+                            finetune_cfg.weight_decay, finetune_cfg.warmup_ratio)
 
     def prediction_rows(self, test: Dataset, outputs: list[Any], label_names: list[str]) -> list[dict[str, Any]]:
         return [{"index": i, "tokens": words, "tags": [label_names[t] for t in tags],

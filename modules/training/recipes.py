@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from transformers import AutoTokenizer
 
+from modules.config import FinetuneConfig, ModelConfig, PretrainConfig, TrainerConfig, required
 from modules.data.datamodules import LanguageModelingData
 from modules.models.factory import (
     build_lm,
@@ -44,15 +45,15 @@ log = logging.getLogger("transferlab")
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 # Trainer settings for stages that never scale out (fine-tuning, evaluation).
-SINGLE_DEVICE = {"devices": 1, "strategy": "auto", "num_nodes": 1}
+SINGLE_DEVICE: dict[str, Any] = {"devices": 1, "strategy": "auto", "num_nodes": 1}
 
 
-def attention_layers(model_cfg: dict[str, Any]) -> int:
+def attention_layers(model_cfg: ModelConfig) -> int:
     """Attention blocks per token for the FLOP count: a seq2seq decoder layer has two
     (self and cross attention) on top of the encoder's."""
-    if model_cfg["family"] != "seq2seq":
-        return model_cfg["n_layer"]
-    return model_cfg["n_layer"] + 2 * (model_cfg.get("n_decoder_layer") or model_cfg["n_layer"])
+    if model_cfg.family != "seq2seq":
+        return model_cfg.n_layer
+    return model_cfg.n_layer + 2 * (model_cfg.n_decoder_layer or model_cfg.n_layer)
 
 
 @dataclass
@@ -77,12 +78,26 @@ class FinetuneResult:
     label_names: list[str] | None = None
 
 
+@dataclass(frozen=True)
+class FinetuneJob:
+    """Which fine-tune to run, apart from how (the ``finetune``/``trainer`` config groups):
+    the data, the checkpoint and its weights, and where the result goes."""
+
+    prep_dir: Path  # the prepared data; its labeled/ splits are tuned and tested on
+    source_model: Path  # a local HF checkpoint dir: architecture and tokenizer (and weights)
+    weights: str  # "pretrained": the checkpoint's weights; "scratch": fresh weights, same architecture
+    family: str  # causal | masked | seq2seq
+    out_dir: Path  # hf_model/, checkpoints/ and Lightning's files
+    name: str | None = None  # how logs name the fine-tune (finetune[<name>]); default: weights
+    trust_remote_code: bool = False
+
+
 def pretrain_language_model(
     prep_dir: Path,
     out_dir: Path,
-    model_cfg: dict[str, Any],
-    pretrain_cfg: dict[str, Any],
-    trainer_cfg: dict[str, Any],
+    model_cfg: ModelConfig,
+    pretrain_cfg: PretrainConfig,
+    trainer_cfg: TrainerConfig,
     seed: int,
     logger: Logger | bool = False,
 ) -> PretrainResult:
@@ -99,65 +114,65 @@ def pretrain_language_model(
     point; only global rank 0 writes the export.
     """
     L.seed_everything(seed, workers=True, verbose=False)
-    family = model_cfg["family"]
+    family = model_cfg.family
     tokenizer = AutoTokenizer.from_pretrained(str(prep_dir / "tokenizer"))
-    if model_cfg.get("init_path"):
+    if model_cfg.init_path:
         # from_pretrained returns eval mode, and Lightning keeps modules' modes: dropout back on.
-        model = load_lm(model_cfg["init_path"], family, model_cfg["trust_remote_code"]).train()
+        model = load_lm(model_cfg.init_path, family, model_cfg.trust_remote_code).train()
         fit_vocab(model, tokenizer)
         if model.config.pad_token_id is None:  # classifiers built from the export need it
             model.config.pad_token_id = tokenizer.pad_token_id
     else:
         model = build_lm(lm_config(model_cfg, tokenizer), family)
     n_params = count_parameters(model)
-    if trainer_cfg["compile"]:
+    if trainer_cfg.compile:
         # In place (nn.Module.compile), not torch.compile(model): the wrapper would prefix
         # every checkpoint key with "_orig_mod.", so a run killed with compile on could not
         # resume with it off (compile is not in the fingerprint) or the other way round.
         model.compile()
-    log.info("pretrain: %s (%s), %.2fM non-embedding parameters", model_cfg["name"], family, n_params / 1e6)
+    log.info("pretrain: %s (%s), %.2fM non-embedding parameters", model_cfg.name, family, n_params / 1e6)
 
-    workers = trainer_cfg["num_workers"]
-    data = LanguageModelingData(prep_dir / "lm", tokenizer, family, pretrain_cfg["batch_size"],
-                                pretrain_cfg["mlm_probability"], seed=seed,
-                                mask_ratio=pretrain_cfg["mask_ratio"], poisson_lambda=pretrain_cfg["poisson_lambda"],
-                                num_workers=(default_num_workers(trainer_cfg["accelerator"]) if workers is None
+    workers = trainer_cfg.num_workers
+    data = LanguageModelingData(prep_dir / "lm", tokenizer, family, pretrain_cfg.batch_size,
+                                pretrain_cfg.mlm_probability, seed=seed,
+                                mask_ratio=pretrain_cfg.mask_ratio, poisson_lambda=pretrain_cfg.poisson_lambda,
+                                num_workers=(default_num_workers(trainer_cfg.accelerator) if workers is None
                                              else workers))
-    precision = resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])
+    precision = resolve_precision(trainer_cfg.precision, trainer_cfg.accelerator)
     # Without a grad scaler (fp32, bf16) the module clips and AdamW runs fused. fp16's
     # scaler needs Lightning's unscale-then-clip path, and FSDP's sharded gradients its
     # global-norm clipping; both rule out a fused AdamW in Lightning.
-    lightning_clips = precision.startswith("16") or "fsdp" in str(trainer_cfg["strategy"]).lower()
-    module = LanguageModelPretraining(model, pretrain_cfg["lr"], pretrain_cfg["weight_decay"],
-                                      pretrain_cfg["warmup_steps"], pretrain_cfg["max_steps"],
-                                      grad_clip=0.0 if lightning_clips else pretrain_cfg["grad_clip"],
+    lightning_clips = precision.startswith("16") or "fsdp" in str(trainer_cfg.strategy).lower()
+    module = LanguageModelPretraining(model, required(pretrain_cfg.lr, "pretrain.lr"), pretrain_cfg.weight_decay,
+                                      pretrain_cfg.warmup_steps, pretrain_cfg.max_steps,
+                                      grad_clip=0.0 if lightning_clips else pretrain_cfg.grad_clip,
                                       fused_adamw=not lightning_clips)
-    every = trainer_cfg["log_every_n_steps"]
+    every = trainer_cfg.log_every_n_steps
     throughput = ThroughputMonitor(
-        flops_per_token(n_params, attention_layers(model_cfg), model_cfg["n_embd"], pretrain_cfg["block_size"]),
-        trainer_cfg["peak_flops"] or default_peak_flops(trainer_cfg["accelerator"], precision),
+        flops_per_token(n_params, attention_layers(model_cfg), model_cfg.n_embd, pretrain_cfg.block_size),
+        trainer_cfg.peak_flops or default_peak_flops(trainer_cfg.accelerator, precision),
         every,
     )
     ckpt_dir = out_dir / "checkpoints"
     resume_from = latest_good_checkpoint(ckpt_dir)
-    checkpoints = step_checkpoint_callback(ckpt_dir, pretrain_cfg["checkpoint_every_n_steps"],
-                                           pretrain_cfg["keep_checkpoints"])
+    checkpoints = step_checkpoint_callback(ckpt_dir, pretrain_cfg.checkpoint_every_n_steps,
+                                           pretrain_cfg.keep_checkpoints)
     trainer = make_trainer(
-        trainer_cfg, out_dir, [throughput, ProgressLog("pretrain", trainer_cfg["progress_every_n_steps"]), checkpoints],
+        trainer_cfg, out_dir, [throughput, ProgressLog("pretrain", trainer_cfg.progress_every_n_steps), checkpoints],
         logger,
         plugins=[AtomicCheckpointIO()],
-        max_steps=pretrain_cfg["max_steps"],
-        val_check_interval=pretrain_cfg["val_every_n_steps"],
+        max_steps=pretrain_cfg.max_steps,
+        val_check_interval=pretrain_cfg.val_every_n_steps,
         check_val_every_n_epoch=None,
-        limit_val_batches=pretrain_cfg["val_batches"],
-        gradient_clip_val=pretrain_cfg["grad_clip"] if lightning_clips else None,
+        limit_val_batches=pretrain_cfg.val_batches,
+        gradient_clip_val=pretrain_cfg.grad_clip if lightning_clips else None,
     )
     resumed_step = None
     if resume_from is not None:
         resumed_step = int(resume_from.stem.split("=")[1])
-        log.info("pretrain: resuming from %s (step %d of %d)", resume_from, resumed_step, pretrain_cfg["max_steps"])
+        log.info("pretrain: resuming from %s (step %d of %d)", resume_from, resumed_step, pretrain_cfg.max_steps)
     trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
-    if trainer.global_step % pretrain_cfg["val_every_n_steps"] or resumed_step == trainer.global_step:
+    if trainer.global_step % pretrain_cfg.val_every_n_steps or resumed_step == trainer.global_step:
         # The final model's val loss (collective under DDP: every rank runs it). Also after a
         # resume from the final step, where fit() had nothing left to do.
         trainer.validate(module, datamodule=data, verbose=False)
@@ -186,7 +201,7 @@ def release_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
-def export_checkpoint(init_dir: Path, prep_dir: Path, out_dir: Path, model_cfg: dict[str, Any]) -> PretrainResult:
+def export_checkpoint(init_dir: Path, prep_dir: Path, out_dir: Path, model_cfg: ModelConfig) -> PretrainResult:
     """pretrain.max_steps=0: the checkpoint itself becomes the pretrained export.
 
     Copies config + safetensors (never pickles) into ``out_dir/hf_model`` with the prepared
@@ -197,7 +212,7 @@ def export_checkpoint(init_dir: Path, prep_dir: Path, out_dir: Path, model_cfg: 
     import json
     import shutil
 
-    model = load_lm(init_dir, model_cfg["family"], model_cfg["trust_remote_code"])
+    model = load_lm(init_dir, model_cfg.family, model_cfg.trust_remote_code)
     n_params = count_parameters(model)
     tokenizer = AutoTokenizer.from_pretrained(str(prep_dir / "tokenizer"))
     hf_dir = out_dir / "hf_model"
@@ -221,67 +236,61 @@ def export_checkpoint(init_dir: Path, prep_dir: Path, out_dir: Path, model_cfg: 
 
 
 def finetune_on_task(
-    task_name: str,
-    prep_dir: Path,
-    source_model: Path,
-    weights: str,
-    family: str,
-    out_dir: Path,
-    finetune_cfg: dict[str, Any],
-    trainer_cfg: dict[str, Any],
+    job: FinetuneJob,
+    finetune_cfg: FinetuneConfig,
+    trainer_cfg: TrainerConfig,
     seed: int,
     eval_batch_size: int = 64,
     logger: Logger | bool = False,
-    trust_remote_code: bool = False,
-    name: str | None = None,
 ) -> FinetuneResult:
-    """Fine-tune the checkpoint at ``source_model`` (``weights="pretrained"``: its weights;
-    ``"scratch"``: a fresh copy of its architecture) on a ``train_examples`` subset of the
-    task's labeled rows, early-stopped on val/loss; test the best epoch and return the test
-    predictions as rows (``Task.prediction_rows``).
+    """Fine-tune ``job.weights`` (the checkpoint's, or a fresh copy of its architecture) on
+    a ``train_examples`` subset of the ``finetune.task`` labeled rows, early-stopped on val/loss;
+    test the best epoch and return the test predictions as rows (``Task.prediction_rows``).
 
     The rows are tokenized here with the tuned model's own tokenizer, so a checkpoint with
     another vocabulary than the pipeline's tunes on exactly the same examples.
     """
     from modules.tasks import get_task
 
+    task_name, weights, family, source_model = finetune_cfg.task, job.weights, job.family, job.source_model
     task = get_task(task_name)
     L.seed_everything(seed, workers=True, verbose=False)
     tokenizer = AutoTokenizer.from_pretrained(str(source_model))
-    raw = load_from_disk(str(prep_dir / "labeled"))
+    raw = load_from_disk(str(job.prep_dir / "labeled"))
     label_names = task.label_names(raw["train"])
     pool = raw["train"]
-    budget = finetune_cfg["train_examples"]
+    budget = finetune_cfg.train_examples
     if budget > len(pool):
         log.warning("finetune.train_examples=%d exceeds the labeled pool (%d); using all of it", budget, len(pool))
     subset = pool.select(task.subset(pool, budget, seed))
-    max_length = finetune_cfg["max_length"]
+    max_length = finetune_cfg.max_length
     splits = {split: task.tokenize(ds, tokenizer, family, max_length, finetune_cfg)
               for split, ds in (("train", subset), ("validation", raw["validation"]), ("test", raw["test"]))}
-    data = task.datamodule(splits, tokenizer, family, finetune_cfg["batch_size"], eval_batch_size)
+    data = task.datamodule(splits, tokenizer, family, finetune_cfg.batch_size, eval_batch_size)
 
-    model = task.build_model(source_model, weights, family, label_names, finetune_cfg["dropout"], trust_remote_code)
-    strategy = finetune_cfg["strategy"]
-    frozen = apply_strategy(model, strategy, finetune_cfg["trainable_layers"])
+    model = task.build_model(source_model, weights, family, label_names, finetune_cfg.dropout, job.trust_remote_code)
+    strategy = finetune_cfg.strategy
+    frozen = apply_strategy(model, strategy, finetune_cfg.trainable_layers)
     if weights == "scratch" and strategy == "linear_probe":
         log.warning("finetune[scratch]: strategy=linear_probe trains a head on a frozen *random* body; "
                     "a baseline only, not a fine-tune")
     module = task.lightning_module(model, tokenizer, family, label_names, finetune_cfg)
-    steps_per_epoch = max(1, len(subset) // finetune_cfg["batch_size"])
+    steps_per_epoch = max(1, len(subset) // finetune_cfg.batch_size)
+    out_dir = job.out_dir
     best = ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor="val/loss", mode="min", save_top_k=1,
                            filename="best")
-    stop = EarlyStopping(monitor="val/loss", mode="min", patience=finetune_cfg["patience"])
-    name = f"finetune[{name or weights}]"
+    stop = EarlyStopping(monitor="val/loss", mode="min", patience=finetune_cfg.patience)
+    name = f"finetune[{job.name or weights}]"
     trainer = make_trainer(
         # Scale-out is for pretraining: fine-tunes are small and run on one device in rank 0.
-        {**trainer_cfg, **SINGLE_DEVICE, "log_every_n_steps": min(trainer_cfg["log_every_n_steps"], steps_per_epoch)},
-        out_dir, [best, stop, ProgressLog(name, trainer_cfg["progress_every_n_steps"])], logger,
-        max_epochs=finetune_cfg["max_epochs"],
+        replace(trainer_cfg, **SINGLE_DEVICE, log_every_n_steps=min(trainer_cfg.log_every_n_steps, steps_per_epoch)),
+        out_dir, [best, stop, ProgressLog(name, trainer_cfg.progress_every_n_steps)], logger,
+        max_epochs=finetune_cfg.max_epochs,
     )
     log.info("%s: %s, %d labeled examples%s; strategy=%s, %d of %d parameters train (%d of %d layers), lr %g",
              name, task_name, len(subset), f", {len(label_names)} classes" if label_names else "", strategy,
              frozen.trainable_parameters, frozen.total_parameters, frozen.trainable_layers, frozen.total_layers,
-             finetune_cfg["lr"])
+             finetune_cfg.lr)
     trainer.fit(module, datamodule=data)
     trainer.test(module, datamodule=data, ckpt_path="best" if best.best_model_path else None, verbose=False)
     rows = task.prediction_rows(raw["test"], list(module.test_outputs), label_names)

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import Logger
 
+from modules.config import TrainerConfig
 from modules.training.hardware import resolve_precision
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def quiet_lightning() -> None:
 
 
 def make_trainer(
-    trainer_cfg: dict[str, Any],
+    trainer_cfg: TrainerConfig,
     root_dir: str | Path,
     callbacks: list[L.Callback],
     logger: Logger | bool,
@@ -43,17 +44,17 @@ def make_trainer(
     script; the ranks torchrun or SLURM started otherwise).
     """
     quiet_lightning()
-    if trainer_cfg.get("num_threads"):
-        torch.set_num_threads(int(trainer_cfg["num_threads"]))
+    if trainer_cfg.num_threads:
+        torch.set_num_threads(int(trainer_cfg.num_threads))
     return L.Trainer(
-        accelerator=trainer_cfg["accelerator"],
-        devices=trainer_cfg["devices"],
-        strategy=trainer_cfg.get("strategy", "auto"),
-        num_nodes=trainer_cfg.get("num_nodes", 1),
+        accelerator=trainer_cfg.accelerator,
+        devices=trainer_cfg.devices,
+        strategy=trainer_cfg.strategy,
+        num_nodes=trainer_cfg.num_nodes,
         # A str to Lightning's Literal: the config admits only Lightning's precision names.
-        precision=cast("_PRECISION_INPUT", resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])),
-        deterministic=trainer_cfg["deterministic"],
-        log_every_n_steps=trainer_cfg["log_every_n_steps"],
+        precision=cast("_PRECISION_INPUT", resolve_precision(trainer_cfg.precision, trainer_cfg.accelerator)),
+        deterministic=trainer_cfg.deterministic,
+        log_every_n_steps=trainer_cfg.log_every_n_steps,
         default_root_dir=str(root_dir),
         callbacks=callbacks,
         logger=logger,

@@ -419,7 +419,7 @@ def _store(overrides: list[str]) -> tuple[Path, str]:
     from pipelines.tracking.runs import tracking_uri
 
     cfg = compose(overrides)
-    return Path(cfg["paths"]["home"]), tracking_uri(cfg)
+    return Path(cfg.paths.home), tracking_uri(cfg)
 
 
 def _check_stage(home: Path, stage: str | None) -> None:

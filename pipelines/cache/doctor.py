@@ -209,7 +209,7 @@ def doctor_command(overrides: list[str], fix: bool, orphans_older_than: str, out
 
     orphan_age = parse_duration(orphans_older_than, "--orphans-older-than")
     cfg = compose(overrides)
-    home = Path(cfg["paths"]["home"])
+    home = Path(cfg.paths.home)
     if not home.is_dir():
         out.write(f"transferlab doctor: no state dir at {home}; nothing to check\n")
         return 0

@@ -1,4 +1,4 @@
-"""Compose and validate the Hydra config once, then hand a plain dict onward.
+"""Compose and validate the Hydra config once, then hand the typed config onward.
 
 Hydra's global state is not thread-safe and its errors are multi-line; this module is the
 one place that talks to Hydra, and it turns every composition failure into a
@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Collection
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 # Light modules (no torch), so validation stays instant.
+from modules.config import DataConfig, FinetuneConfig, TrainerConfig
 from modules.data.tokenizer_kinds import ALPHABET, SPECIAL_TOKENS, TOKENIZER_KINDS, min_vocab_size, trained_kind
 from modules.models.choices import ARCHS, BUILTIN_INITS, FAMILIES, STRATEGIES
 from modules.models.sizes import layer_count
@@ -24,6 +26,7 @@ from modules.tasks import (
     family_error,
 )
 from modules.training.learning_rates import default_finetune_lr, default_pretrain_lr
+from pipelines.config.schema import SweepConfig, TransferLabConfig
 from pipelines.errors import ConfigError, UserError
 
 CONF_DIR = Path(os.environ.get("TRANSFERLAB_CONF", Path(__file__).resolve().parents[2] / "conf"))
@@ -141,8 +144,9 @@ def _reject_hydra_overrides(overrides: list[str]) -> None:
                               "transferlab does not use (set transferlab keys, e.g. paths.home=...)")
 
 
-def compose(overrides: list[str] | None = None) -> dict[str, Any]:
-    """Compose ``conf/config.yaml`` with ``overrides``, validate, and return a plain dict."""
+def compose(overrides: list[str] | None = None) -> TransferLabConfig:
+    """Compose ``conf/config.yaml`` with ``overrides``, validate, and return the typed config
+    with the derived values (default LRs, absolute paths) filled in."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -156,30 +160,32 @@ def compose(overrides: list[str] | None = None) -> dict[str, Any]:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg: DictConfig = hydra_compose(config_name="config", overrides=overrides)
-        raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            composed: DictConfig = hydra_compose(config_name="config", overrides=overrides)
+        container = OmegaConf.to_container(composed, resolve=True, throw_on_missing=True)
+        assert isinstance(container, dict)
+        _reject_unknown_keys(container)  # before to_object, which would fail on them less clearly
+        cfg = OmegaConf.to_object(composed)
     except ConfigError:
         raise
     except Exception as exc:  # Hydra/OmegaConf raise many types; all mean bad config
         raise ConfigError(_one_line(exc)) from exc
     finally:
         GlobalHydra.instance().clear()
-    assert isinstance(raw, dict)
-    container: dict[str, Any] = {str(key): value for key, value in raw.items()}  # YAML keys: str
-    validate(container)
-    scratch_model = (container["model"]["init"] or "scratch") == "scratch"
-    if container["pretrain"]["lr"] is None and scratch_model:  # a checkpoint's: pipelines.checkpoint_refs
-        container["pretrain"]["lr"] = default_pretrain_lr(container["model"]["family"])
-    strategy = container["finetune"]["strategy"]
-    if container["finetune"]["lr"] is None:
-        container["finetune"]["lr"] = default_finetune_lr(strategy, checkpoint=not scratch_model)
-    if container["finetune"]["checkpoint_lr"] is None:
-        container["finetune"]["checkpoint_lr"] = default_finetune_lr(strategy, checkpoint=True)
+    assert isinstance(cfg, TransferLabConfig)
+    validate(cfg)
+    scratch_model = (cfg.model.init or "scratch") == "scratch"
+    if cfg.pretrain.lr is None and scratch_model:  # a checkpoint's: pipelines.checkpoint_refs
+        cfg.pretrain.lr = default_pretrain_lr(cfg.model.family)
+    strategy = cfg.finetune.strategy
+    if cfg.finetune.lr is None:
+        cfg.finetune.lr = default_finetune_lr(strategy, checkpoint=not scratch_model)
+    if cfg.finetune.checkpoint_lr is None:
+        cfg.finetune.checkpoint_lr = default_finetune_lr(strategy, checkpoint=True)
     # Absolute paths from here on: stages may run with another cwd (Prefect workers).
-    container["paths"]["home"] = str(Path(container["paths"]["home"]).expanduser().resolve())
+    cfg.paths.home = str(Path(cfg.paths.home).expanduser().resolve())
     for key in DATA_PATH_KEYS:
-        container["data"][key] = _absolute_paths(container["data"][key])
-    return container
+        setattr(cfg.data, key, _absolute_paths(getattr(cfg.data, key)))
+    return cfg
 
 
 def _absolute_paths(value: Any) -> Any:
@@ -191,19 +197,24 @@ def _absolute_paths(value: Any) -> Any:
     return os.path.abspath(os.path.expanduser(str(value)))
 
 
-def _choice(cfg: dict[str, Any], dotted: str, allowed: Collection[str]) -> None:
+def _value(cfg: Any, dotted: str) -> Any:
     node: Any = cfg
     for part in dotted.split("."):
-        node = node[part]
-    if node not in allowed:
-        raise ConfigError(f"bad value for '{dotted}': {node!r} (choices: {', '.join(sorted(allowed))})")
+        node = getattr(node, part)
+    return node
 
 
-def _positive(cfg: dict[str, Any], *dotted: str) -> None:
+def _choice(cfg: Any, dotted: str, allowed: Collection[str], prefix: str = "") -> None:
+    """``dotted`` under ``cfg`` must be one of ``allowed``; named ``prefix + dotted`` in the error."""
+    value = _value(cfg, dotted)
+    if value not in allowed:
+        raise ConfigError(f"bad value for '{prefix}{dotted}': {value!r} (choices: {', '.join(sorted(allowed))})")
+
+
+def _positive(cfg: TransferLabConfig, *dotted: str) -> None:
     for key in dotted:
-        group, name = key.split(".")
-        if cfg[group][name] <= 0:
-            raise ConfigError(f"bad value for '{key}': {cfg[group][name]!r} (must be > 0)")
+        if _value(cfg, key) <= 0:
+            raise ConfigError(f"bad value for '{key}': {_value(cfg, key)!r} (must be > 0)")
 
 
 def _unknown_keys(cfg: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> list[str]:
@@ -227,52 +238,54 @@ def check_register_as(name: str | None) -> None:
                         "empty or contain '/' or ':'; null disables registration)")
 
 
-def validate(cfg: dict[str, Any]) -> None:
-    """Checks the schema's types cannot express: choices, ranges, cross-key consistency."""
-    from pipelines.config.schema import TransferLabConfig
-
+def _reject_unknown_keys(cfg: dict[Any, Any]) -> None:
     schema = OmegaConf.to_container(OmegaConf.structured(TransferLabConfig))
     unknown = _unknown_keys(cfg, schema)  # type: ignore[arg-type]
     if unknown:
         raise ConfigError(
             f"unknown config key '{unknown[0]}' (see `transferlab config` for the valid keys)"
         )
+
+
+def validate(cfg: TransferLabConfig) -> None:
+    """Checks the schema's types cannot express: choices, ranges, cross-key consistency."""
     _choice(cfg, "data.source", DATA_SOURCES)
-    scratch = (cfg["model"]["init"] or "scratch") == "scratch"
+    model, ft, pre = cfg.model, cfg.finetune, cfg.pretrain
+    scratch = (model.init or "scratch") == "scratch"
     if scratch:  # otherwise the checkpoint's config decides (pipelines.checkpoint_refs)
         _choice(cfg, "model.arch", ARCHS)
         _choice(cfg, "model.family", FAMILIES)
     _choice(cfg, "tokenizer.kind", TOKENIZER_KINDS)
     _choice(cfg, "finetune.task", TASKS)
     _check_strategy(cfg, scratch)
-    if scratch and ARCHS[cfg["model"]["arch"]] != cfg["model"]["family"]:
+    if scratch and ARCHS[model.arch] != model.family:
         raise ConfigError(
-            f"bad value for 'model.family': {cfg['model']['family']!r} "
-            f"(arch {cfg['model']['arch']!r} is a {ARCHS[cfg['model']['arch']]} LM)"
+            f"bad value for 'model.family': {model.family!r} "
+            f"(arch {model.arch!r} is a {ARCHS[model.arch]} LM)"
         )
-    if cfg["tokenizer"]["kind"] == "pretrained" and not cfg["tokenizer"]["path"] and cfg["model"]["init"] == "scratch":
+    if cfg.tokenizer.kind == "pretrained" and not cfg.tokenizer.path and model.init == "scratch":
         raise ConfigError("missing value for 'tokenizer.path' (tokenizer.kind=pretrained needs a local tokenizer dir "
                           "or hub id, or a model.init checkpoint)")
-    n_dec = cfg["model"]["n_decoder_layer"]
-    if n_dec is not None and (cfg["model"]["family"] != "seq2seq" or n_dec <= 0):
+    n_dec = model.n_decoder_layer
+    if n_dec is not None and (model.family != "seq2seq" or n_dec <= 0):
         raise ConfigError(f"bad value for 'model.n_decoder_layer': {n_dec!r} "
                           "(a positive decoder depth, for family=seq2seq only; null: as n_layer)")
-    if not 0.0 < cfg["pretrain"]["mask_ratio"] < 1.0:
-        raise ConfigError(f"bad value for 'pretrain.mask_ratio': {cfg['pretrain']['mask_ratio']!r} (must be in (0, 1))")
-    if cfg["pretrain"]["poisson_lambda"] <= 0:
-        raise ConfigError(f"bad value for 'pretrain.poisson_lambda': {cfg['pretrain']['poisson_lambda']!r} "
+    if not 0.0 < cfg.pretrain.mask_ratio < 1.0:
+        raise ConfigError(f"bad value for 'pretrain.mask_ratio': {cfg.pretrain.mask_ratio!r} (must be in (0, 1))")
+    if cfg.pretrain.poisson_lambda <= 0:
+        raise ConfigError(f"bad value for 'pretrain.poisson_lambda': {cfg.pretrain.poisson_lambda!r} "
                           "(must be > 0)")
-    inits = cfg["finetune"]["inits"]
+    inits = cfg.finetune.inits
     if not inits or len(set(inits)) != len(inits) or any(not isinstance(i, str) or not i.strip() for i in inits):
         raise ConfigError(
             f"bad value for 'finetune.inits': {inits!r} (a list of distinct entries from: "
             f"{', '.join(sorted(BUILTIN_INITS))}, or a checkpoint: a local dir, hub id, runs:/ or models:/ URI)"
         )
     if scratch:  # a checkpoint's family is known once model.init resolved: the flow checks it then
-        check_zero_shot(cfg["finetune"], cfg["model"]["family"])
-        check_task(cfg["finetune"], cfg["model"]["family"])
-    if "{text}" not in cfg["finetune"]["zero_shot_template"]:
-        raise ConfigError(f"bad value for 'finetune.zero_shot_template': {cfg['finetune']['zero_shot_template']!r} "
+        check_zero_shot(ft, model.family)
+        check_task(ft, model.family)
+    if "{text}" not in ft.zero_shot_template:
+        raise ConfigError(f"bad value for 'finetune.zero_shot_template': {ft.zero_shot_template!r} "
                           "(must contain the placeholder {text})")
     _positive(
         cfg,
@@ -282,39 +295,37 @@ def validate(cfg: dict[str, Any]) -> None:
         "tokenizer.vocab_size", "model.n_layer", "model.n_embd", "model.n_head",
         "data.num_topics", "data.corpus_documents",
     )
-    _check_data(cfg["data"])
-    _check_sweep(cfg["sweep"])
+    _check_data(cfg.data)
+    _check_sweep(cfg.sweep)
     _check_ranges(cfg)
-    _check_trainer(cfg["trainer"])
+    _check_trainer(cfg.trainer)
     if scratch:
         _check_vocab(cfg)
-    if cfg["cache"]["wait_timeout_s"] < 0:
-        raise ConfigError(f"bad value for 'cache.wait_timeout_s': {cfg['cache']['wait_timeout_s']!r} "
+    if cfg.cache.wait_timeout_s < 0:
+        raise ConfigError(f"bad value for 'cache.wait_timeout_s': {cfg.cache.wait_timeout_s!r} "
                           "(seconds >= 0; 0: do not wait for another run's build)")
-    if cfg["pretrain"]["max_steps"] < 0 or (scratch and cfg["pretrain"]["max_steps"] == 0):
-        raise ConfigError(f"bad value for 'pretrain.max_steps': {cfg['pretrain']['max_steps']!r} (must be > 0; "
+    if pre.max_steps < 0 or (scratch and pre.max_steps == 0):
+        raise ConfigError(f"bad value for 'pretrain.max_steps': {pre.max_steps!r} (must be > 0; "
                           "0 only with model.init=<checkpoint>, to fine-tune it without pretraining)")
-    check_register_as(cfg["pretrain"]["register_as"])
-    if cfg["data"]["num_topics"] < 2:
+    check_register_as(cfg.pretrain.register_as)
+    if cfg.data.num_topics < 2:
         raise ConfigError("bad value for 'data.num_topics': needs at least 2 classes")
-    if cfg["model"]["n_embd"] % cfg["model"]["n_head"]:
+    if model.n_embd % model.n_head:
         raise ConfigError(
-            f"bad value for 'model.n_head': {cfg['model']['n_head']} does not divide "
-            f"model.n_embd={cfg['model']['n_embd']}"
+            f"bad value for 'model.n_head': {model.n_head} does not divide "
+            f"model.n_embd={model.n_embd}"
         )
     for key in ("pretrain.block_size", "finetune.max_length"):
-        group, name = key.split(".")
-        if scratch and cfg[group][name] > cfg["model"]["max_positions"]:  # checkpoints: model_init checks
+        if scratch and _value(cfg, key) > model.max_positions:  # checkpoints: model_init checks
             raise ConfigError(
-                f"bad value for '{key}': {cfg[group][name]} exceeds "
-                f"model.max_positions={cfg['model']['max_positions']}"
+                f"bad value for '{key}': {_value(cfg, key)} exceeds "
+                f"model.max_positions={model.max_positions}"
             )
 
 
-def _check_ranges(cfg: dict[str, Any]) -> None:
+def _check_ranges(cfg: TransferLabConfig) -> None:
     for key, lo, lo_ok, hi, hi_ok in RANGES:
-        group, name = key.split(".")
-        value = cfg[group][name]
+        value = _value(cfg, key)
         if value is None:
             continue
         bad = (value < lo or (value == lo and not lo_ok)
@@ -325,13 +336,12 @@ def _check_ranges(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"bad value for '{key}': {value!r} (must be {low}{high})")
 
 
-def _check_trainer(trainer: dict[str, Any]) -> None:
+def _check_trainer(trainer: TrainerConfig) -> None:
     """The values Lightning's Trainer would refuse only after the MLflow runs exist."""
-    trainer["precision"] = str(trainer["precision"])  # 16 and 32 arrive as ints from the override parser
-    _choice({"trainer": trainer}, "trainer.precision", PRECISIONS)
-    _choice({"trainer": trainer}, "trainer.accelerator", ACCELERATORS)
-    _choice({"trainer": trainer}, "trainer.strategy", STRATEGIES_LIGHTNING)
-    devices = trainer["devices"]
+    trainer.precision = str(trainer.precision)  # 16 and 32 arrive as ints from the override parser
+    for key, allowed in (("precision", PRECISIONS), ("accelerator", ACCELERATORS), ("strategy", STRATEGIES_LIGHTNING)):
+        _choice(trainer, key, allowed, "trainer.")
+    devices = trainer.devices
     ok = (devices == "auto"
           or (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1))
           or (isinstance(devices, str) and re.fullmatch(r"-1|[1-9]\d*|\d+(,\d+)*,?", devices.strip()) is not None)
@@ -342,110 +352,110 @@ def _check_trainer(trainer: dict[str, Any]) -> None:
                           "or a list of device indices such as [0,1])")
 
 
-def _check_vocab(cfg: dict[str, Any]) -> None:
-    tok = cfg["tokenizer"]
-    least = min_vocab_size(tok["kind"], cfg["model"]["family"])
-    if least is not None and tok["vocab_size"] < least:
-        kind = trained_kind(tok["kind"], cfg["model"]["family"])
+def _check_vocab(cfg: TransferLabConfig) -> None:
+    tok, family = cfg.tokenizer, cfg.model.family
+    least = min_vocab_size(tok.kind, family)
+    if least is not None and tok.vocab_size < least:
+        kind = trained_kind(tok.kind, family)
         alphabet = "256 bytes" if kind == "bpe" else f"{ALPHABET[kind]} characters"
-        raise ConfigError(f"bad value for 'tokenizer.vocab_size': {tok['vocab_size']} is below {least}, the least a "
-                          f"{kind} tokenizer for a {cfg['model']['family']} model needs ({alphabet} + "
-                          f"{SPECIAL_TOKENS[cfg['model']['family']]} special tokens)")
+        raise ConfigError(f"bad value for 'tokenizer.vocab_size': {tok.vocab_size} is below {least}, the least a "
+                          f"{kind} tokenizer for a {family} model needs ({alphabet} + "
+                          f"{SPECIAL_TOKENS[family]} special tokens)")
 
 
-def check_task(finetune_cfg: dict[str, Any], family: str) -> None:
+def check_task(finetune_cfg: FinetuneConfig, family: str) -> None:
     """The model family must have a head for finetune.task (e.g. no token head on BART)."""
-    why = family_error(finetune_cfg["task"], family, "model.family")
+    why = family_error(finetune_cfg.task, family, "model.family")
     if why:
         raise ConfigError(f"bad value for 'finetune.task': {why}")
-    if "zero_shot" in finetune_cfg["inits"] and finetune_cfg["task"] != "classification":
+    if "zero_shot" in finetune_cfg.inits and finetune_cfg.task != "classification":
         raise ConfigError(f"bad value for 'finetune.inits': zero_shot scores label words, so it serves "
-                          f"finetune.task=classification only (task is {finetune_cfg['task']!r})")
+                          f"finetune.task=classification only (task is {finetune_cfg.task!r})")
 
 
-def check_zero_shot(finetune_cfg: dict[str, Any], family: str) -> None:
+def check_zero_shot(finetune_cfg: FinetuneConfig, family: str) -> None:
     """init=zero_shot scores label words as an LM continuation: only a causal LM has one."""
-    if "zero_shot" in finetune_cfg["inits"] and family != "causal":
+    if "zero_shot" in finetune_cfg.inits and family != "causal":
         raise ConfigError(f"bad value for 'finetune.inits': zero_shot needs a causal LM, and model.family is "
                           f"{family!r} (drop zero_shot, or use a causal model such as model=gpt2_tiny)")
 
 
-def _check_strategy(cfg: dict[str, Any], scratch: bool) -> None:
+def _check_strategy(cfg: TransferLabConfig, scratch: bool) -> None:
     """finetune.strategy and its knobs; a checkpoint's depth is checked when it is split."""
-    ft = cfg["finetune"]
+    ft = cfg.finetune
     _choice(cfg, "finetune.strategy", STRATEGIES)
-    if ft["trainable_layers"] < 1:
-        raise ConfigError(f"bad value for 'finetune.trainable_layers': {ft['trainable_layers']!r} (must be >= 1)")
-    if ft["task"] == "seq2seq" and ft["strategy"] != "full":  # the LM head is tied to the embeddings
-        raise ConfigError(f"bad value for 'finetune.strategy': {ft['strategy']!r} is not defined for "
+    if ft.trainable_layers < 1:
+        raise ConfigError(f"bad value for 'finetune.trainable_layers': {ft.trainable_layers!r} (must be >= 1)")
+    if ft.task == "seq2seq" and ft.strategy != "full":  # the LM head is tied to the embeddings
+        raise ConfigError(f"bad value for 'finetune.strategy': {ft.strategy!r} is not defined for "
                           "finetune.task=seq2seq (no separate head to train); use finetune.strategy=full")
     for key in ("lr", "checkpoint_lr"):
-        if ft[key] is not None and ft[key] <= 0:
-            raise ConfigError(f"bad value for 'finetune.{key}': {ft[key]!r} "
+        if getattr(ft, key) is not None and getattr(ft, key) <= 0:
+            raise ConfigError(f"bad value for 'finetune.{key}': {getattr(ft, key)!r} "
                               "(must be > 0; null: the strategy's default)")
-    model = cfg["model"]
-    if scratch and ft["strategy"] == "partial" and model["n_layer"] > 0:
+    model = cfg.model
+    if scratch and ft.strategy == "partial" and model.n_layer > 0:
         depth = layer_count(model)
-        if ft["trainable_layers"] > depth:
-            raise ConfigError(f"bad value for 'finetune.trainable_layers': {ft['trainable_layers']} exceeds the "
+        if ft.trainable_layers > depth:
+            raise ConfigError(f"bad value for 'finetune.trainable_layers': {ft.trainable_layers} exceeds the "
                               f"model's {depth} transformer layers (finetune.strategy=full trains them all)")
 
 
-def _check_sweep(sweep: dict[str, Any]) -> None:
-    budgets = sweep["budgets"]
+def _check_sweep(sweep: SweepConfig) -> None:
+    budgets = sweep.budgets
     if not budgets or any(b != "all" and (isinstance(b, bool) or not isinstance(b, int) or b <= 0) for b in budgets):
         raise ConfigError(f"bad value for 'sweep.budgets': {budgets!r} (a list of positive label counts, or 'all')")
-    seeds = sweep["seeds"]
+    seeds = sweep.seeds
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"bad value for 'sweep.seeds': {seeds!r} (a non-empty list of distinct seeds)")
-    if sweep["parallel"] is not None and sweep["parallel"] < 1:
-        raise ConfigError(f"bad value for 'sweep.parallel': {sweep['parallel']!r} (>= 1; null: from the CPU count)")
-    if sweep["retries"] < 0:
-        raise ConfigError(f"bad value for 'sweep.retries': {sweep['retries']!r} (must be >= 0)")
+    if sweep.parallel is not None and sweep.parallel < 1:
+        raise ConfigError(f"bad value for 'sweep.parallel': {sweep.parallel!r} (>= 1; null: from the CPU count)")
+    if sweep.retries < 0:
+        raise ConfigError(f"bad value for 'sweep.retries': {sweep.retries!r} (must be >= 0)")
 
 
-def _check_data(data: dict[str, Any]) -> None:
+def _check_data(data: DataConfig) -> None:
     """Data keys that must agree with ``data.source`` (files themselves are checked in pre-flight)."""
-    source = data["source"]
-    _choice({"data": data}, "data.format", DATA_FORMATS)
-    if source in ("local_text", "local_labeled") and not data["path"]:
-        raise ConfigError(f"missing value for 'data.path' (data={data['name']} needs data.path=<file, glob or list>)")
-    if source == "local_text" and not data["labeled_path"]:
+    source = data.source
+    _choice(data, "format", DATA_FORMATS, "data.")
+    if source in ("local_text", "local_labeled") and not data.path:
+        raise ConfigError(f"missing value for 'data.path' (data={data.name} needs data.path=<file, glob or list>)")
+    if source == "local_text" and not data.labeled_path:
         for key in ("validation_path", "test_path"):
-            if data[key]:
+            if getattr(data, key):
                 raise ConfigError(f"bad value for 'data.{key}': a labeled split needs data.labeled_path "
                                   "(the labeled train file) with data=local_text")
     if source == "hub":
-        if not data["hub_path"]:
-            raise ConfigError(f"missing value for 'data.hub_path' (data={data['name']} needs a dataset id, "
+        if not data.hub_path:
+            raise ConfigError(f"missing value for 'data.hub_path' (data={data.name} needs a dataset id, "
                               "e.g. data.hub_path=wikitext)")
-        if data["streaming"] and not data["max_documents"]:
+        if data.streaming and not data.max_documents:
             raise ConfigError("missing value for 'data.max_documents' (data.streaming=true reads a stream: "
                               "say how many documents, e.g. data.max_documents=100000)")
-    if data["max_documents"] is not None and data["max_documents"] <= 0:
-        raise ConfigError(f"bad value for 'data.max_documents': {data['max_documents']!r} (must be > 0)")
-    if not 0 < data["val_fraction"] < 1:
-        raise ConfigError(f"bad value for 'data.val_fraction': {data['val_fraction']!r} (must be in (0, 1))")
-    fractions = (data["labeled_val_fraction"], data["labeled_test_fraction"])
+    if data.max_documents is not None and data.max_documents <= 0:
+        raise ConfigError(f"bad value for 'data.max_documents': {data.max_documents!r} (must be > 0)")
+    if not 0 < data.val_fraction < 1:
+        raise ConfigError(f"bad value for 'data.val_fraction': {data.val_fraction!r} (must be in (0, 1))")
+    fractions = (data.labeled_val_fraction, data.labeled_test_fraction)
     if not all(0 < f < 1 for f in fractions) or sum(fractions) >= 1:
         raise ConfigError(f"bad value for 'data.labeled_val_fraction'/'data.labeled_test_fraction': {fractions} "
                           "(each in (0, 1), together < 1)")
     for key in ("text_column", "label_column"):
-        value = data[key]
+        value = getattr(data, key)
         if value is not None and not isinstance(value, (str, int)) or isinstance(value, bool):
             raise ConfigError(f"bad value for 'data.{key}': {value!r} (a column name or a 0-based position)")
-    if data["text_column"] is None:
+    if data.text_column is None:
         raise ConfigError("missing value for 'data.text_column' (a column name or a 0-based position)")
 
 
-def to_yaml(cfg: dict[str, Any]) -> str:
-    return OmegaConf.to_yaml(OmegaConf.create(cfg))
+def to_yaml(cfg: TransferLabConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create(asdict(cfg)))
 
 
-def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Dotted key -> string value, as MLflow params want them."""
+def flatten(cfg: TransferLabConfig | dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted key -> string value, as MLflow params want them (keys in the schema's order)."""
     out: dict[str, str] = {}
-    for key, value in cfg.items():
+    for key, value in (cfg if isinstance(cfg, dict) else asdict(cfg)).items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(flatten(value, f"{dotted}."))

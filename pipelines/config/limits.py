@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 from modules.models.sizes import estimated_parameters
+from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import ConfigError, UserError
 
 LIMITS_ENV = "TRANSFERLAB_LIMITS"
@@ -160,26 +161,27 @@ def device_count(devices: Any, gpus: int) -> int:
         return 1
 
 
-def check_limits(cfg: dict[str, Any], limits: dict[str, int]) -> None:
+def check_limits(cfg: TransferLabConfig, limits: dict[str, int]) -> None:
     """The composed config against the limits; ``ConfigError`` naming the first one exceeded."""
     for key in limits:
         group, _, name = key.partition(".")
-        if key in (PARAMETERS, SWEEP_POINTS, "trainer.devices") or name not in cfg.get(group, {}):
+        node = getattr(cfg, group, None)
+        if key in (PARAMETERS, SWEEP_POINTS, "trainer.devices") or not hasattr(node, name):
             continue
-        check_value(key, cfg[group][name], limits)
-    trainer = cfg["trainer"]
+        check_value(key, getattr(node, name), limits)
+    trainer = cfg.trainer
     if "trainer.devices" in limits:
-        n = device_count(trainer["devices"], gpu_count())
+        n = device_count(trainer.devices, gpu_count())
         if n > limits["trainer.devices"]:
             raise refusal("'trainer.devices'", n, "trainer.devices", limits["trainer.devices"])
-    sweep = cfg["sweep"]
-    points = len(sweep["budgets"]) * len(cfg["finetune"]["inits"]) * len(sweep["seeds"])
-    if sweep["enabled"] and SWEEP_POINTS in limits and points > limits[SWEEP_POINTS]:
+    sweep = cfg.sweep
+    points = len(sweep.budgets) * len(cfg.finetune.inits) * len(sweep.seeds)
+    if sweep.enabled and SWEEP_POINTS in limits and points > limits[SWEEP_POINTS]:
         raise refusal("'sweep.budgets' x 'finetune.inits' x 'sweep.seeds'", f"a sweep of {points} points",
                       SWEEP_POINTS, limits[SWEEP_POINTS])
-    model = cfg["model"]
-    if PARAMETERS in limits and (model.get("init") or "scratch") == "scratch":
-        n = estimated_parameters(model, cfg["tokenizer"]["vocab_size"])
+    model = cfg.model
+    if PARAMETERS in limits and (model.init or "scratch") == "scratch":
+        n = estimated_parameters(model, cfg.tokenizer.vocab_size)
         if n > limits[PARAMETERS]:
             raise refusal("'model.n_layer'/'n_embd'/'n_inner'/'tokenizer.vocab_size'", f"a model of about {n} "
                           "parameters", PARAMETERS, limits[PARAMETERS])

@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+
+from pipelines.config.schema import TransferLabConfig
 
 
-def prepare_environment(cfg: dict[str, Any]) -> None:
+def prepare_environment(cfg: TransferLabConfig) -> None:
     """Point Prefect at the state dir, keep it offline, and quiet chatty libraries.
 
     Prefect reads its settings from the environment at import time, so this runs before
     ``pipelines.flows`` is imported.
     """
-    home = Path(cfg["paths"]["home"])
+    home = Path(cfg.paths.home)
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -27,6 +27,7 @@ from prefect import Flow, flow
 from prefect.states import Failed
 
 from pipelines.config.compose import CONF_DIR
+from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import ConfigError
 from pipelines.serve.ui_input import DATA_DIRS_ENV, SERVER_OVERRIDES_ENV
 
@@ -92,7 +93,7 @@ def ui_overrides(experiment: str | None, model: str | None, max_steps: int | Non
     return [*out, *(overrides or [])]
 
 
-def checked_config(ui: list[str]) -> dict[str, Any]:
+def checked_config(ui: list[str]) -> TransferLabConfig:
     """Compose the operator's overrides + the UI's, refusing bad UI input before any work."""
     from pipelines.runtime.env import quiet_libraries
     from pipelines.serve.ui_input import untrusted_config
@@ -130,8 +131,8 @@ def ui_transfer_learning(experiment: Experiment | None = None, model: Model | No
     from pipelines.flows import run_pipeline
 
     cfg = checked_config(ui_overrides(experiment, model, max_steps, label_budget, overrides))
-    if cfg["sweep"]["enabled"]:
-        raise ConfigError(f"experiment={cfg['experiment_name']} is a sweep: start the data_efficiency deployment")
+    if cfg.sweep.enabled:
+        raise ConfigError(f"experiment={cfg.experiment_name} is a sweep: start the data_efficiency deployment")
     return run_pipeline(cfg, "evaluate")
 
 

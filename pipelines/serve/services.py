@@ -26,8 +26,9 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
+from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import UserError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -343,7 +344,7 @@ def _check_data_dirs(data_dirs: list[str]) -> None:
             raise UserError(f"bad value for --data-dir: {d!r} is not a directory")
 
 
-def operator_limits(cfg: dict[str, Any], max_entries: list[str] | None) -> dict[str, int]:
+def operator_limits(cfg: TransferLabConfig, max_entries: list[str] | None) -> dict[str, int]:
     """The limits of the served runs (``--max KEY=N`` over the machine's defaults); the
     operator's own defaults must fit them, or no served run could start."""
     from pipelines.config.limits import check_limits, parse_operator_limits
@@ -366,8 +367,8 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
 
     cfg = compose(overrides)  # the operator's overrides: also the defaults of every served run
     limits = operator_limits(cfg, max_entries)
-    if cfg["tracking"]["uri"]:
-        raise UserError(f"bad value for 'tracking.uri': {cfg['tracking']['uri']!r} (transferlab up starts its own "
+    if cfg.tracking.uri:
+        raise UserError(f"bad value for 'tracking.uri': {cfg.tracking.uri!r} (transferlab up starts its own "
                         "MLflow server on the state dir; to use another server, run `transferlab serve`)")
     if prefect_port == mlflow_port:
         raise UserError(f"--prefect-port and --mlflow-port are both {prefect_port}: choose two ports")
@@ -375,7 +376,7 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
     check_port(host, prefect_port, "for the Prefect server", "--prefect-port")
     check_port(host, mlflow_port, "for the MLflow server", "--mlflow-port")
     _check_data_dirs(data_dirs)
-    home = Path(cfg["paths"]["home"])
+    home = Path(cfg.paths.home)
     (home / "mlartifacts").mkdir(parents=True, exist_ok=True)
     prefect_home = os.environ.get("PREFECT_HOME") or str(home / "prefect")
     env = {**os.environ, "PREFECT_HOME": prefect_home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -451,7 +452,7 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
     return 0
 
 
-def ready_message(prefect_url: str, mlflow_url: str, cfg: dict[str, Any], home: Path, overrides: list[str]) -> str:
+def ready_message(prefect_url: str, mlflow_url: str, cfg: TransferLabConfig, home: Path, overrides: list[str]) -> str:
     defaults = " ".join(overrides) if overrides else "none (the built-in default)"
     return (
         f"transferlab: ready\n"
@@ -460,7 +461,7 @@ def ready_message(prefect_url: str, mlflow_url: str, cfg: dict[str, Any], home: 
         f"      label_budget or overrides (e.g. finetune.max_epochs=3) -> Submit; the run page shows its logs,\n"
         f"      and its Artifacts tab the key metrics with a link to MLflow.\n"
         f"  MLflow UI   {mlflow_url}\n"
-        f"      Experiments -> {cfg['tracking']['experiment']} -> the pipeline run (its stages are nested runs)\n"
+        f"      Experiments -> {cfg.tracking.experiment} -> the pipeline run (its stages are nested runs)\n"
         f"  state       {home}    service defaults: {defaults}\n"
         f"  Ctrl-C stops everything.\n"
     )
@@ -481,7 +482,7 @@ def serve(overrides: list[str], data_dirs: list[str], limit: int | None, out: IO
     from pipelines.runtime.env import prepare_environment
 
     prepare_environment(cfg)  # PREFECT_HOME in the state dir, analytics off, quiet libraries
-    uri = cfg["tracking"]["uri"] or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         from pipelines.tracking.runs import tracking_uri
 
@@ -493,8 +494,8 @@ def serve(overrides: list[str], data_dirs: list[str], limit: int | None, out: IO
         if time.monotonic() > deadline:
             raise UserError(f"the Prefect API at {api} does not answer ({health}); is the server running?")
         time.sleep(1.0)
-    run_env(uri, overrides, cfg["paths"]["home"], data_dirs, limits)
-    reap_quietly(cfg["paths"]["home"], prefect=True)
+    run_env(uri, overrides, cfg.paths.home, data_dirs, limits)
+    reap_quietly(cfg.paths.home, prefect=True)
     _sigterm_as_interrupt()
 
     def ready() -> None:
@@ -509,6 +510,6 @@ def serve(overrides: list[str], data_dirs: list[str], limit: int | None, out: IO
         pass
     finally:
         end_flow_runs([])
-        reap_quietly(cfg["paths"]["home"], prefect=True)
+        reap_quietly(cfg.paths.home, prefect=True)
     out.write("transferlab: stopped\n")
     return 0

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config.compose import DATA_PATH_KEYS, compose, config_groups, group_options
+from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import ConfigError, UserError
 
 OPERATOR_ONLY = ("tracking.uri", "tracking.ui_url", "model.trust_remote_code", "model.init_path")
@@ -240,35 +241,35 @@ def _inside(path: str, roots: list[Path]) -> bool:
     return all(_readable(Path(os.path.realpath(m)), roots) for m in glob.iglob(expanded, recursive=True))
 
 
-def _local_refs(cfg: dict[str, Any]) -> list[tuple[str, str]]:
+def _local_refs(cfg: TransferLabConfig) -> list[tuple[str, str]]:
     """(key, local path) for everything the run would read from the server's disk."""
     from modules.models.choices import BUILTIN_INITS
     from pipelines.checkpoint_refs import kind_of
 
     out: list[tuple[str, str]] = []
     for key in DATA_PATH_KEYS:
-        value = cfg["data"][key]
+        value = getattr(cfg.data, key)
         for v in value if isinstance(value, list) else [value] if value else []:
             out.append((f"data.{key}", str(v)))
-    tok = cfg["tokenizer"]["path"]
+    tok = cfg.tokenizer.path
     if tok and kind_of(tok) == "local":
         out.append(("tokenizer.path", tok))
-    if kind_of(cfg["model"]["init"]) == "local":
-        out.append(("model.init", cfg["model"]["init"]))
-    out += [("finetune.inits", i) for i in cfg["finetune"]["inits"] if i not in BUILTIN_INITS and kind_of(i) == "local"]
+    if kind_of(cfg.model.init) == "local":
+        out.append(("model.init", cfg.model.init))
+    out += [("finetune.inits", i) for i in cfg.finetune.inits if i not in BUILTIN_INITS and kind_of(i) == "local"]
     return out
 
 
-def _checkpoint_refs(cfg: dict[str, Any]) -> list[tuple[str, str]]:
+def _checkpoint_refs(cfg: TransferLabConfig) -> list[tuple[str, str]]:
     """(key, reference) of every checkpoint/tokenizer reference that is not a built-in init."""
     from modules.models.choices import BUILTIN_INITS
 
-    refs = [("model.init", cfg["model"]["init"] or "scratch"), ("tokenizer.path", cfg["tokenizer"]["path"])]
-    refs += [("finetune.inits", i) for i in cfg["finetune"]["inits"] if i not in BUILTIN_INITS]
+    refs = [("model.init", cfg.model.init or "scratch"), ("tokenizer.path", cfg.tokenizer.path)]
+    refs += [("finetune.inits", i) for i in cfg.finetune.inits if i not in BUILTIN_INITS]
     return [(k, str(v)) for k, v in refs if v and v != "scratch"]
 
 
-def _check_remote_refs(cfg: dict[str, Any]) -> None:
+def _check_remote_refs(cfg: TransferLabConfig) -> None:
     """Hub ids must be ids; MLflow URIs must stay inside their artifact dir."""
     from pipelines.checkpoint_refs import check_artifact_path, kind_of
 
@@ -293,9 +294,9 @@ def _builder_names() -> set[str]:
     return set(_PACKAGED_DATASETS_MODULES)
 
 
-def _check_hub_dataset(cfg: dict[str, Any]) -> None:
+def _check_hub_dataset(cfg: TransferLabConfig) -> None:
     """``data.hub_path`` from the UI names a dataset on the hub, never something on this disk."""
-    hub_path = cfg["data"]["hub_path"]
+    hub_path = cfg.data.hub_path
     if hub_path is None:
         return
     text = str(hub_path)
@@ -314,8 +315,8 @@ def allowed_roots(home: str, data_dirs: list[str]) -> list[Path]:
     return [Path(os.path.realpath(p)) for p in [home, *data_dirs]]
 
 
-def _check_home(cfg: dict[str, Any], state: Path) -> None:
-    home = cfg["paths"]["home"]
+def _check_home(cfg: TransferLabConfig, state: Path) -> None:
+    home = cfg.paths.home
     if any(c in home for c in GLOB_CHARS):
         raise ConfigError(f"rejected value for 'paths.home': glob characters ({GLOB_CHARS}) are not accepted")
     if not _within(Path(os.path.realpath(home)), [state]):
@@ -324,7 +325,7 @@ def _check_home(cfg: dict[str, Any], state: Path) -> None:
 
 
 def untrusted_config(server_overrides: list[str], ui_overrides: list[str], data_dirs: list[str],
-                     limits: dict[str, int] | None = None) -> dict[str, Any]:
+                     limits: dict[str, int] | None = None) -> TransferLabConfig:
     """The config for a UI-triggered run: the operator's overrides, then the UI's, checked.
 
     ``limits``: the service's (``pipelines.config.limits``); None: those the service handed to this
@@ -337,7 +338,7 @@ def untrusted_config(server_overrides: list[str], ui_overrides: list[str], data_
     parsed = parse_ui_overrides(ui_overrides)
     for key, value in parsed:  # before composing: the message shows the number as typed (1e12)
         check_value(key, value, limits)  # lists (trainer.devices=[0,1]) are counted after composing
-    home = compose(server_overrides)["paths"]["home"]
+    home = compose(server_overrides).paths.home
     cfg = compose([*server_overrides, *ui_overrides])  # validation errors name the key
     check_limits(cfg, limits)
     roots = allowed_roots(home, data_dirs)

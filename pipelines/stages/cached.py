@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pipelines.cache.store import ResumableBuild, StageCache, write_record
+from pipelines.config.schema import TransferLabConfig
 from pipelines.runtime.locks import Claim
 from pipelines.stages.common import StageContext, StageRun, run_fields, tracked_stage
 from pipelines.tracking.carbon import AttemptLedger
@@ -69,9 +70,9 @@ class CachedStage(Generic[R]):
     before_run: Callable[[Path], None] | None = None
 
 
-def wait_timeout(cfg: dict[str, Any]) -> float:
+def wait_timeout(cfg: TransferLabConfig) -> float:
     """How long a stage waits for another process building the same output (cache.wait_timeout_s)."""
-    return float(cfg["cache"]["wait_timeout_s"])
+    return float(cfg.cache.wait_timeout_s)
 
 
 def cached_stage(ctx: StageContext, stage: CachedStage[R]) -> R:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pipelines.config.schema import TransferLabConfig
 from pipelines.runtime.distributed import is_rank_zero
 from pipelines.stages.records import Carbon
 from pipelines.tracking.carbon import AttemptLedger, CarbonResult, track_carbon
@@ -28,17 +29,17 @@ log = logging.getLogger("transferlab")
 class StageContext:
     """The composed config plus where to log; passed to every stage function."""
 
-    cfg: dict[str, Any]
+    cfg: TransferLabConfig
     tracker: Tracker
     parent_run_id: str | None = None
 
     @classmethod
-    def create(cls, cfg: dict[str, Any], parent_run_id: str | None = None) -> StageContext:
+    def create(cls, cfg: TransferLabConfig, parent_run_id: str | None = None) -> StageContext:
         return cls(cfg, Tracker.from_config(cfg), parent_run_id)
 
     @property
     def home(self) -> Path:
-        return Path(self.cfg["paths"]["home"])
+        return Path(self.cfg.paths.home)
 
 
 @dataclass
@@ -96,14 +97,14 @@ def tracked_stage(ctx: StageContext, stage: str, run_name: str | None = None,
         if is_rank_zero():  # other ranks only reuse prep and train; they write no run files
             workdir.mkdir(parents=True, exist_ok=True)
         run = StageRun(run_id, workdir, ctx.tracker)
-        carbon_cfg = ctx.cfg["carbon"] if is_rank_zero() else {**ctx.cfg["carbon"], "enabled": False}
+        carbon_cfg = ctx.cfg.carbon if is_rank_zero() else replace(ctx.cfg.carbon, enabled=False)
         carbon = track_carbon(carbon_cfg, workdir / "carbon", ledger)
         try:
             with carbon as run.carbon:
                 yield run
         finally:
             run.log_metrics(run.carbon.metrics())
-            if carbon_cfg["enabled"] and run.carbon.missing:
+            if carbon_cfg.enabled and run.carbon.missing:
                 run.set_tags({"transferlab.carbon": "missing"})
             if run.carbon.csv:
                 run.log_artifact(run.carbon.csv)

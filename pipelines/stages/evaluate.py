@@ -38,7 +38,7 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
     from modules.tasks import get_task
 
     cfg = ctx.cfg
-    task = get_task(cfg["finetune"]["task"])
+    task = get_task(cfg.finetune.task)
     label_names = prep_record.label_names
     headline = task.headline
     with tracked_stage(ctx, "evaluate") as run:
@@ -56,11 +56,11 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
                 confusion_matrix_png(confusion(labels, preds, len(label_names)), label_names,
                                      f"Confusion matrix: init={init}, test split", out / png)
                 images.append(png)
-        lm = lm_perplexity(pretrain_record.hf_model, Path(prep_record.path) / "lm", cfg["model"]["family"],
-                           cfg["evaluate"]["batch_size"], cfg["evaluate"]["perplexity_batches"],
-                           cfg["pretrain"]["mlm_probability"], cfg["seed"],
-                           cfg["pretrain"]["mask_ratio"], cfg["pretrain"]["poisson_lambda"],
-                           trust_remote_code=cfg["model"]["trust_remote_code"])
+        lm = lm_perplexity(pretrain_record.hf_model, Path(prep_record.path) / "lm", cfg.model.family,
+                           cfg.evaluate.batch_size, cfg.evaluate.perplexity_batches,
+                           cfg.pretrain.mlm_probability, cfg.seed,
+                           cfg.pretrain.mask_ratio, cfg.pretrain.poisson_lambda,
+                           trust_remote_code=cfg.model.trust_remote_code)
         loss, perplexity = lm["loss"], lm["perplexity"]
         metrics = {} if loss is None or perplexity is None else {"val/loss": loss, "val/perplexity": perplexity}
         for init, m in results.items():
@@ -73,14 +73,14 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
         rows = stage_rows([prep_record, pretrain_record, *finetune_records])
         comparison_png({k: v[headline] for k, v in results.items()},
                        {r["name"]: r["produced_kg"] or 0.0 for r in rows},
-                       f"{cfg['experiment_name']}: {cfg['model']['name']} on {cfg['data']['name']} ({task.name})",
+                       f"{cfg.experiment_name}: {cfg.model.name} on {cfg.data.name} ({task.name})",
                        out / "comparison.png", chance=task.chance(label_names), metric=f"test {headline}")
         images.insert(0, "comparison.png")
         report = render_report(
-            f"transferlab report: {cfg['experiment_name']} "
-            f"({cfg['model']['name']}, {cfg['data']['name']}, {task.name})",
+            f"transferlab report: {cfg.experiment_name} "
+            f"({cfg.model.name}, {cfg.data.name}, {task.name})",
             results, lm, rows, images, columns=task.report_columns,
-            notes=[f"Labeled training examples: {cfg['finetune']['train_examples']}; seed {cfg['seed']}. "
+            notes=[f"Labeled training examples: {cfg.finetune.train_examples}; seed {cfg.seed}. "
                    "CO2 of a cached stage is what building its output cost when it ran."],
         )
         (out / "report.md").write_text(report)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from modules.models.checkpoints import checkpoint_family
 from modules.models.choices import BUILTIN_INITS
 from pipelines.cache.store import fingerprint
+from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import UserError
 from pipelines.stages.cached import CachedStage, CacheEntry, cached_stage
 from pipelines.stages.common import StageContext, StageRun
@@ -45,7 +47,7 @@ def init_label(init: str) -> str:
     return f"checkpoint:{'/'.join(parts[-2:]) or init}"
 
 
-def _source(cfg: dict[str, Any], pretrain_record: PretrainRecord, init: str) -> tuple[Path, dict[str, Any]]:
+def _source(cfg: TransferLabConfig, pretrain_record: PretrainRecord, init: str) -> tuple[Path, dict[str, Any]]:
     """The checkpoint ``init`` tunes from (a local dir) and what identifies its content."""
     from modules.models.checkpoints import content_digest
     from pipelines.checkpoint_refs import locate_checkpoint
@@ -58,16 +60,16 @@ def _source(cfg: dict[str, Any], pretrain_record: PretrainRecord, init: str) -> 
     return path, {"checkpoint": content_digest(path)}
 
 
-def finetune_fingerprint(cfg: dict[str, Any], prep_record: PrepRecord, identity: dict[str, Any],
+def finetune_fingerprint(cfg: TransferLabConfig, prep_record: PrepRecord, identity: dict[str, Any],
                          init: str) -> str:
-    ft = cfg["finetune"]
+    ft = asdict(cfg.finetune)
     keys = {k: v for k, v in ft.items() if k != "inits" and not k.startswith("zero_shot")}
     if init == "zero_shot":
         keys = {k: v for k, v in ft.items() if k.startswith("zero_shot") or k in ("task", "max_length")}
-    trainer = {k: cfg["trainer"][k] for k in ("accelerator", "precision", "deterministic")}
+    trainer = {k: getattr(cfg.trainer, k) for k in ("accelerator", "precision", "deterministic")}
     return fingerprint("finetune", {"prep": prep_record.fingerprint, "source": identity, "init": init,
-                                    "finetune": keys, "seed": cfg["seed"], "trainer": trainer,
-                                    "eval_batch_size": cfg["evaluate"]["batch_size"]})
+                                    "finetune": keys, "seed": cfg.seed, "trainer": trainer,
+                                    "eval_batch_size": cfg.evaluate.batch_size})
 
 
 def check_task_family(task: str, family: str, what: str) -> None:
@@ -80,8 +82,8 @@ def check_task_family(task: str, family: str, what: str) -> None:
 
 def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: PretrainRecord, init: str) -> FinetuneRecord:
     cfg = ctx.cfg
-    ft = cfg["finetune"]
-    task = ft["task"]
+    ft = cfg.finetune
+    task = ft.task
     source, identity = _source(cfg, pretrain_record, init)
     family = checkpoint_family(source)
     label = init_label(init)
@@ -92,7 +94,7 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
         check_zero_shot(ft, family)
     tags = {TAG_INIT: init if init in BUILTIN_INITS else "checkpoint", TAG_TASK: task}
     if init != "zero_shot":
-        tags[TAG_STRATEGY] = ft["strategy"]
+        tags[TAG_STRATEGY] = ft.strategy
     if init not in BUILTIN_INITS:
         from pipelines.checkpoint_refs import source_label
 
@@ -136,42 +138,43 @@ def _train(ctx: StageContext, run: StageRun, prep_record: PrepRecord, source: Pa
     from modules.models.checkpoints import clamp_max_length
     from modules.tasks import get_task
     from modules.training.learning_rates import finetune_lr
-    from modules.training.recipes import finetune_on_task
+    from modules.training.recipes import FinetuneJob, finetune_on_task
 
     cfg = ctx.cfg
-    ft = dict(cfg["finetune"])
+    ft = cfg.finetune
     checkpoint = init not in BUILTIN_INITS  # a checkpoint: the "pretrained" weights are its own
-    ft["lr"] = finetune_lr(ft["lr"], ft["checkpoint_lr"], checkpoint)
+    assert ft.lr is not None and ft.checkpoint_lr is not None  # filled in by compose()
+    ft = replace(ft, lr=finetune_lr(ft.lr, ft.checkpoint_lr, checkpoint))
     if checkpoint:
-        ft["max_length"] = clamp_max_length(ft["max_length"], source, init_label(init))
-    weights = "scratch" if init == "scratch" else "pretrained"
-    result = finetune_on_task(ft["task"], Path(prep_record.path), source, weights, family, out, ft, cfg["trainer"],
-                              cfg["seed"], cfg["evaluate"]["batch_size"], logger=lightning_logger(ctx, run),
-                              trust_remote_code=cfg["model"]["trust_remote_code"], name=init_label(init))
-    task = get_task(ft["task"])
+        ft = replace(ft, max_length=clamp_max_length(ft.max_length, source, init_label(init)))
+    job = FinetuneJob(Path(prep_record.path), source, "scratch" if init == "scratch" else "pretrained", family,
+                      out, name=init_label(init), trust_remote_code=cfg.model.trust_remote_code)
+    result = finetune_on_task(job, ft, cfg.trainer, cfg.seed, cfg.evaluate.batch_size,
+                              logger=lightning_logger(ctx, run))
+    task = get_task(ft.task)
     task.save_predictions(out / task.predictions_file, result.predictions)
     # The best weights live on in hf_model/; the Lightning checkpoint (with optimizer state,
     # ~3x the size) has served its purpose once the test ran.
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return {"metrics": result.metrics, "train_examples": result.train_examples,
-            "requested_examples": ft["train_examples"],
+            "requested_examples": ft.train_examples,
             "epochs": result.epochs, "strategy": result.strategy, "trainable_parameters": result.trainable_parameters,
             "label_names": result.label_names, "predictions_file": task.predictions_file}
 
 
-def _zero_shot(cfg: dict[str, Any], prep_record: PrepRecord, source: Path, out: Path) -> dict[str, Any]:
+def _zero_shot(cfg: TransferLabConfig, prep_record: PrepRecord, source: Path, out: Path) -> dict[str, Any]:
     """No training: the pretrained causal LM classifies the test split by scoring each
     label's verbalisation after a prompt (modules/evaluation/zero_shot.py)."""
     from modules.evaluation.zero_shot import zero_shot_test
     from modules.tasks import get_task
 
-    ft = cfg["finetune"]
+    ft = cfg.finetune
     names = prep_record.label_names
-    if ft["zero_shot_verbalizers"] is not None and len(ft["zero_shot_verbalizers"]) != len(names):
-        raise UserError(f"bad value for 'finetune.zero_shot_verbalizers': {len(ft['zero_shot_verbalizers'])} "
+    if ft.zero_shot_verbalizers is not None and len(ft.zero_shot_verbalizers) != len(names):
+        raise UserError(f"bad value for 'finetune.zero_shot_verbalizers': {len(ft.zero_shot_verbalizers)} "
                         f"given for {len(names)} labels ({', '.join(names)}); one per label, in label-id order")
-    result = zero_shot_test(prep_record.path, source, ft["zero_shot_template"], ft["zero_shot_verbalizers"],
-                            ft["zero_shot_normalize"], cfg["evaluate"]["batch_size"], cfg["model"]["trust_remote_code"])
+    result = zero_shot_test(prep_record.path, source, ft.zero_shot_template, ft.zero_shot_verbalizers,
+                            ft.zero_shot_normalize, cfg.evaluate.batch_size, cfg.model.trust_remote_code)
     task = get_task("classification")
     task.save_predictions(out / task.predictions_file, result.rows)
     metrics = result.metrics

@@ -25,12 +25,14 @@ the cache; the other ranks call :func:`pretrain_in_worker_rank` (``runtime.distr
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pipelines import checkpoint_refs as model_init
 from pipelines.cache.store import ResumableBuild, StageCache, fingerprint
+from pipelines.config.schema import TransferLabConfig
 from pipelines.stages.cached import CachedStage, CacheEntry, cached_stage
 from pipelines.stages.common import StageContext, StageRun
 from pipelines.stages.records import PrepRecord, PretrainRecord
@@ -40,15 +42,15 @@ from pipelines.tracking.runs import tracking_uri
 log = logging.getLogger("transferlab")
 
 
-def pretrain_fingerprint(cfg: dict[str, Any], prep_fp: str) -> str:
+def pretrain_fingerprint(cfg: TransferLabConfig, prep_fp: str) -> str:
     # devices/strategy/num_nodes change the global batch (per-device batch x world size),
     # so they are part of what the result depends on.
-    trainer = {k: cfg["trainer"][k] for k in ("accelerator", "precision", "deterministic", "devices", "strategy",
+    trainer = {k: getattr(cfg.trainer, k) for k in ("accelerator", "precision", "deterministic", "devices", "strategy",
                                               "num_nodes")}
     # A checkpoint counts by its content digest, not its URI (an alias can move).
-    return fingerprint("pretrain", {"prep": prep_fp, "model": model_init.model_identity(cfg["model"]),
-                                    "pretrain": cfg["pretrain"],
-                                    "trainer": trainer, "seed": cfg["seed"]})
+    return fingerprint("pretrain", {"prep": prep_fp, "model": model_init.model_identity(cfg.model),
+                                    "pretrain": asdict(cfg.pretrain),
+                                    "trainer": trainer, "seed": cfg.seed})
 
 
 def lightning_logger(ctx: StageContext, run: StageRun):
@@ -58,7 +60,7 @@ def lightning_logger(ctx: StageContext, run: StageRun):
     """
     from lightning.pytorch.loggers import MLFlowLogger
 
-    return MLFlowLogger(experiment_name=ctx.cfg["tracking"]["experiment"], tracking_uri=tracking_uri(ctx.cfg),
+    return MLFlowLogger(experiment_name=ctx.cfg.tracking.experiment, tracking_uri=tracking_uri(ctx.cfg),
                         run_id=run.run_id)
 
 
@@ -92,12 +94,13 @@ def _train_and_export(ctx: StageContext, prep_record: PrepRecord, passthrough: b
     from modules.training.recipes import export_checkpoint, pretrain_language_model
 
     cfg = ctx.cfg
-    log.info("pretrain: training %s for %d steps in %s", cfg["model"]["name"], cfg["pretrain"]["max_steps"], work_dir)
+    log.info("pretrain: training %s for %d steps in %s", cfg.model.name, cfg.pretrain.max_steps, work_dir)
     if passthrough:
-        result = export_checkpoint(Path(cfg["model"]["init_path"]), Path(prep_record.path), work_dir, cfg["model"])
+        assert cfg.model.init_path, "resolve_init ran before the stages"
+        result = export_checkpoint(Path(cfg.model.init_path), Path(prep_record.path), work_dir, cfg.model)
     else:
-        result = pretrain_language_model(Path(prep_record.path), work_dir, cfg["model"], cfg["pretrain"],
-                                         cfg["trainer"], cfg["seed"], logger=lightning_logger(ctx, run))
+        result = pretrain_language_model(Path(prep_record.path), work_dir, cfg.model, cfg.pretrain,
+                                         cfg.trainer, cfg.seed, logger=lightning_logger(ctx, run))
     run.log_metrics({"model/non_embedding_parameters": result.parameters})
     if getattr(result, "resumed_from_step", None) is not None:
         run.set_tags({"transferlab.resumed_from_step": str(result.resumed_from_step)})
@@ -118,18 +121,18 @@ def pretrain_in_worker_rank(ctx: StageContext, prep_record: PrepRecord) -> None:
     cache = StageCache(ctx.home, "pretrain")
     fp = pretrain_fingerprint(cfg, prep_record.lm_fingerprint)
     if cache.lookup(fp) is None:  # rank 0 sees the same cache state, so it trains too
-        pretrain_language_model(Path(prep_record.path), ResumableBuild(cache, fp).path, cfg["model"],
-                                cfg["pretrain"], cfg["trainer"], cfg["seed"], logger=False)
+        pretrain_language_model(Path(prep_record.path), ResumableBuild(cache, fp).path, cfg.model,
+                                cfg.pretrain, cfg.trainer, cfg.seed, logger=False)
 
 
-def _tag_init(run: StageRun, cfg: dict[str, Any]) -> None:
-    if not model_init.is_scratch(cfg["model"]):
-        run.set_tags({"transferlab.model_init": model_init.source_label(cfg["model"]["init"])})
+def _tag_init(run: StageRun, cfg: TransferLabConfig) -> None:
+    if not model_init.is_scratch(cfg.model):
+        run.set_tags({"transferlab.model_init": model_init.source_label(cfg.model.init)})
 
 
 def _register(ctx: StageContext, run: StageRun, prep_record: PrepRecord, entry: CacheEntry) -> dict[str, Any] | None:
     """Register the export under pretrain.register_as (one version per fingerprint)."""
-    if not ctx.cfg["pretrain"]["register_as"]:
+    if not ctx.cfg.pretrain.register_as:
         return None
     source, carbon = run.run_id, run.carbon.as_dict()
     if entry.hit:
@@ -139,7 +142,7 @@ def _register(ctx: StageContext, run: StageRun, prep_record: PrepRecord, entry: 
         else:  # the building run is not in this store: this run carries the export
             source = run.run_id
             run.log_artifact(entry.path / "hf_model", "hf_model")
-    max_steps = ctx.cfg["pretrain"]["max_steps"]
+    max_steps = ctx.cfg.pretrain.max_steps
     steps = entry.record.get("steps", max_steps) if entry.hit else max_steps  # a build: what it was asked
     return registry.register_export(ctx.tracker, ctx.cfg, run.run_id, source, entry.record["fingerprint"],
                                     prep_record, steps, entry.record["metrics"], carbon)

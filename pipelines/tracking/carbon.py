@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.config.schema import CarbonConfig
+
 log = logging.getLogger("transferlab")
 
 
@@ -101,7 +103,7 @@ class AttemptLedger:
         return _Persist()
 
 
-def _tracker(cfg: dict[str, Any], output_dir: Path, ledger: AttemptLedger | None = None):
+def _tracker(cfg: CarbonConfig, output_dir: Path, ledger: AttemptLedger | None = None):
     from codecarbon import OfflineEmissionsTracker
 
     persist: dict[str, Any] = {} if ledger is None else {"output_handlers": [ledger.handler()], "api_call_interval": 1}
@@ -109,10 +111,10 @@ def _tracker(cfg: dict[str, Any], output_dir: Path, ledger: AttemptLedger | None
     # codecarbon logs at INFO before it applies its own log_level; silence it up front.
     logging.getLogger("codecarbon").setLevel(logging.ERROR)
     return OfflineEmissionsTracker(
-        country_iso_code=cfg["country_iso_code"],
+        country_iso_code=cfg.country_iso_code,
         output_dir=str(output_dir),
-        measure_power_secs=cfg["measure_power_secs"],
-        tracking_mode=cfg["tracking_mode"],
+        measure_power_secs=cfg.measure_power_secs,
+        tracking_mode=cfg.tracking_mode,
         log_level="error",
         save_to_file=True,
         allow_multiple_runs=True,
@@ -123,7 +125,7 @@ def _tracker(cfg: dict[str, Any], output_dir: Path, ledger: AttemptLedger | None
 
 
 @contextmanager
-def track_carbon(cfg: dict[str, Any], output_dir: Path, ledger: AttemptLedger | None = None) -> Iterator[CarbonResult]:
+def track_carbon(cfg: CarbonConfig, output_dir: Path, ledger: AttemptLedger | None = None) -> Iterator[CarbonResult]:
     """Measure the block; the yielded result is filled in when the block exits.
 
     codecarbon's start/stop swallow their own exceptions and ``stop()`` may return None;
@@ -132,7 +134,7 @@ def track_carbon(cfg: dict[str, Any], output_dir: Path, ledger: AttemptLedger | 
     result includes the earlier attempts' figures (see the module docstring).
     """
     result = CarbonResult()
-    if not cfg["enabled"]:
+    if not cfg.enabled:
         yield result
         return
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.config.schema import TransferLabConfig
 from pipelines.runtime.locks import is_held
 
 log = logging.getLogger("transferlab")
@@ -265,7 +266,7 @@ def describe(lease: Lease) -> dict[str, Any]:
 
 
 @contextmanager
-def pipeline_run(cfg: dict[str, Any], run_id: str = "") -> Iterator[Lease]:
+def pipeline_run(cfg: TransferLabConfig, run_id: str = "") -> Iterator[Lease]:
     """The lease of a pipeline's (or sweep's) MLflow parent run, in this flow run if any.
 
     Taken before the parent run exists (``run_id=""``; then :meth:`Lease.bind` it), so a kill
@@ -274,7 +275,7 @@ def pipeline_run(cfg: dict[str, Any], run_id: str = "") -> Iterator[Lease]:
     from pipelines.tracking.runs import tracking_uri
 
     uri = tracking_uri(cfg)
-    with hold(cfg["paths"]["home"], run_id, uri, current_flow_run_id()) as lease:
+    with hold(cfg.paths.home, run_id, uri, current_flow_run_id()) as lease:
         try:
             yield lease
         except BaseException:

@@ -9,18 +9,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipelines.config.schema import TransferLabConfig
+
 log = logging.getLogger("transferlab")
 
 SUMMARY_KEY = "transferlab-summary"
 
 
-def mlflow_ui_base(cfg: dict[str, Any], uri: str) -> str | None:
+def mlflow_ui_base(cfg: TransferLabConfig, uri: str) -> str | None:
     """The MLflow UI address a browser can open: ``tracking.ui_url``, else an http(s) store."""
-    base = cfg["tracking"].get("ui_url") or (uri if uri.startswith(("http://", "https://")) else None)
+    base = cfg.tracking.ui_url or (uri if uri.startswith(("http://", "https://")) else None)
     return base.rstrip("/") if base else None
 
 
-def run_link(cfg: dict[str, Any], uri: str, experiment_id: str, run_id: str) -> str:
+def run_link(cfg: TransferLabConfig, uri: str, experiment_id: str, run_id: str) -> str:
     """Markdown naming the parent run: a link into the MLflow UI, or the store and run id."""
     base = mlflow_ui_base(cfg, uri)
     if base:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipelines.config.compose import check_register_as
+from pipelines.config.schema import TransferLabConfig
 from pipelines.tracking.runs import TAG_FINGERPRINT, redact
 
 
@@ -54,7 +55,7 @@ def find_version(client, name: str, fp: str):
 
 def register_export(
     tracker,
-    cfg: dict[str, Any],
+    cfg: TransferLabConfig,
     stage_run_id: str,
     source_run_id: str,
     fp: str,
@@ -69,7 +70,7 @@ def register_export(
     the building run on a hit). Returns ``{"name", "version", "new"}`` or None when
     registration is off. Tags the stage run with ``transferlab.registered_model``.
     """
-    name = cfg["pretrain"]["register_as"]
+    name = cfg.pretrain.register_as
     if not name:
         return None
     check_register_as(name)
@@ -81,7 +82,7 @@ def register_export(
     except MlflowException:
         try:
             client.create_registered_model(
-                name, description=f"transferlab pretrained exports ({cfg['experiment_name']})")
+                name, description=f"transferlab pretrained exports ({cfg.experiment_name})")
         except MlflowException as exc:  # another run (another seed, say) created it since we looked
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -92,22 +93,22 @@ def register_export(
         version, new = existing.version, False
     else:
         stats = _stats(prep_record)
-        tokenizer = f"{stats.get('tokenizer_kind', cfg['tokenizer']['kind'])}/{stats.get('vocab_size', '?')}"
-        model = cfg["model"]
+        tokenizer = f"{stats.get('tokenizer_kind', cfg.tokenizer.kind)}/{stats.get('vocab_size', '?')}"
+        model = cfg.model
         tags = {
             TAG_FINGERPRINT: fp,
             TAG_DATA_FP: prep_record.lm_fingerprint,
             TAG_TOKENIZER: tokenizer,
-            "transferlab.family": model["family"],
-            "transferlab.arch": model["arch"],
-            "transferlab.init": redact(model.get("init") or "scratch"),
+            "transferlab.family": model.family,
+            "transferlab.arch": model.arch,
+            "transferlab.init": redact(model.init or "scratch"),
             "carbon/emissions_kg": _fmt(carbon.get("emissions_kg")),
             "carbon/energy_kwh": _fmt(carbon.get("energy_kwh")),
         }
         description = (
-            f"{model['name']} ({model['family']} LM, arch {model['arch']}, init {tags['transferlab.init']}), "
+            f"{model.name} ({model.family} LM, arch {model.arch}, init {tags['transferlab.init']}), "
             f"{steps} pretraining steps, val/loss {_fmt(metrics.get('val/loss'))}; "
-            f"data {cfg['data']['name']} (prep fingerprint {prep_record.fingerprint}), tokenizer {tokenizer}; "
+            f"data {cfg.data.name} (prep fingerprint {prep_record.fingerprint}), tokenizer {tokenizer}; "
             f"carbon {_fmt(carbon.get('emissions_kg'), ' kg CO2e')}, {_fmt(carbon.get('energy_kwh'), ' kWh')}."
         )
         mv = client.create_model_version(name, source=f"runs:/{source_run_id}/hf_model", run_id=source_run_id,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config.compose import flatten, to_yaml
+from pipelines.config.schema import TransferLabConfig
 
 log = logging.getLogger("transferlab")
 
@@ -42,16 +43,16 @@ MAX_PARAM_CHARS = 500
 _SECRET_IN_URI = re.compile(r"(://)([^/@:]+):([^/@]+)@")
 
 
-def tracking_uri(cfg: dict[str, Any]) -> str:
+def tracking_uri(cfg: TransferLabConfig) -> str:
     """``tracking.uri`` if set, else the sqlite store in the state dir (absolute path)."""
-    uri = cfg["tracking"]["uri"]
+    uri = cfg.tracking.uri
     if uri:
         return uri
-    return f"sqlite:///{Path(cfg['paths']['home']) / 'mlflow.db'}"
+    return f"sqlite:///{Path(cfg.paths.home) / 'mlflow.db'}"
 
 
-def artifact_root(cfg: dict[str, Any]) -> str:
-    return (Path(cfg["paths"]["home"]) / "mlartifacts").as_uri()
+def artifact_root(cfg: TransferLabConfig) -> str:
+    return (Path(cfg.paths.home) / "mlartifacts").as_uri()
 
 
 def redact(value: str) -> str:
@@ -59,7 +60,7 @@ def redact(value: str) -> str:
     return _SECRET_IN_URI.sub(r"\1***@", value)
 
 
-def mlflow_params(cfg: dict[str, Any]) -> dict[str, str]:
+def mlflow_params(cfg: TransferLabConfig) -> dict[str, str]:
     out = {}
     for key, value in flatten(cfg).items():
         value = redact(value)
@@ -155,12 +156,12 @@ class Tracker:
                 log.debug("experiment kind tag not set: %s", exc)
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> Tracker:
+    def from_config(cls, cfg: TransferLabConfig) -> Tracker:
         from pipelines.runtime.distributed import is_rank_zero
 
         if not is_rank_zero():
-            return NullTracker(tracking_uri(cfg), cfg["tracking"]["experiment"])
-        return cls(tracking_uri(cfg), cfg["tracking"]["experiment"], artifact_root(cfg))
+            return NullTracker(tracking_uri(cfg), cfg.tracking.experiment)
+        return cls(tracking_uri(cfg), cfg.tracking.experiment, artifact_root(cfg))
 
     def start_run(self, name: str, tags: dict[str, str], parent_run_id: str | None = None) -> str:
         tags = {TAG_RUN_NAME: name, **tags}
@@ -194,7 +195,7 @@ class Tracker:
             new_tags[TAG_PARENT] = parent_run_id
         self.set_tags(run_id, new_tags)
 
-    def log_config(self, run_id: str, cfg: dict[str, Any]) -> None:
+    def log_config(self, run_id: str, cfg: TransferLabConfig) -> None:
         from mlflow.entities import Param
 
         existing = self.client.get_run(run_id).data.params
@@ -265,7 +266,7 @@ class NullTracker(Tracker):
     def reopen_run(self, run_id: str, parent_run_id: str | None) -> None:
         pass
 
-    def log_config(self, run_id: str, cfg: dict[str, Any]) -> None:
+    def log_config(self, run_id: str, cfg: TransferLabConfig) -> None:
         pass
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:

@@ -1,0 +1,155 @@
+"""Cache fingerprints are a compatibility contract: golden values.
+
+Every cache entry under ``$TRANSFERLAB_HOME/cache/<stage>/<fingerprint>`` is found again only
+if the same config hashes to the same fingerprint. A refactor of how the config is carried
+(plain dicts -> typed dataclasses) or of how a fingerprint payload is assembled must not
+change a single value, or every user's existing cache silently stops being reused. So these
+values are fixed here on purpose (golden values for cache compatibility, computed before the
+typed-config refactor). Change them only together with a deliberate cache invalidation
+(``STAGE_VERSIONS`` in pipelines/cache/store.py), never to make a refactor pass.
+
+The installed package version is part of every fingerprint (an upgrade invalidates caches on
+purpose); it is pinned here so the values test the payload, not the release number. Data
+files and the checkpoint live at fixed paths because a local path is part of the data config;
+the variants start from the shipped defaults (conf/), not the tests' shrunk config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXED = Path("/tmp/transferlab-golden-fingerprints")
+CORPUS = FIXED / "corpus.txt"
+CHECKPOINT = FIXED / "gpt2-checkpoint"
+
+VARIANTS: dict[str, list[str]] = {
+    "default": [],
+    "bert": ["model=bert_tiny"],
+    "bart": ["model=bart_tiny"],
+    "linear_probe": ["finetune.strategy=linear_probe", "seed=3"],
+    "local_text": ["data=local_text", f"data.path={CORPUS}", "trainer.devices=2", "trainer.strategy=ddp"],
+    "zero_shot": ["finetune.inits=[pretrained,zero_shot]", "finetune.zero_shot_normalize=true"],
+    "checkpoint": [f"model.init={CHECKPOINT}", "pretrain.max_steps=0",
+                   f"finetune.inits=[pretrained,scratch,{CHECKPOINT}]"],
+}
+
+GOLDEN: dict[str, dict[str, str]] = {
+    "bart": {
+        "lm": "31f5979c009ff550",
+        "prep": "7d07be22e1a14aed",
+        "pretrain": "95864600ea46d8f9",
+        "finetune[pretrained]": "d1261517ca3ef91a",
+        "finetune[scratch]": "f4b47aad9e0b157b",
+    },
+    "bert": {
+        "lm": "d1f744a4a62a8bf4",
+        "prep": "ff5f890dd4d4a5c7",
+        "pretrain": "55a48a3ce4850208",
+        "finetune[pretrained]": "3ba40223849c2726",
+        "finetune[scratch]": "7d440880bc522388",
+    },
+    "checkpoint": {
+        "lm": "c9d04645da023340",
+        "prep": "3f0adc2fb21bdede",
+        "pretrain": "721152eaa3bcdcab",
+        "finetune[pretrained]": "5269dab5f228fd66",
+        "finetune[scratch]": "ea7324836dba74af",
+        "finetune[checkpoint]": "17a0c70c498a898f",
+    },
+    "default": {
+        "lm": "f0d8e7b25c0d12ee",
+        "prep": "0bddf222d0213566",
+        "pretrain": "35dc388801417e06",
+        "finetune[pretrained]": "8a6d0c89807eeb9a",
+        "finetune[scratch]": "4d6a374936347681",
+    },
+    "linear_probe": {
+        "lm": "f0d8e7b25c0d12ee",
+        "prep": "0bddf222d0213566",
+        "pretrain": "cad1b35ba2c1bc22",
+        "finetune[pretrained]": "f398b276cd611946",
+        "finetune[scratch]": "84addc867600a4f0",
+    },
+    "local_text": {
+        "lm": "c8f9264f3525ad1a",
+        "prep": "068a359c81737096",
+        "pretrain": "32b1acf3163f72c9",
+        "finetune[pretrained]": "ae97ed2a90affb2a",
+        "finetune[scratch]": "758af9ae90e67304",
+    },
+    "zero_shot": {
+        "lm": "f0d8e7b25c0d12ee",
+        "prep": "0bddf222d0213566",
+        "pretrain": "35dc388801417e06",
+        "finetune[pretrained]": "8a6d0c89807eeb9a",
+        "finetune[zero_shot]": "72de7618b047245b",
+    },
+}
+
+
+def _write_inputs() -> None:
+    """The fixed input files (same bytes every time; written only when missing or different)."""
+    files = {
+        CORPUS: "".join(f"document {i} about topic {i % 3} with some words\n" for i in range(40)),
+        CHECKPOINT / "config.json": json.dumps({
+            "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 2, "n_embd": 32, "n_head": 2,
+            "n_inner": 64, "n_positions": 128, "vocab_size": 300, "bos_token_id": 0,
+            "eos_token_id": 0}, sort_keys=True),
+        CHECKPOINT / "model.safetensors": "not real weights: only the bytes are hashed",
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.is_file() or path.read_text() != text:
+            tmp = path.with_suffix(f".tmp{id(text)}")
+            tmp.write_text(text)
+            tmp.replace(path)
+
+
+def fingerprints(overrides: list[str], home: Path) -> dict[str, str]:
+    """Every stage fingerprint one config leads to (prep records stand in as {fingerprint})."""
+    from pipelines.checkpoint_refs import resolve_init
+    from pipelines.config.compose import compose
+    from pipelines.stages.finetune import _source, finetune_fingerprint
+    from pipelines.stages.prep import lm_fingerprint, prep_fingerprint
+    from pipelines.stages.pretrain import pretrain_fingerprint
+
+    cfg = resolve_init(compose([f"paths.home={home}", *overrides]))
+    lm_fp = lm_fingerprint(cfg)
+    prep_fp = prep_fingerprint(cfg, lm_fp)
+    pretrain_fp = pretrain_fingerprint(cfg, prep_fp)
+    out = {"lm": lm_fp, "prep": prep_fp, "pretrain": pretrain_fp}
+    prep_record: dict[str, Any] = {"fingerprint": prep_fp}
+    pretrain_record: dict[str, Any] = {"fingerprint": pretrain_fp, "hf_model": str(home / "unused")}
+    for init in cfg.finetune.inits:
+        _, identity = _source(cfg, pretrain_record, init)
+        out[f"finetune[{'checkpoint' if init == str(CHECKPOINT) else init}]"] = finetune_fingerprint(
+            cfg, prep_record, identity, init)
+    return out
+
+
+@pytest.fixture
+def pinned_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipelines.cache.store as store
+
+    monkeypatch.setattr(store, "code_version", lambda: "0.0.0-golden")
+    _write_inputs()
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_fingerprints_match_the_golden_values(variant: str, tmp_path: Path, pinned_version: None) -> None:
+    assert fingerprints(VARIANTS[variant], tmp_path) == GOLDEN[variant]
+
+
+if __name__ == "__main__":  # how GOLDEN was computed: run at commit f2c80af, before the typed-config refactor
+    import tempfile
+
+    import pipelines.cache.store as store
+
+    store.code_version = lambda: "0.0.0-golden"  # type: ignore[assignment]
+    _write_inputs()
+    with tempfile.TemporaryDirectory() as home:
+        print(json.dumps({name: fingerprints(ov, Path(home)) for name, ov in sorted(VARIANTS.items())}, indent=4))
