@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -110,7 +111,7 @@ def _write_inputs() -> None:
 
 
 def fingerprints(overrides: list[str], home: Path) -> dict[str, str]:
-    """Every stage fingerprint one config leads to (prep records stand in as {fingerprint})."""
+    """Every stage fingerprint one config leads to."""
     from pipelines.checkpoint_refs import resolve_init
     from pipelines.config.compose import compose
     from pipelines.stages.finetune import _source, finetune_fingerprint
@@ -122,8 +123,9 @@ def fingerprints(overrides: list[str], home: Path) -> dict[str, str]:
     prep_fp = prep_fingerprint(cfg, lm_fp)
     pretrain_fp = pretrain_fingerprint(cfg, prep_fp)
     out = {"lm": lm_fp, "prep": prep_fp, "pretrain": pretrain_fp}
-    prep_record: dict[str, Any] = {"fingerprint": prep_fp}
-    pretrain_record: dict[str, Any] = {"fingerprint": pretrain_fp, "hf_model": str(home / "unused")}
+    # Stand-ins for the typed records: the fingerprints read only these fields.
+    prep_record: Any = SimpleNamespace(fingerprint=prep_fp)
+    pretrain_record: Any = SimpleNamespace(fingerprint=pretrain_fp, hf_model=str(home / "unused"))
     for init in cfg.finetune.inits:
         _, identity = _source(cfg, pretrain_record, init)
         out[f"finetune[{'checkpoint' if init == str(CHECKPOINT) else init}]"] = finetune_fingerprint(
