@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                      sweep=args.command == "sweep" or cfg.sweep.enabled)
         from pipelines.runtime.env import prepare_environment
 
-        prepare_environment(cfg)
+        prepare_environment(cfg.paths.home)
         from pipelines.runtime.distributed import is_rank_zero
 
         if is_rank_zero():

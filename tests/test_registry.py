@@ -76,7 +76,7 @@ def test_finetune_straight_from_the_registry(home: Path, first: tuple[StageConte
     # pass-through: the registered weights are this pipeline's "pretrained" model, unchanged
     from safetensors.torch import load_file
 
-    registered = load_file(Path(m["init_path"]) / "model.safetensors")
+    registered = load_file(Path(m.init_path) / "model.safetensors")
     exported = load_file(Path(pre.hf_model) / "model.safetensors")
     assert registered.keys() == exported.keys()
     assert all((registered[k] == exported[k]).all() for k in registered)

@@ -139,13 +139,13 @@ def test_failed_pretrain_publishes_nothing_and_marks_the_run_failed(
 def test_a_worker_rank_reuses_prep_and_trains_in_rank_zeros_work_dir_logging_nothing(
         ctx: StageContext, prep_rec: PrepRecord, monkeypatch: pytest.MonkeyPatch) -> None:
     import modules.training.recipes
-    from pipelines.runtime.distributed import run_worker
+    from pipelines.flows import run_worker
     from pipelines.stages.pretrain import pretrain_fingerprint
 
     calls: list[tuple[Path, Path, dict[str, Any]]] = []
     monkeypatch.setattr(modules.training.recipes, "pretrain_language_model",
                         lambda prep_dir, out_dir, *args, **kwargs: calls.append((prep_dir, out_dir, kwargs)))
-    cfg = {**ctx.cfg, "seed": 777}  # a model not trained yet; the same prepared data
+    cfg = replace(ctx.cfg, seed=777)  # a model not trained yet; the same prepared data
     runs_before = len(ctx.tracker.client.search_runs([ctx.tracker.experiment_id]))
     monkeypatch.setenv("RANK", "1")
     assert run_worker(cfg, "pretrain") == {"rank": 1, "until": "pretrain"}

@@ -6,16 +6,14 @@ import logging
 import os
 from pathlib import Path
 
-from pipelines.config.schema import TransferLabConfig
 
-
-def prepare_environment(cfg: TransferLabConfig) -> None:
-    """Point Prefect at the state dir, keep it offline, and quiet chatty libraries.
+def prepare_environment(home_dir: str | Path) -> None:
+    """Point Prefect at the state dir (``paths.home``), keep it offline, and quiet chatty libraries.
 
     Prefect reads its settings from the environment at import time, so this runs before
     ``pipelines.flows`` is imported.
     """
-    home = Path(cfg.paths.home)
+    home = Path(home_dir)
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

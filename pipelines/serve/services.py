@@ -481,7 +481,7 @@ def serve(overrides: list[str], data_dirs: list[str], limit: int | None, out: IO
     _check_data_dirs(data_dirs)
     from pipelines.runtime.env import prepare_environment
 
-    prepare_environment(cfg)  # PREFECT_HOME in the state dir, analytics off, quiet libraries
+    prepare_environment(cfg.paths.home)  # PREFECT_HOME in the state dir, analytics off, quiet libraries
     uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         from pipelines.tracking.runs import tracking_uri
