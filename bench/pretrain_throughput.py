@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import (
@@ -31,6 +32,9 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+
+if TYPE_CHECKING:
+    from pipelines.stages.records import PrepRecord
 
 BLOCK, BATCH, WINDOW = 128, 16, 10
 CORPUS = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare.txt"
@@ -82,7 +86,7 @@ def hf_trainer(cfg: dict, prep_dir: Path, steps: int, bf16: bool, compile: bool,
     return statistics.median(windows.rates[1:] or windows.rates)
 
 
-def transferlab(base: list[str], prep_record: dict, bf16: bool, compile: bool, seed: int) -> float:
+def transferlab(base: list[str], prep_record: PrepRecord, bf16: bool, compile: bool, seed: int) -> float:
     from pipelines import stages
     from pipelines.config.compose import compose
     from pipelines.stages.common import StageContext
@@ -91,7 +95,7 @@ def transferlab(base: list[str], prep_record: dict, bf16: bool, compile: bool, s
     cfg = compose([*base, f"trainer.precision={'bf16-mixed' if bf16 else '32-true'}",
                    f"trainer.compile={str(compile).lower()}", f"seed={seed}"])
     record = stages.pretrain(StageContext.create(cfg), prep_record)
-    return record["metrics"]["train/tokens_per_sec"]
+    return record.metrics["train/tokens_per_sec"]
 
 
 def main() -> None:
@@ -113,7 +117,7 @@ def main() -> None:
     base = overrides(home, args.corpus.resolve(), args.steps)
     cfg = compose(base)
     prep_record = stages.prep(StageContext.create(cfg))
-    prep_dir = Path(prep_record["path"])
+    prep_dir = Path(prep_record.path)
 
     sides: list[tuple[str, bool]] = [("Trainer", False), ("transferlab", False)]
     if args.trainer_compile:
