@@ -96,6 +96,12 @@ class ModelConfig:
     max_positions: int = 128
     dropout: float = 0.1
 
+    @property
+    def from_scratch(self) -> bool:
+        """Fresh weights (``init`` scratch or unset): the preset's arch and shape build the
+        model; otherwise a checkpoint's own config decides (pipelines.checkpoint_refs)."""
+        return (self.init or "scratch") == "scratch"
+
 
 @dataclass
 class PretrainConfig:

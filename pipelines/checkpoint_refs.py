@@ -44,10 +44,6 @@ _CONVERT = ("convert it once where you trust its source: AutoModel.from_pretrain
             "writes safetensors")
 
 
-def is_scratch(model_cfg: ModelConfig) -> bool:
-    return (model_cfg.init or SCRATCH) == SCRATCH
-
-
 def kind_of(init: str) -> str:
     """``scratch`` | ``runs`` | ``models`` | ``local`` | ``hub`` (a path that does not exist and
     does not look like a path is taken as a hub id, e.g. ``sentence-transformers/all-MiniLM-L6-v2``)."""
@@ -371,13 +367,13 @@ def resolve_init(cfg: TransferLabConfig) -> TransferLabConfig:
 
 def passthrough(cfg: TransferLabConfig) -> bool:
     """pretrain.max_steps=0 with a checkpoint: the checkpoint itself is the pretrained export."""
-    return not is_scratch(cfg.model) and cfg.pretrain.max_steps == 0
+    return not cfg.model.from_scratch and cfg.pretrain.max_steps == 0
 
 
 def model_identity(model_cfg: ModelConfig) -> dict[str, Any]:
     """The model config as a fingerprint should see it: a checkpoint by its content digest,
     not by its URI or local path. Scratch configs are returned unchanged (stable fingerprints)."""
-    if is_scratch(model_cfg):
+    if model_cfg.from_scratch:
         return asdict(model_cfg)
     if not model_cfg.init_path:
         raise ValueError("model.init is not resolved; call pipelines.checkpoint_refs.resolve_init(cfg) first")

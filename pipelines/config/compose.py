@@ -173,7 +173,7 @@ def compose(overrides: list[str] | None = None) -> TransferLabConfig:
         GlobalHydra.instance().clear()
     assert isinstance(cfg, TransferLabConfig)
     validate(cfg)
-    scratch_model = (cfg.model.init or "scratch") == "scratch"
+    scratch_model = cfg.model.from_scratch
     if cfg.pretrain.lr is None and scratch_model:  # a checkpoint's: pipelines.checkpoint_refs
         cfg.pretrain.lr = default_pretrain_lr(cfg.model.family)
     strategy = cfg.finetune.strategy
@@ -251,7 +251,7 @@ def validate(cfg: TransferLabConfig) -> None:
     """Checks the schema's types cannot express: choices, ranges, cross-key consistency."""
     _choice(cfg, "data.source", DATA_SOURCES)
     model, ft, pre = cfg.model, cfg.finetune, cfg.pretrain
-    scratch = (model.init or "scratch") == "scratch"
+    scratch = model.from_scratch
     if scratch:  # otherwise the checkpoint's config decides (pipelines.checkpoint_refs)
         _choice(cfg, "model.arch", ARCHS)
         _choice(cfg, "model.family", FAMILIES)

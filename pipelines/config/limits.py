@@ -180,7 +180,7 @@ def check_limits(cfg: TransferLabConfig, limits: dict[str, int]) -> None:
         raise refusal("'sweep.budgets' x 'finetune.inits' x 'sweep.seeds'", f"a sweep of {points} points",
                       SWEEP_POINTS, limits[SWEEP_POINTS])
     model = cfg.model
-    if PARAMETERS in limits and (model.init or "scratch") == "scratch":
+    if PARAMETERS in limits and model.from_scratch:
         n = estimated_parameters(model, cfg.tokenizer.vocab_size)
         if n > limits[PARAMETERS]:
             raise refusal("'model.n_layer'/'n_embd'/'n_inner'/'tokenizer.vocab_size'", f"a model of about {n} "

@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pipelines import checkpoint_refs as model_init
+from pipelines import checkpoint_refs
 from pipelines.cache.store import ResumableBuild, StageCache, fingerprint
 from pipelines.config.schema import TransferLabConfig
 from pipelines.stages.cached import CachedStage, CacheEntry, cached_stage
@@ -48,7 +48,7 @@ def pretrain_fingerprint(cfg: TransferLabConfig, prep_fp: str) -> str:
     trainer = {k: getattr(cfg.trainer, k) for k in ("accelerator", "precision", "deterministic", "devices", "strategy",
                                               "num_nodes")}
     # A checkpoint counts by its content digest, not its URI (an alias can move).
-    return fingerprint("pretrain", {"prep": prep_fp, "model": model_init.model_identity(cfg.model),
+    return fingerprint("pretrain", {"prep": prep_fp, "model": checkpoint_refs.model_identity(cfg.model),
                                     "pretrain": asdict(cfg.pretrain),
                                     "trainer": trainer, "seed": cfg.seed})
 
@@ -117,7 +117,7 @@ def pretrain_in_worker_rank(ctx: StageContext, prep_record: PrepRecord) -> None:
     carbon, record or publish (rank 0 owns those)."""
     from modules.training.recipes import pretrain_language_model
 
-    cfg = model_init.resolve_init(ctx.cfg)
+    cfg = checkpoint_refs.resolve_init(ctx.cfg)
     cache = StageCache(ctx.home, "pretrain")
     fp = pretrain_fingerprint(cfg, prep_record.lm_fingerprint)
     if cache.lookup(fp) is None:  # rank 0 sees the same cache state, so it trains too
@@ -126,8 +126,8 @@ def pretrain_in_worker_rank(ctx: StageContext, prep_record: PrepRecord) -> None:
 
 
 def _tag_init(run: StageRun, cfg: TransferLabConfig) -> None:
-    if not model_init.is_scratch(cfg.model):
-        run.set_tags({"transferlab.model_init": model_init.source_label(cfg.model.init)})
+    if not cfg.model.from_scratch:
+        run.set_tags({"transferlab.model_init": checkpoint_refs.source_label(cfg.model.init)})
 
 
 def _register(ctx: StageContext, run: StageRun, prep_record: PrepRecord, entry: CacheEntry) -> dict[str, Any] | None:
@@ -150,8 +150,8 @@ def _register(ctx: StageContext, run: StageRun, prep_record: PrepRecord, entry: 
 
 def pretrain(ctx: StageContext, prep_record: PrepRecord) -> PretrainRecord:
     """Rank 0's pretraining (other ranks: :func:`pretrain_in_worker_rank`), cached and resumable."""
-    cfg = model_init.resolve_init(ctx.cfg)  # no-op when the flow resolved it already
-    passthrough = model_init.passthrough(cfg)
+    cfg = checkpoint_refs.resolve_init(ctx.cfg)  # no-op when the flow resolved it already
+    passthrough = checkpoint_refs.passthrough(cfg)
 
     def log_entry(run: StageRun, entry: CacheEntry) -> None:
         if entry.hit:  # the metrics of the model this pipeline uses, so the run reads complete
