@@ -108,7 +108,7 @@ class PretrainConfig:
     block_size: int = 64  # tokens per packed training sequence
     batch_size: int = 32  # per device: the global batch is batch_size x devices x num_nodes
     max_steps: int = 1000
-    # null: the family's default (FAMILY_LR in pipelines/config/compose.py: 3e-3 causal/masked,
+    # null: the family's default (FAMILY_LR in modules/training/learning_rates.py: 3e-3 causal/masked,
     # 1e-3 seq2seq), 1e-4 continuing a checkpoint.
     lr: float | None = None
     weight_decay: float = 0.01
@@ -143,7 +143,7 @@ class FinetuneConfig:
     # seq2seq knows only full (the LM head is tied to the embeddings).
     strategy: str = "full"
     trainable_layers: int = 2  # strategy=partial: how many of the top transformer layers train
-    # null: the strategy's default (STRATEGY_LR in pipelines/config/compose.py; CHECKPOINT_LR when
+    # null: the strategy's default (STRATEGY_LR in modules/training/learning_rates.py; CHECKPOINT_LR when
     # model.init is a real checkpoint). Used by inits pretrained and scratch.
     lr: float | None = None
     # The LR for extra checkpoints listed in `inits` (null: CHECKPOINT_LR of the strategy).

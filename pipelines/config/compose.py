@@ -316,7 +316,7 @@ def validate(cfg: TransferLabConfig) -> None:
             f"model.n_embd={model.n_embd}"
         )
     for key in ("pretrain.block_size", "finetune.max_length"):
-        if scratch and _value(cfg, key) > model.max_positions:  # checkpoints: model_init checks
+        if scratch and _value(cfg, key) > model.max_positions:  # checkpoints: checkpoint_refs checks
             raise ConfigError(
                 f"bad value for '{key}': {_value(cfg, key)} exceeds "
                 f"model.max_positions={model.max_positions}"

@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pipelines.config.schema import TransferLabConfig
 from pipelines.runtime.locks import is_held
@@ -258,11 +257,6 @@ def reap_quietly(home: str | Path, prefect: bool | None = None) -> list[Lease]:
     except Exception as exc:
         log.warning("transferlab: leftover runs not checked: %s", exc)
         return []
-
-
-def describe(lease: Lease) -> dict[str, Any]:
-    """A lease as a plain dict (for ``doctor``-style reports)."""
-    return {**json.loads(lease.as_json()), "path": str(lease.path)}
 
 
 @contextmanager
