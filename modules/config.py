@@ -129,10 +129,12 @@ class PretrainConfig:
 class FinetuneConfig:
     task: str = "classification"
     train_examples: int = 64  # labeled examples used for fine-tuning (stratified sample)
-    # Also: zero_shot (causal LMs: prompt scoring, no training), or a checkpoint (dir, hub id,
-    # runs:/, models:/). Every init trains on the same labeled subset with the same
-    # hyperparameters, so the comparison is fair.
-    inits: list[str] = field(default_factory=lambda: ["pretrained", "scratch"])
+    # tfidf: no network, the task's classical baseline on the same labeled subset (TF-IDF +
+    # logistic regression, per-word majority tag, or copy/nearest-neighbour; docs/tasks.md), so
+    # a report shows what pretraining beats besides scratch. Also: zero_shot (causal LMs: prompt
+    # scoring, no training), or a checkpoint (dir, hub id, runs:/, models:/). Every init trains
+    # on the same labeled subset with the same hyperparameters, so the comparison is fair.
+    inits: list[str] = field(default_factory=lambda: ["pretrained", "scratch", "tfidf"])
     # Tokens per example. token_classification: sub-tokens per sentence (words cut off are
     # predicted O); seq2seq: source + target together (causal), the source (encoder-decoder).
     max_length: int = 64

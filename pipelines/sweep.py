@@ -304,14 +304,17 @@ def write_report(cfg: TransferLabConfig, tracker: Tracker, parent: str, prep_rec
     out.mkdir(parents=True, exist_ok=True)
     title = (f"data_efficiency: {cfg.model.name} on {cfg.data.name} ({task.name}), "
              f"test {metric} vs labeled examples")
+    majority = _majority_level(cfg, prep_record, results)
     learning_curve_png(points, f"test {metric}", title, out / "learning_curve.png",
-                       chance=task.chance(prep_record.label_names))
+                       chance=task.chance(prep_record.label_names) if majority is None else majority,
+                       chance_label="chance" if majority is None else "majority class")
     text = render_sweep_report(
         f"transferlab sweep: {cfg.experiment_name} ({cfg.model.name}, {cfg.data.name}, {task.name})",
         f"test {metric}", points, stage_costs, ["learning_curve.png"],
         notes=[f"Seeds {list(cfg.sweep.seeds)}; inits {list(cfg.finetune.inits)}; "
                f"strategy {cfg.finetune.strategy}. A cached stage or point costs nothing in this run; "
                "'building the output' is what it cost when it ran."],
+        majority=majority,
     )
     (out / "report.md").write_text(text)
     for name in ("report.md", "learning_curve.png"):
@@ -328,6 +331,22 @@ def write_report(cfg: TransferLabConfig, tracker: Tracker, parent: str, prep_rec
             "points": [{"init": p.init, "budget": p.budget, "seed": p.seed, "status": p.status, "metric": p.metric,
                         "cache_hit": p.cache_hit, "emissions_kg": p.emissions_kg, "run_id": p.run_id,
                         "error": p.error} for p in points]}
+
+
+def _majority_level(cfg: TransferLabConfig, prep_record: PrepRecord,
+                    results: list[tuple[Point, FinetuneRecord | None, str | None]]) -> float | None:
+    """The majority-class rule's headline test metric, mean over the sweep's (budget, seed)
+    training subsets: the floor the report and the curve draw. None without a labeled point."""
+    from modules.baselines.classical import load_labeled, majority_scores
+    from modules.tasks import HEADLINE
+
+    subsets = sorted({(rec.train_examples if rec else p.budget, p.seed) for p, rec, _ in results
+                      if p.init != "zero_shot"})
+    if not subsets:
+        return None
+    labeled = load_labeled(prep_record.path)
+    key = f"test/{HEADLINE[cfg.finetune.task]}"
+    return sum(majority_scores(labeled, cfg.finetune.task, b, s)[key] for b, s in subsets) / len(subsets)
 
 
 def _requested(p: Point) -> int | None:

@@ -19,7 +19,7 @@ def test_default_config_is_the_quickstart(tmp_path: Path, monkeypatch: pytest.Mo
     cfg = compose([])
     assert cfg.experiment_name == "quickstart"
     assert cfg.model.name == "gpt2_tiny" and cfg.model.family == "causal"
-    assert cfg.finetune.inits == ["pretrained", "scratch"]
+    assert cfg.finetune.inits == ["pretrained", "scratch", "tfidf"]
     assert cfg.paths.home == str((tmp_path / "state").resolve())
 
 

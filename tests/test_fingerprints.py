@@ -45,6 +45,7 @@ GOLDEN: dict[str, dict[str, str]] = {
         "pretrain": "95864600ea46d8f9",
         "finetune[pretrained]": "d1261517ca3ef91a",
         "finetune[scratch]": "f4b47aad9e0b157b",
+        "finetune[tfidf]": "ad10005e02d88d18",  # added with init=tfidf (a default init since issue 13)
     },
     "bert": {
         "lm": "d1f744a4a62a8bf4",
@@ -52,6 +53,7 @@ GOLDEN: dict[str, dict[str, str]] = {
         "pretrain": "55a48a3ce4850208",
         "finetune[pretrained]": "3ba40223849c2726",
         "finetune[scratch]": "7d440880bc522388",
+        "finetune[tfidf]": "eac9b20c36ff9cb4",  # added with init=tfidf (a default init since issue 13)
     },
     "checkpoint": {
         "lm": "c9d04645da023340",
@@ -67,6 +69,7 @@ GOLDEN: dict[str, dict[str, str]] = {
         "pretrain": "35dc388801417e06",
         "finetune[pretrained]": "8a6d0c89807eeb9a",
         "finetune[scratch]": "4d6a374936347681",
+        "finetune[tfidf]": "1e737aeb5a578589",  # added with init=tfidf (a default init since issue 13)
     },
     "linear_probe": {
         "lm": "f0d8e7b25c0d12ee",
@@ -74,6 +77,7 @@ GOLDEN: dict[str, dict[str, str]] = {
         "pretrain": "cad1b35ba2c1bc22",
         "finetune[pretrained]": "f398b276cd611946",
         "finetune[scratch]": "84addc867600a4f0",
+        "finetune[tfidf]": "1d9603cec7cf5dd7",  # added with init=tfidf (a default init since issue 13)
     },
     "local_text": {
         "lm": "c8f9264f3525ad1a",
@@ -81,6 +85,7 @@ GOLDEN: dict[str, dict[str, str]] = {
         "pretrain": "32b1acf3163f72c9",
         "finetune[pretrained]": "ae97ed2a90affb2a",
         "finetune[scratch]": "758af9ae90e67304",
+        "finetune[tfidf]": "43edd81e41e92f11",  # added with init=tfidf (a default init since issue 13)
     },
     "zero_shot": {
         "lm": "f0d8e7b25c0d12ee",

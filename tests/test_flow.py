@@ -15,13 +15,18 @@ STAGE_METRICS = {
     "prep": {"data/lm_blocks_train"},
     "pretrain": {"train/loss", "val/loss", "val/perplexity", "train/tokens_per_sec", "train/mfu"},
     "finetune": {"train/loss", "val/loss", "val/accuracy", "test/accuracy", "test/f1_macro"},
-    "evaluate": {"test/accuracy/pretrained", "test/accuracy/scratch", "test/f1_macro/pretrained", "val/perplexity"},
+    "evaluate": {"test/accuracy/pretrained", "test/accuracy/scratch", "test/accuracy/tfidf", "test/f1_macro/pretrained",
+                 "test/accuracy_majority", "val/perplexity"},
+    # init=tfidf trains no network: no train/loss, but validation chose its C
+    "finetune[tfidf]": {"val/accuracy", "val/loss", "test/accuracy", "test/f1_macro", "test/accuracy_majority"},
 }
 STAGE_ARTIFACTS = {
     "prep": {"tokenizer", "stats.json"},
     "pretrain": {"hf_model", "checkpoints"},
     "finetune": {"predictions.csv", "hf_model"},
-    "evaluate": {"report.md", "comparison.png", "confusion_matrix_pretrained.png", "confusion_matrix_scratch.png"},
+    "evaluate": {"report.md", "comparison.png", "confusion_matrix_pretrained.png", "confusion_matrix_scratch.png",
+                 "confusion_matrix_tfidf.png"},
+    "finetune[tfidf]": {"predictions.csv"},
 }
 CARBON = {"carbon/emissions_kg", "carbon/energy_kwh", "carbon/duration_s"}
 
@@ -58,10 +63,13 @@ def test_flow_makes_one_parent_and_a_child_per_stage(flow_home: tuple[Path, dict
     stages = sorted(r.data.tags["transferlab.stage"] for r in children)
     assert stages == ["evaluate", "finetune", "finetune", "prep", "pretrain"]
     finetunes = [r for r in children if r.data.tags["transferlab.stage"] == "finetune"]
-    assert sorted(r.data.tags.get("transferlab.init") for r in finetunes) == ["pretrained", "scratch"]
+    assert sorted(r.data.tags.get("transferlab.init") for r in finetunes) == ["pretrained", "scratch", "tfidf"]
 
     for run in children:
         stage = run.data.tags["transferlab.stage"]
+        if run.data.tags.get("transferlab.init") == "tfidf":
+            stage = "finetune[tfidf]"
+            assert run.data.tags["transferlab.baseline_choice"].startswith("C=")
         assert run.info.status == "FINISHED"
         missing = (STAGE_METRICS[stage] | CARBON) - set(run.data.metrics)
         assert not missing, (stage, missing)
@@ -80,9 +88,12 @@ def test_flow_summary_points_at_the_report_and_store(flow_home: tuple[Path, dict
     home, summary = flow_home
     assert summary["tracking_uri"] == f"sqlite:///{home / 'mlflow.db'}"
     assert Path(summary["report"]).read_text().startswith("# transferlab report")
-    assert set(summary["accuracy"]) == {"pretrained", "scratch"}
+    assert set(summary["accuracy"]) == {"pretrained", "scratch", "tfidf"}
     assert [s["stage"] for s in summary["stages"]] == ["prep", "pretrain", "finetune[pretrained]",
-                                                       "finetune[scratch]", "evaluate"]
+                                                       "finetune[scratch]", "finetune[tfidf]", "evaluate"]
+    report = Path(summary["report"]).read_text()
+    assert f"| tfidf | {summary['accuracy']['tfidf']:.4f} |" in report
+    assert "| *majority class* | " in report and "classical baseline (`tfidf`)" in report
 
 
 def test_second_flow_run_reuses_every_stage(flow_home: tuple[Path, dict[str, Any]]) -> None:
@@ -92,7 +103,7 @@ def test_second_flow_run_reuses_every_stage(flow_home: tuple[Path, dict[str, Any
     second = transfer_learning(overrides=tiny_overrides(home))
     hits = {s["stage"]: s["cache_hit"] for s in second["stages"]}
     assert hits == {"prep": True, "pretrain": True, "finetune[pretrained]": True, "finetune[scratch]": True,
-                    "evaluate": False}
+                    "finetune[tfidf]": True, "evaluate": False}
     assert second["accuracy"] == first["accuracy"]  # the reused fine-tunes' own test metrics
     _, runs = _runs(home)
     children = _children(runs, second["parent_run_id"])
@@ -151,4 +162,4 @@ def test_task_runs_are_named_after_the_stages(flow_home: tuple[Path, dict[str, A
 
     with get_client(sync_client=True) as client:
         names = {t.name for t in client.read_task_runs()}
-    assert {"prep", "pretrain", "finetune[pretrained]", "finetune[scratch]", "evaluate"} <= names
+    assert {"prep", "pretrain", "finetune[pretrained]", "finetune[scratch]", "finetune[tfidf]", "evaluate"} <= names

@@ -17,12 +17,15 @@ from pipelines.sweep import Point, plan
 
 def test_plan_clamps_budgets_to_the_pool_and_runs_equal_ones_once(caplog: pytest.LogCaptureFixture) -> None:
     sweep = SweepConfig(budgets=[16, 64, 256, "all"], seeds=[0, 1])
-    points = plan(sweep, ["pretrained", "scratch", "zero_shot"], pool=100)
+    points = plan(sweep, ["pretrained", "scratch", "tfidf", "zero_shot"], pool=100)
     budgets = sorted({p.budget for p in points if p.init != "zero_shot"})
     assert budgets == [16, 64, 100]
     assert "budget 256 exceeds the 100 labeled training examples" in caplog.text
     assert "same as an earlier one" in caplog.text  # "all" == 100 after clamping
-    assert len([p for p in points if p.init != "zero_shot"]) == 3 * 2 * 2
+    assert len([p for p in points if p.init != "zero_shot"]) == 3 * 3 * 2
+    # the classical baseline is a point per budget x seed, like a fine-tune
+    assert sorted((p.budget, p.seed) for p in points if p.init == "tfidf") == [(b, s) for b in (16, 64, 100)
+                                                                              for s in (0, 1)]
     assert [p for p in points if p.init == "zero_shot"] == [Point("zero_shot", 0, 0, 0)]
     assert next(p for p in points if p.budget == 100).requested == 256
 
@@ -63,14 +66,15 @@ def sweep_home(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) 
 
 def test_sweep_runs_every_point_side_by_side_and_clamps_the_big_budget(sweep_home: tuple[Path, dict[str, Any]]) -> None:
     home, summary = sweep_home
-    assert summary["failed"] == [] and len(summary["points"]) == 8
+    assert summary["failed"] == [] and len(summary["points"]) == 12
     assert {(p["init"], p["budget"], p["seed"]) for p in summary["points"]} == {
-        (i, b, s) for i in ("pretrained", "scratch") for b in (8, 120) for s in (0, 1)}
+        (i, b, s) for i in ("pretrained", "scratch", "tfidf") for b in (8, 120) for s in (0, 1)}
     children = _children(home, summary["parent_run_id"])
     tunes = [r for r in children if r.data.tags["transferlab.stage"] == "finetune"]
-    assert len(tunes) == 8 and {r.data.tags["transferlab.stage"] for r in children} == {"prep", "pretrain", "finetune"}
+    assert len(tunes) == 12 and {r.data.tags["transferlab.stage"] for r in children} == {"prep", "pretrain",
+                                                                                         "finetune"}
     clamped = [r for r in tunes if r.data.params["finetune.train_examples"] == "500"]
-    assert len(clamped) == 4
+    assert len(clamped) == 6
     assert all(r.data.tags["transferlab.train_examples_clamped"] == "500->120" for r in clamped)
     assert all(r.data.metrics["data/train_examples"] == 120 for r in clamped)
 
@@ -79,7 +83,7 @@ def test_report_numbers_are_the_runs_numbers(sweep_home: tuple[Path, dict[str, A
     home, summary = sweep_home
     report = Path(summary["report"]).read_text()
     tunes = [r for r in _children(home, summary["parent_run_id"]) if r.data.tags["transferlab.stage"] == "finetune"]
-    for init in ("pretrained", "scratch"):
+    for init in ("pretrained", "scratch", "tfidf"):
         for budget in ("8", "120"):
             accs = [r.data.metrics["test/accuracy"] for r in tunes
                     if r.data.tags["transferlab.init"] == init and r.data.metrics["data/train_examples"] == int(budget)]
@@ -90,6 +94,10 @@ def test_report_numbers_are_the_runs_numbers(sweep_home: tuple[Path, dict[str, A
     total_g = sum(r.data.metrics["carbon/emissions_kg"] for r in tunes) * 1000
     assert f"| **fine-tunes total** |  | {total_g:.4g} |" in report
     assert (Path(summary["report"]).parent / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    # The floor and the classical break-even: one row per tfidf budget.
+    assert re.search(r"\| \*majority class\* \| - \| 0\.\d{4} \| - \|", report)
+    assert "**Classical baseline**" in report
+    assert re.search(r"\| 8 \| [\d.]+ \| [\d.e+-]+ \| (8|120|never in this sweep) \|", report)
 
 
 def test_second_sweep_reuses_every_point_and_reports_what_that_avoided(sweep_home: tuple[Path, dict[str, Any]]) -> None:
@@ -97,12 +105,12 @@ def test_second_sweep_reuses_every_point_and_reports_what_that_avoided(sweep_hom
 
     home, first = sweep_home
     second = data_efficiency(overrides=tiny_overrides(home, *SWEEP))
-    assert second["cache_hits"] == 8 and second["failed"] == []
+    assert second["cache_hits"] == 12 and second["failed"] == []
     assert [p["metric"] for p in second["points"]] == [p["metric"] for p in first["points"]]
-    built = _children(home, first["parent_run_id"])  # prep + pretrain + 8 fine-tunes, all reused now
+    built = _children(home, first["parent_run_id"])  # prep + pretrain + 12 points, all reused now
     avoided_g = sum(r.data.metrics["carbon/emissions_kg"] for r in built) * 1000
     report = Path(second["report"]).read_text()
-    assert f"10 cache hits replaced work that cost {avoided_g:.4g} g CO2e" in report
+    assert f"14 cache hits replaced work that cost {avoided_g:.4g} g CO2e" in report
     hits = [r for r in _children(home, second["parent_run_id"])]
     assert {r.data.tags.get("transferlab.cache") for r in hits} == {"hit"}
 
@@ -130,10 +138,11 @@ def test_a_failing_point_is_retried_then_reported_without_sinking_the_sweep(
     monkeypatch.setattr(stages, "finetune", flaky)
     summary = data_efficiency(overrides=tiny_overrides(tmp_path, "sweep.budgets=[8]", "sweep.seeds=[0,1]",
                                                        "sweep.parallel=1", "sweep.retries=1"))
-    assert attempts == {("pretrained", 0): 1, ("pretrained", 1): 1, ("scratch", 0): 2, ("scratch", 1): 2}
+    assert attempts == {("pretrained", 0): 1, ("pretrained", 1): 1, ("scratch", 0): 2, ("scratch", 1): 2,
+                        ("tfidf", 0): 1, ("tfidf", 1): 1}
     assert sorted(summary["failed"]) == ["finetune[pretrained, n=8, seed=1]", "finetune[scratch, n=8, seed=1]"]
     ok = {(p["init"], p["seed"]) for p in summary["points"] if p["status"] == "ok"}
-    assert ok == {("pretrained", 0), ("scratch", 0)}
+    assert ok == {("pretrained", 0), ("scratch", 0), ("tfidf", 0), ("tfidf", 1)}
     report = Path(summary["report"]).read_text()
     assert "always broken" in report and "never retried" in report
     assert "| pretrained | 8 | " in report  # the surviving seed is still summarised
@@ -141,16 +150,17 @@ def test_a_failing_point_is_retried_then_reported_without_sinking_the_sweep(
 
 @pytest.mark.slow
 def test_default_sweep_shows_transfer_and_reruns_from_cache(tmp_path: Path, prefect_harness: None) -> None:
-    """The issue's floor on the built-in default: 3 budgets x 2 inits x 2 seeds end to end
-    (bench/data_efficiency.py times it), pretrained ahead of scratch, a re-run all reused."""
+    """The issue's floor on the built-in default: 3 budgets x 3 inits (pretrained, scratch, tfidf)
+    x 2 seeds end to end (bench/data_efficiency.py times it), pretrained ahead of scratch, a re-run
+    all reused."""
     from pipelines.sweep import data_efficiency
 
     overrides = [f"paths.home={tmp_path}", "experiment=data_efficiency", "sweep.seeds=[0,1]"]
     first = data_efficiency(overrides=overrides)
-    assert first["failed"] == [] and len(first["points"]) == 12
+    assert first["failed"] == [] and len(first["points"]) == 18
     mean = {(init, n): statistics.mean(p["metric"] for p in first["points"] if p["init"] == init and p["budget"] == n)
             for init in ("pretrained", "scratch") for n in (16, 64, 256)}
     assert mean[("pretrained", 256)] > mean[("scratch", 256)] + 0.3
     second = data_efficiency(overrides=overrides)
-    assert second["cache_hits"] == 12
-    assert "14 cache hits replaced work" in Path(second["report"]).read_text()  # 12 points + prep + pretrain
+    assert second["cache_hits"] == 18
+    assert "20 cache hits replaced work" in Path(second["report"]).read_text()  # 18 points + prep + pretrain

@@ -10,13 +10,16 @@ import pytest
 
 from modules.evaluation.learning_curve import learning_curve_png
 from modules.evaluation.sweep_report import (
+    NEVER_MATCHED,
     NEVER_REACHED,
     SAME_BUDGET_NOT_CHEAPER,
     StageCost,
     SweepPoint,
     break_even,
     carbon_rows,
+    classical_break_even,
     emissions_avoided,
+    init_order,
     render_sweep_report,
     summarize,
 )
@@ -125,10 +128,49 @@ def test_carbon_totals_are_sums_or_missing():
     assert rows["sweep total"]["energy_kwh"] is None and rows["sweep total"]["emissions_kg"] is not None
 
 
+# Classical hand case (P = 10 g). tfidf@16 mean 0.63 -> pretrained@16 (0.62) no, @64 (0.82) yes: 2 g per
+# fine-tune, 12 g with pretraining; tfidf@64 mean 0.90 -> never; tfidf costs 0.05 g.
+TFIDF_POINTS = [pt("tfidf", 16, 1, 0.62, 0.00005), pt("tfidf", 16, 2, 0.64, 0.00005),
+                pt("tfidf", 64, 1, 0.90, 0.00005), pt("tfidf", 64, 2, None, None, error="boom")]
+
+
+def test_classical_break_even_is_the_smallest_pretrained_budget_reaching_tfidf_or_never():
+    rows = classical_break_even(PRETRAIN, POINTS + TFIDF_POINTS)
+    assert [r["tfidf_budget"] for r in rows] == [16, 64]
+    matched, never = rows
+    assert matched["tfidf_metric"] == pytest.approx(0.63) and matched["pretrained_budget"] == 64
+    assert matched["pretrained_metric"] == pytest.approx(0.82)
+    assert matched["pretrained_kg"] == pytest.approx(0.002)
+    assert matched["pretrained_total_kg"] == pytest.approx(0.012)  # + the one-off pretraining
+    assert matched["tfidf_kg"] == pytest.approx(0.00005) and matched["reason"] is None
+    assert never["tfidf_metric"] == pytest.approx(0.90)  # the failed seed is left out
+    assert never["pretrained_budget"] is None and never["reason"] == NEVER_MATCHED
+    # equal counts as matched; an unknown pretraining cost leaves the total unknown, not the fine-tune's
+    unknown = StageCost("pretrain", False, None, None, None, None, None)
+    tie = classical_break_even(unknown, [pt("pretrained", 8, 1, 0.5), pt("tfidf", 8, 1, 0.5)])
+    assert tie[0]["pretrained_budget"] == 8 and tie[0]["pretrained_kg"] == pytest.approx(0.001)
+    assert tie[0]["pretrained_total_kg"] is None
+    assert classical_break_even(PRETRAIN, POINTS) == []  # no tfidf points: nothing to compare
+
+
+def test_markdown_shows_tfidf_rows_the_classical_break_even_and_the_majority_floor():
+    assert init_order(TFIDF_POINTS + POINTS) == ["pretrained", "scratch", "tfidf", "zero_shot"]
+    md = render_sweep_report("t", "test accuracy", POINTS + TFIDF_POINTS, [PREP, PRETRAIN], [], majority=0.25)
+    assert "| tfidf | 16 | 0.6300 ± 0.0141 | 2/0 |" in md
+    assert "| *majority class* | - | 0.2500 | - |" in md
+    assert "**Classical baseline**" in md
+    assert "| 16 | 0.6300 | 0.05 | 64 | 0.8200 | 2 | 12 |" in md
+    assert f"| 64 | 0.9000 | 0.05 | {NEVER_MATCHED} | - | - | - |" in md
+    assert ("To match `tfidf` with 16 labeled examples (0.05 g CO2e), the pretrained model needs 64 "
+            "(2 g per fine-tune, after 10 g of pretraining paid once).") in md
+    md = render_sweep_report("t", "test accuracy", POINTS, [PREP, PRETRAIN], [])
+    assert "Classical baseline" not in md and "majority class" not in md
+
+
 @pytest.mark.parametrize("case", ["full", "single_budget", "all_failed_init", "nothing_ok", "zero_shot_only"])
 def test_learning_curve_png_is_written(tmp_path: Path, case: str):
     points = {
-        "full": POINTS + [pt("checkpoint:all-MiniLM-L6-v2", 16, 1, 0.5)],
+        "full": POINTS + TFIDF_POINTS + [pt("checkpoint:all-MiniLM-L6-v2", 16, 1, 0.5)],
         "single_budget": [pt("pretrained", 32, 1, 0.7), pt("scratch", 32, 1, 0.5), pt("zero_shot", 0, 1, 0.3)],
         "all_failed_init": [pt("pretrained", 16, 1, 0.7), pt("pretrained", 64, 1, 0.8),
                             pt("scratch", 16, 1, None), pt("scratch", 64, 1, None)],

@@ -129,7 +129,7 @@ def test_up_with_logins_refuses_anonymous_requests_and_its_runs_log_in(tmp_path:
         finally:
             del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
         parent = next(r for r in runs if r.data.tags.get("transferlab.kind") == "pipeline")
-        assert parent.info.status == "FINISHED" and len(runs) == 6
+        assert parent.info.status == "FINISHED" and len(runs) == 7  # parent, prep, pretrain, 3 inits, evaluate
         assert up.interrupt() == 0, up.output()[-2000:]
     assert (tmp_path / "mlflow-auth.db").exists()
 

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from modules.evaluation.sweep_report import ZERO_SHOT, SweepPoint, init_order  # noqa: E402
 
-_COLORS = {"pretrained": "tab:blue", "scratch": "tab:gray", "zero_shot": "tab:orange"}
-_EXTRA = ["tab:purple", "tab:green", "tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+_COLORS = {"pretrained": "tab:blue", "scratch": "tab:gray", "zero_shot": "tab:orange", "tfidf": "tab:red"}
+_EXTRA = ["tab:purple", "tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
 
 
 def _metric(point: SweepPoint) -> float:
@@ -24,8 +24,9 @@ def _metric(point: SweepPoint) -> float:
 
 
 def learning_curve_png(points: Sequence[SweepPoint], metric_name: str, title: str, path: str | Path,
-                       chance: float | None = None) -> Path:
-    """One line per init: the mean over ok seeds, a mean±std band, each seed as a small dot.
+                       chance: float | None = None, chance_label: str = "chance") -> Path:
+    """One line per init: the mean over ok seeds, a mean±std band, each seed as a small dot;
+    ``chance`` (the chance or, measured, the majority-class level) a dotted line named ``chance_label``.
 
     x is log2 (budgets are usually doublings), ticked at the budgets themselves. Zero-shot uses
     no labels, so it cannot sit on a log axis: it is a dashed horizontal line instead. Failed
@@ -58,7 +59,7 @@ def learning_curve_png(points: Sequence[SweepPoint], metric_name: str, title: st
         ax.scatter([p.budget for p in mine], [_metric(p) for p in mine], s=12, color=color, alpha=0.6,
                    zorder=3)
     if chance is not None:
-        ax.axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")
+        ax.axhline(chance, color="black", linestyle=":", linewidth=1, label=chance_label)
     ax.set_xscale("log", base=2)
     if budgets:
         ticks = sorted(budgets)

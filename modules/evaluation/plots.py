@@ -34,17 +34,17 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], label_names: Sequence[
 
 
 def comparison_png(accuracy: dict[str, float], co2_kg: dict[str, float], title: str, path: str | Path,
-                   chance: float | None = None, metric: str = "test accuracy") -> Path:
-    """Left: the task's test metric per init (with the chance level). Right: CO2 per stage,
-    in grams so that small runs stay legible."""
+                   chance: float | None = None, metric: str = "test accuracy", chance_label: str = "chance") -> Path:
+    """Left: the task's test metric per init (with the chance or majority-class level,
+    named ``chance_label``). Right: CO2 per stage, in grams so that small runs stay legible."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     names = list(accuracy)
-    colors = {"pretrained": "tab:blue", "scratch": "tab:gray", "zero_shot": "tab:orange"}
+    colors = {"pretrained": "tab:blue", "scratch": "tab:gray", "zero_shot": "tab:orange", "tfidf": "tab:red"}
     bars = ax1.bar(names, [accuracy[k] for k in names], color=[colors.get(k, "tab:purple") for k in names])
     ax1.bar_label(bars, fmt="%.3f")
     if chance is not None:
         ax1.axhline(chance, color="black", linestyle="--", linewidth=1)
-        ax1.text(len(names) - 0.5, chance, " chance", va="bottom", ha="right", fontsize=9)
+        ax1.text(len(names) - 0.5, chance, f" {chance_label}", va="bottom", ha="right", fontsize=9)
     ax1.set_ylim(0, 1.12)
     ax1.set_ylabel(metric)
     ax1.set_xlabel("initialisation")

@@ -23,10 +23,12 @@ def render_report(
     images: Sequence[str],
     notes: Sequence[str] = (),
     columns: Sequence[tuple[str, str]] = (("accuracy", "accuracy"), ("f1_macro", "macro-F1")),
+    majority: dict[str, float] | None = None,
 ) -> str:
     """``results``: init -> task metrics; ``columns``: (metric, title) pairs shown, the
     headline first; ``stages``: rows with name, emissions_kg, energy_kwh, duration_s,
-    cache_hit and produced_kg (what building the output cost)."""
+    cache_hit and produced_kg (what building the output cost); ``majority``: the task
+    metrics of the majority-class rule on the same test split, the table's floor row."""
     headline, headline_title = columns[0]
     lines = [f"# {title}", ""]
     lines += ["## Downstream task (test split)", "", "| init | " + " | ".join(t for _, t in columns) + " |",
@@ -35,10 +37,25 @@ def render_report(
         # zero_shot is scored as classification: a column it lacks reads "-"
         cells = [f"{m[k]:.4f}" if k in m else "-" for k, _ in columns]
         lines.append(f"| {init} | " + " | ".join(cells) + " |")
+    if majority is not None:
+        cells = [f"{majority[k]:.4f}" if k in majority else "-" for k, _ in columns]
+        lines.append("| *majority class* | " + " | ".join(cells) + " |")
     if "pretrained" in results and "scratch" in results:
         gain = results["pretrained"][headline] - results["scratch"][headline]
         lines += ["", f"Pretraining changes test {headline_title} by **{gain * 100:+.1f} points** over the same "
                       "architecture trained from scratch on the same labeled examples."]
+    if "pretrained" in results and "tfidf" in results:
+        gain = results["pretrained"][headline] - results["tfidf"][headline]
+        lines += ["", f"Against the classical baseline (`tfidf`), pretraining changes test {headline_title} by "
+                      f"**{gain * 100:+.1f} points**."]
+    if "tfidf" in results:
+        lines += ["", "`tfidf` trains no network: TF-IDF + logistic regression (classification), each word's most "
+                      "frequent training tag (tagging), or copy / nearest-neighbour lookup (text-to-text), fitted "
+                      "on the same labeled examples, its setting chosen on the validation split."]
+    if majority is not None:
+        lines += ["", f"*majority class*: every test example gets the training subset's most frequent label "
+                      f"(tagging: its most frequent tag; text-to-text: the source copied), test {headline_title} "
+                      f"{majority[headline]:.4f}: the floor below which a model learned nothing."]
     if "zero_shot" in results:
         lines += ["", "`zero_shot` trains nothing: the pretrained causal LM labels each test text by the "
                       "likelihood of each label's verbalisation after a prompt (no labeled examples used)."]
@@ -57,7 +74,9 @@ def render_report(
                      f"| {_milli(row.get('emissions_kg'))} | {_milli(row.get('energy_kwh'))} "
                      f"| {_s(row.get('duration_s'))} | {_milli(row.get('produced_kg'))} |")
     pre = next((r.get("produced_kg") for r in stages if r["name"] == "pretrain"), None)
-    finetunes = [r for r in stages if r["name"].startswith("finetune") and r["name"] != "finetune[zero_shot]"]
+    # What a fine-tune of a network costs: zero_shot trains nothing, tfidf trains no network.
+    finetunes = [r for r in stages if r["name"].startswith("finetune")
+                 and r["name"] not in ("finetune[zero_shot]", "finetune[tfidf]")]
     ft: list[float] = [r["produced_kg"] for r in finetunes if r.get("produced_kg") is not None]
     if pre and ft and len(ft) == len(finetunes):
         lines += ["", f"One fine-tune costs {100 * sum(ft) / len(ft) / pre:.1f}% of pretraining's CO2e."]

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from modules.models.choices import TFIDF
+
 ZERO_SHOT = "zero_shot"
 PRETRAINED = "pretrained"
 SCRATCH = "scratch"
@@ -30,13 +32,14 @@ SAME_QUALITY_NOT_CHEAPER = ("scratch at the matching budget does not cost more t
 NEVER_REACHED = "scratch never reached this quality within the sweep's budgets"
 PRETRAIN_COST_MISSING = "pretraining's cost is missing"
 FINETUNE_COST_MISSING = "fine-tune carbon figures are missing"
+NEVER_MATCHED = "never in this sweep"
 
 
 @dataclass
 class SweepPoint:
     """One fine-tune (or zero-shot evaluation) of the sweep."""
 
-    init: str            # "pretrained" | "scratch" | "zero_shot" | "checkpoint:<label>"
+    init: str            # "pretrained" | "scratch" | "tfidf" | "zero_shot" | "checkpoint:<label>"
     budget: int          # labeled examples actually used (after clamping); 0 for zero_shot
     seed: int
     status: str          # "ok" | "failed"
@@ -74,13 +77,13 @@ class StageCost:
 
 
 def init_order(points: Iterable[SweepPoint]) -> list[str]:
-    """Inits in a stable reading order: pretrained, scratch, checkpoints (as first seen), zero_shot."""
+    """Inits in a stable reading order: pretrained, scratch, tfidf, checkpoints (as first seen), zero_shot."""
     seen: list[str] = []
     for p in points:
         if p.init not in seen:
             seen.append(p.init)
-    rank = {PRETRAINED: 0, SCRATCH: 1, ZERO_SHOT: 3}
-    return sorted(seen, key=lambda i: (rank.get(i, 2), seen.index(i)))
+    rank = {PRETRAINED: 0, SCRATCH: 1, TFIDF: 2, ZERO_SHOT: 4}
+    return sorted(seen, key=lambda i: (rank.get(i, 3), seen.index(i)))
 
 
 def _mean_or_none(values: Sequence[float]) -> float | None:
@@ -185,6 +188,31 @@ def break_even(pretrain: StageCost, points: Sequence[SweepPoint]) -> dict[str, A
         same_quality.append(row)
     return {"pretrain_kg": P, "pretrain_kwh": pretrain.produced_kwh,
             "same_budget": same_budget, "same_quality": same_quality}
+
+
+def classical_break_even(pretrain: StageCost, points: Sequence[SweepPoint]) -> list[dict[str, Any]]:
+    """How many labels the pretrained model needs to match the classical baseline, and the CO2 of each.
+
+    Per ``tfidf`` budget b_t (mean over its ok seeds): the smallest pretrained budget b_p whose
+    mean metric >= the tfidf mean (``pretrained_budget`` None: never in this sweep), with the
+    pretrained fine-tune's cost at b_p (produced_kg, mean over seeds), that cost plus the one-off
+    pretraining (``pretrained_total_kg``: what a user without the export would pay for that
+    quality; None when either part is missing) and the tfidf cost at b_t."""
+    pre, tfidf = _per_budget(points, PRETRAINED), _per_budget(points, TFIDF)
+    rows = []
+    for bt in sorted(tfidf):
+        target = tfidf[bt]["metric"]
+        bp = next((b for b in sorted(pre) if pre[b]["metric"] >= target), None)  # type: ignore[operator]
+        row: dict[str, Any] = {"tfidf_budget": bt, "tfidf_metric": target, "tfidf_kg": tfidf[bt]["cost"],
+                               "pretrained_budget": bp, "pretrained_metric": None, "pretrained_kg": None,
+                               "pretrained_total_kg": None, "reason": NEVER_MATCHED}
+        if bp is not None:
+            cost = pre[bp]["cost"]
+            total = None if cost is None or pretrain.produced_kg is None else cost + pretrain.produced_kg
+            row.update(pretrained_metric=pre[bp]["metric"], pretrained_kg=cost, pretrained_total_kg=total,
+                       reason=None)
+        rows.append(row)
+    return rows
 
 
 def emissions_avoided(stages: Sequence[StageCost], points: Sequence[SweepPoint]) -> dict[str, Any]:
@@ -324,6 +352,30 @@ def _break_even_lines(be: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _classical_lines(rows: list[dict[str, Any]], pretrain_kg: float | None) -> list[str]:
+    lines = ["**Classical baseline** (smallest pretrained budget whose mean metric reaches the `tfidf` mean; "
+             "CO2 to get there: the pretrained fine-tune plus the one-off pretraining, against `tfidf`'s own):", "",
+             "| tfidf: labeled examples | metric | g CO2e | pretrained: labeled examples | metric | "
+             "fine-tune g | + pretraining g |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        never = r["pretrained_budget"] is None
+        lines.append(f"| {r['tfidf_budget']} | {fmt_metric(r['tfidf_metric'])} | {_milli(r['tfidf_kg'])} | "
+                     f"{r['reason'] if never else r['pretrained_budget']} | {fmt_metric(r['pretrained_metric'])} | "
+                     f"{'-' if never else _milli(r['pretrained_kg'])} | "
+                     f"{'-' if never else _milli(r['pretrained_total_kg'])} |")
+    matched = [r for r in rows if r["pretrained_budget"] is not None]
+    if not matched:
+        lines += ["", "The pretrained model never reached the classical baseline's quality in this sweep."]
+    else:
+        r = matched[-1]
+        lines += ["", f"To match `tfidf` with {r['tfidf_budget']} labeled examples "
+                      f"({_milli(r['tfidf_kg'])} g CO2e), the pretrained model needs {r['pretrained_budget']} "
+                      f"({_milli(r['pretrained_kg'])} g per fine-tune, after {_milli(pretrain_kg)} g of pretraining "
+                      "paid once)."]
+    return lines + [""]
+
+
 def render_sweep_report(
     title: str,
     metric_name: str,
@@ -331,9 +383,11 @@ def render_sweep_report(
     stages: Sequence[StageCost],
     images: Sequence[str],
     notes: Sequence[str] = (),
+    majority: float | None = None,
 ) -> str:
-    """Markdown for the sweep: learning curve, metric per point, failures, carbon, break-even
-    (needs a stage named "pretrain"), emissions avoided by reuse."""
+    """Markdown for the sweep: learning curve, metric per point (with the majority-class floor,
+    ``majority``, when measured), failures, carbon, break-even against scratch and against the
+    classical baseline (needs a stage named "pretrain"), emissions avoided by reuse."""
     lines = [f"# {title}", ""]
     lines += ["## Learning curve", ""]
     lines += [f"![{name}]({name})" for name in images] or ["(no plot)"]
@@ -343,6 +397,11 @@ def render_sweep_report(
     for r in summarize(points):
         cell = "-" if r["mean"] is None else f"{fmt_metric(r['mean'])} ± {fmt_metric(r['std'])}"
         lines.append(f"| {r['init']} | {_budget_cell(r)} | {cell} | {r['n_ok']}/{r['n_failed']} |")
+    if majority is not None:
+        lines.append(f"| *majority class* | - | {fmt_metric(majority)} | - |")
+        lines += ["", "*majority class*: every test example gets the training subset's most frequent label "
+                      "(tagging: its most frequent tag; text-to-text: the source copied), mean over the sweep's "
+                      "budgets and seeds: the floor below which a model learned nothing."]
     lines.append("")
 
     failed = [p for p in points if not p.ok]
@@ -371,6 +430,9 @@ def render_sweep_report(
         lines += ["## Break-even", "", "No pretrain stage in this sweep, so no break-even.", ""]
     else:
         lines += _break_even_lines(break_even(pretrain, points))
+        classical = classical_break_even(pretrain, points)
+        if classical:
+            lines += _classical_lines(classical, pretrain.produced_kg)
 
     av = emissions_avoided(stages, points)
     lines += ["## Emissions avoided by reuse", ""]

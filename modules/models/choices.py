@@ -17,6 +17,8 @@ ARCHS = {"gpt2": "causal", "bert": "masked", "bart": "seq2seq"}
 # the head plus the top finetune.trainable_layers layers.
 STRATEGIES = ("full", "linear_probe", "partial")
 # The entries of finetune.inits that are not checkpoint references: this pipeline's
-# pretrained export, the same architecture with fresh weights, and zero_shot (causal LMs
-# only: prompt scoring, no training).
-BUILTIN_INITS = ("pretrained", "scratch", "zero_shot")
+# pretrained export, the same architecture with fresh weights, zero_shot (causal LMs
+# only: prompt scoring, no training) and tfidf (no network: the task's classical baseline,
+# modules/baselines/classical.py).
+BUILTIN_INITS = ("pretrained", "scratch", "zero_shot", "tfidf")
+TFIDF = "tfidf"

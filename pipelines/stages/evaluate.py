@@ -6,7 +6,9 @@ Test metrics have one home: the fine-tune that made the predictions scores them
 record.json). They are needed where no evaluate stage runs (the fine-tune's MLflow run, the
 CLI summary, the sweep report) and a cache hit must show them without rescoring, so this
 stage reads them from the records instead of scoring the saved predictions a second time;
-it reads the predictions only to draw confusion matrices.
+it reads the predictions only to draw confusion matrices. The one figure it measures itself
+is the report's floor: the majority-class rule on the fine-tunes' labeled subset
+(``modules.baselines.classical.majority_scores``), cheap enough to need no cache.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pipelines.config.schema import TransferLabConfig
 from pipelines.stages.common import StageContext, run_fields, tracked_stage
 from pipelines.stages.records import EvaluateRecord, FinetuneRecord, PrepRecord, PretrainRecord, StageRecord
 
@@ -68,18 +71,23 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
                 metrics[f"test/{key}/{init}"] = value
         if "pretrained" in results and "scratch" in results:
             metrics[f"test/{headline}_gain"] = results["pretrained"][headline] - results["scratch"][headline]
+        majority = _majority(cfg, prep_record)
+        if majority is not None:
+            metrics[f"test/{headline}_majority"] = majority[headline]
         run.log_metrics(metrics)
 
         rows = stage_rows([prep_record, pretrain_record, *finetune_records])
         comparison_png({k: v[headline] for k, v in results.items()},
                        {r["name"]: r["produced_kg"] or 0.0 for r in rows},
                        f"{cfg.experiment_name}: {cfg.model.name} on {cfg.data.name} ({task.name})",
-                       out / "comparison.png", chance=task.chance(label_names), metric=f"test {headline}")
+                       out / "comparison.png", metric=f"test {headline}",
+                       chance=task.chance(label_names) if majority is None else majority[headline],
+                       chance_label="chance" if majority is None else "majority class")
         images.insert(0, "comparison.png")
         report = render_report(
             f"transferlab report: {cfg.experiment_name} "
             f"({cfg.model.name}, {cfg.data.name}, {task.name})",
-            results, lm, rows, images, columns=task.report_columns,
+            results, lm, rows, images, columns=task.report_columns, majority=majority,
             notes=[f"Labeled training examples: {cfg.finetune.train_examples}; seed {cfg.seed}. "
                    "CO2 of a cached stage is what building its output cost when it ran."],
         )
@@ -89,3 +97,19 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
         log.info("evaluate: %s", "  ".join(f"test/{headline}[{k}] {v[headline]:.4f}" for k, v in results.items()))
     return EvaluateRecord(**run_fields(run), path=str(out), report=str(out / "report.md"), metrics=metrics,
                           artifacts=["report.md", *images])
+
+
+def _majority(cfg: TransferLabConfig, prep_record: PrepRecord) -> dict[str, float] | None:
+    """The majority-class rule's test metrics (names without "test/") for the fine-tunes'
+    labeled subset: the report's floor. None when that subset cannot be drawn (a budget below
+    the class count, which only a zero_shot-only run lets through): the report then shows chance."""
+    from modules.baselines.classical import load_labeled, majority_scores
+    from modules.data.errors import DataError
+
+    try:
+        scores = majority_scores(load_labeled(prep_record.path), cfg.finetune.task, cfg.finetune.train_examples,
+                                 cfg.seed)
+    except DataError as exc:
+        log.info("evaluate: no majority-class floor (%s)", exc)
+        return None
+    return {k.removeprefix("test/"): v for k, v in scores.items()}

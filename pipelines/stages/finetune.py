@@ -2,8 +2,10 @@
 
 ``init`` is ``pretrained`` (this pipeline's pretrained export), ``scratch`` (the same
 architecture with fresh weights), ``zero_shot`` (classification with a causal LM: prompt
-scoring, no training) or any checkpoint reference that ``model.init`` accepts (a local
-HF dir, a hub id, ``runs:/``, ``models:/``), tuned with its own tokenizer.
+scoring, no training), ``tfidf`` (no network: the task's classical baseline,
+modules/baselines/classical.py, on the same labeled subset) or any checkpoint reference
+that ``model.init`` accepts (a local HF dir, a hub id, ``runs:/``, ``models:/``), tuned
+with its own tokenizer.
 
 A finished fine-tune is a content-addressed cache entry like prep and pretrain, so a sweep
 run again (or a point that finished before a crash) is reused, not recomputed; the reuse
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from modules.models.checkpoints import checkpoint_family
-from modules.models.choices import BUILTIN_INITS
+from modules.models.choices import BUILTIN_INITS, TFIDF
 from pipelines.cache.store import fingerprint
 from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import UserError
@@ -32,6 +34,7 @@ from pipelines.tracking.runs import TAG_INIT, TAG_STRATEGY, TAG_TASK
 log = logging.getLogger("transferlab")
 
 TAG_INIT_SOURCE = "transferlab.init_source"  # init=checkpoint: which one (credentials redacted)
+TAG_BASELINE_CHOICE = "transferlab.baseline_choice"  # init=tfidf: what validation chose ("C=1.0", "rule=copy")
 
 
 def init_label(init: str) -> str:
@@ -62,6 +65,13 @@ def _source(cfg: TransferLabConfig, pretrain_record: PretrainRecord, init: str) 
 
 def finetune_fingerprint(cfg: TransferLabConfig, prep_record: PrepRecord, identity: dict[str, Any],
                          init: str) -> str:
+    """What a fine-tune's output depends on. ``tfidf`` reads only the labeled data, the task,
+    the budget and the seed: its ``identity`` (the pretrained source) is ignored, so a
+    changed pretraining does not recompute it."""
+    if init == TFIDF:
+        return fingerprint("finetune", {"prep": prep_record.fingerprint, "init": init, "seed": cfg.seed,
+                                        "finetune": {"task": cfg.finetune.task,
+                                                     "train_examples": cfg.finetune.train_examples}})
     ft = asdict(cfg.finetune)
     keys = {k: v for k, v in ft.items() if k != "inits" and not k.startswith("zero_shot")}
     if init == "zero_shot":
@@ -84,16 +94,18 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
     cfg = ctx.cfg
     ft = cfg.finetune
     task = ft.task
-    source, identity = _source(cfg, pretrain_record, init)
-    family = checkpoint_family(source)
     label = init_label(init)
-    check_task_family(task, family, f"the {'pretrained model' if init in BUILTIN_INITS else label} checkpoint")
+    source, identity, family = Path(), dict[str, Any](), ""
+    if init != TFIDF:  # tfidf uses no checkpoint: the pretrain record is not read
+        source, identity = _source(cfg, pretrain_record, init)
+        family = checkpoint_family(source)
+        check_task_family(task, family, f"the {'pretrained model' if init in BUILTIN_INITS else label} checkpoint")
     if init == "zero_shot":
         from pipelines.config.compose import check_zero_shot
 
         check_zero_shot(ft, family)
     tags = {TAG_INIT: init if init in BUILTIN_INITS else "checkpoint", TAG_TASK: task}
-    if init != "zero_shot":
+    if init not in ("zero_shot", TFIDF):
         tags[TAG_STRATEGY] = ft.strategy
     if init not in BUILTIN_INITS:
         from pipelines.checkpoint_refs import source_label
@@ -101,13 +113,17 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
         tags[TAG_INIT_SOURCE] = source_label(init)
 
     def build(run: StageRun, out: Path) -> dict[str, Any]:
-        result = (_zero_shot(cfg, prep_record, source, out) if init == "zero_shot"
-                  else _train(ctx, run, prep_record, source, family, init, out))
+        if init == "zero_shot":
+            result = _zero_shot(cfg, prep_record, source, out)
+        elif init == TFIDF:
+            result = _tfidf(cfg, prep_record, out)
+        else:
+            result = _train(ctx, run, prep_record, source, family, init, out)
         return {**result, "init": label, "task": task}
 
     def log_entry(run: StageRun, entry: CacheEntry) -> None:
         built = entry.record
-        if not entry.hit and init != "zero_shot":
+        if not entry.hit and init not in ("zero_shot", TFIDF):
             run.log_artifact(entry.path / "hf_model", "hf_model")
         run.log_metrics(built["metrics"])  # all test metrics (per class too); a reused point reads complete in the UI
         counts = {"data/train_examples": built["train_examples"],
@@ -118,6 +134,13 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
         if built.get("requested_examples") != built["train_examples"] and init != "zero_shot":
             run.set_tags({"transferlab.train_examples_clamped": f"{built['requested_examples']}->"
                                                                 f"{built['train_examples']}"})
+        if built.get("majority"):  # tfidf: the majority-class floor on the same test split
+            from modules.tasks import HEADLINE
+
+            headline = f"test/{HEADLINE[task]}"
+            run.log_metrics({f"{headline}_majority": built["majority"][headline]})
+        if built.get("choice"):
+            run.set_tags({TAG_BASELINE_CHOICE: ", ".join(f"{k}={v}" for k, v in built["choice"].items())})
         run.log_artifact(entry.path / built["predictions_file"])
 
     def make_record(run: StageRun, entry: CacheEntry) -> FinetuneRecord:
@@ -183,3 +206,23 @@ def _zero_shot(cfg: TransferLabConfig, prep_record: PrepRecord, source: Path, ou
     return {"metrics": metrics, "train_examples": 0, "requested_examples": 0, "epochs": None, "strategy": None,
             "trainable_parameters": 0, "label_names": names, "predictions_file": task.predictions_file,
             "verbalizers": result.verbalizers}
+
+
+def _tfidf(cfg: TransferLabConfig, prep_record: PrepRecord, out: Path) -> dict[str, Any]:
+    """No network: the task's classical baseline (modules/baselines/classical.py) on the
+    labeled subset the neural fine-tunes get for this budget and seed."""
+    from modules.baselines.classical import classical_baseline, load_labeled
+    from modules.tasks import get_task
+
+    ft = cfg.finetune
+    task = get_task(ft.task)
+    result = classical_baseline(load_labeled(prep_record.path), ft.task, ft.train_examples, cfg.seed)
+    task.save_predictions(out / task.predictions_file, result.predictions)
+    headline = f"test/{task.headline}"
+    log.info("finetune[tfidf]: %s on %d labeled examples; %s %.4f (majority class %.4f)",
+             ", ".join(f"{k}={v}" for k, v in result.choice.items()), result.train_examples, headline,
+             result.metrics[headline], result.majority[headline])
+    return {"metrics": result.metrics, "train_examples": result.train_examples, "requested_examples": ft.train_examples,
+            "epochs": None, "strategy": None, "trainable_parameters": result.trainable_parameters,
+            "label_names": result.label_names, "predictions_file": task.predictions_file,
+            "majority": result.majority, "choice": result.choice}
