@@ -189,7 +189,7 @@ def _publish_summary(cfg: TransferLabConfig, summary: dict[str, Any]) -> None:
 
 @flow(name="transfer_learning")
 def transfer_learning(overrides: list[str] | None = None) -> dict[str, Any]:
-    """The whole pipeline: prep -> pretrain -> finetune (pretrained, scratch) -> evaluate."""
+    """The whole pipeline: prep -> pretrain -> finetune (each of finetune.inits) -> evaluate."""
     return run_pipeline(compose(overrides or []), "evaluate")
 
 

@@ -146,7 +146,7 @@ def tails(logs: Path, lines: int = 40) -> str:
 
 def check_concurrent_runs(uri: str, seeds: Sequence[int], logs: Path, experiment: str = "transferlab"
                           ) -> dict[str, Any]:
-    """Every pipeline finished with its own 5 children; nothing RUNNING; shared outputs built once.
+    """Every pipeline finished with its own 6 children; nothing RUNNING; shared outputs built once.
 
     Returns figures for reports: runs, cache hits, stages that waited for another run.
     """
@@ -166,7 +166,7 @@ def check_concurrent_runs(uri: str, seeds: Sequence[int], logs: Path, experiment
         assert child.data.params["seed"] == parents[parent].data.params["seed"]  # its own pipeline's child
         by_parent[parent].append(child.data.tags["transferlab.stage"])
     for parent, stages in by_parent.items():
-        assert sorted(stages) == ["evaluate", "finetune", "finetune", "prep", "pretrain"], (parent, stages)
+        assert sorted(stages) == ["evaluate", "finetune", "finetune", "finetune", "prep", "pretrain"], (parent, stages)
     # Each cached output was built by exactly one run; every other run that needed it reused it.
     built: dict[tuple[str, str], list[str]] = {}
     for child in children:
@@ -178,8 +178,9 @@ def check_concurrent_runs(uri: str, seeds: Sequence[int], logs: Path, experiment
     hits = sum(v.count("hit") for v in built.values())
     waits = sum(1 for c in children if "transferlab.cache_waited_s" in c.data.tags)
     repeated = len(seeds) - len(set(seeds))
-    # prep is shared by all seeds; pretrain and both fine-tunes by the repeated ones.
-    assert hits == len(seeds) - 1 + 3 * repeated, built
+    # prep is shared by all seeds; pretrain and the three fine-tunes (pretrained, scratch, tfidf) by the
+    # repeated ones.
+    assert hits == len(seeds) - 1 + 4 * repeated, built
     return {"runs": len(seeds), "hits": hits, "waits": waits, "children": len(children)}
 
 

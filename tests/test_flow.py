@@ -61,7 +61,7 @@ def test_flow_makes_one_parent_and_a_child_per_stage(flow_home: tuple[Path, dict
     assert parent.info.status == "FINISHED"
     children = _children(runs, parent.info.run_id)
     stages = sorted(r.data.tags["transferlab.stage"] for r in children)
-    assert stages == ["evaluate", "finetune", "finetune", "prep", "pretrain"]
+    assert stages == ["evaluate", "finetune", "finetune", "finetune", "prep", "pretrain"]
     finetunes = [r for r in children if r.data.tags["transferlab.stage"] == "finetune"]
     assert sorted(r.data.tags.get("transferlab.init") for r in finetunes) == ["pretrained", "scratch", "tfidf"]
 

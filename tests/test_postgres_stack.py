@@ -231,10 +231,10 @@ def test_deployed_pipeline_lands_in_mlflow(stack: Stack, serve: Popen[bytes], pr
     by_stage: dict[str, list[Any]] = {}
     for child in children:
         by_stage.setdefault(child.data.tags.get("transferlab.stage", "?"), []).append(child)
-    assert {s: len(rs) for s, rs in by_stage.items()} == {"prep": 1, "pretrain": 1, "finetune": 2, "evaluate": 1}
+    assert {s: len(rs) for s, rs in by_stage.items()} == {"prep": 1, "pretrain": 1, "finetune": 3, "evaluate": 1}
     assert all(c.info.status == "FINISHED" for c in children)
     tuned = {c.data.tags.get("transferlab.init"): c for c in by_stage["finetune"]}
-    assert set(tuned) == {"pretrained", "scratch"}
+    assert set(tuned) == {"pretrained", "scratch", "tfidf"}
     for init, child in tuned.items():
         acc = child.data.metrics.get("test/accuracy")
         assert acc is not None and 0.0 <= acc <= 1.0, (init, child.data.metrics)
