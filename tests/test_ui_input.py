@@ -293,7 +293,7 @@ def test_the_operator_raises_limits_and_the_ui_cannot(tmp_path: Path, monkeypatc
     server = tiny_overrides(tmp_path)
     limits = parse_operator_limits(["pretrain.max_steps=300000", "sweep.points=2"])
     assert untrusted_config(server, ["pretrain.max_steps=200000"], [], limits).pretrain.max_steps == 200000
-    with pytest.raises(ConfigError, match=r"'sweep.seeds': a sweep of 18 points exceeds this service's limit 2 .*--max "
+    with pytest.raises(ConfigError, match=r"'sweep.seeds': a sweep of 27 points exceeds this service's limit 2 .*--max "
                                           "sweep.points=N"):
         untrusted_config(server, ["experiment=data_efficiency"], [], limits)
     monkeypatch.setenv(LIMITS_ENV, json.dumps(limits))  # how up/serve hand them to the flow-run processes

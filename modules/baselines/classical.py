@@ -191,9 +191,11 @@ def _nearest_targets(train: Dataset, sources: Sequence[str]) -> list[str] | None
         return None
     if not sources:
         return []
-    nearest = (vectorizer.transform(list(sources)) @ x.T).argmax(axis=1)
+    import numpy as np
+
+    nearest = np.asarray((vectorizer.transform(list(sources)) @ x.T).argmax(axis=1)).ravel()
     targets = train["target"]
-    return [targets[int(i)] for i in nearest.A1]
+    return [targets[int(i)] for i in nearest]
 
 
 def _seq2seq_rule(task: Task, train: Dataset, validation: Dataset, test: Dataset
