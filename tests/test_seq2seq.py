@@ -256,6 +256,14 @@ def test_stages_write_predictions_and_log_chrf(tmp_path: Path, model: str) -> No
         metrics = ctx.tracker.client.get_run(rec.run_id).data.metrics
         assert 0.0 <= metrics["test/chrf"] <= 1.0 and "val/loss" in metrics
         assert metrics["test/chrf"] == pytest.approx(TASK.score(rows, [])["chrf"])
-    ev = stages.evaluate(ctx, prep, pretrain, recs)
-    assert "test/chrf_gain" in ev.metrics
-    assert "chrF" in Path(ev.report).read_text()
+    # The classical baseline: copy or nearest-neighbour lookup, in the same rows, scored the same way.
+    base = stages.finetune(ctx, prep, pretrain, "tfidf")
+    rows = [json.loads(line) for line in Path(base.predictions).read_text().splitlines()]
+    assert len(rows) == cfg.data.labeled_test and set(rows[0]) == {"index", "source", "reference", "prediction"}
+    run = ctx.tracker.client.get_run(base.run_id).data
+    assert run.tags["transferlab.baseline_choice"] in ("rule=copy", "rule=nearest_neighbour")
+    assert run.metrics["test/chrf"] == pytest.approx(TASK.score(rows, [])["chrf"])
+    ev = stages.evaluate(ctx, prep, pretrain, [*recs, base])
+    assert "test/chrf_gain" in ev.metrics and "test/chrf_majority" in ev.metrics
+    report = Path(ev.report).read_text()
+    assert "chrF" in report and "| tfidf | " in report and "| *majority class* | " in report

@@ -304,3 +304,10 @@ def test_stage_run_writes_predictions_and_logs_entity_f1(tmp_path: Path) -> None
         assert key in run.data.metrics, key
     assert run.data.metrics["test/entity_f1"] == pytest.approx(TASK.score(rows, prep.label_names)["entity_f1"])
     assert run.data.metrics["data/train_examples"] == 8
+    # The classical baseline tags the same 8 sentences' words with their most frequent tag.
+    base = stages.finetune(ctx, prep, pretrain, "tfidf")
+    rows = [json.loads(line) for line in Path(base.predictions).read_text().splitlines()]
+    assert all(len(r["tokens"]) == len(r["predictions"]) for r in rows) and base.train_examples == 8
+    metrics = ctx.tracker.client.get_run(base.run_id).data.metrics
+    assert metrics["test/entity_f1"] == pytest.approx(TASK.score(rows, prep.label_names)["entity_f1"])
+    assert metrics["test/entity_f1_majority"] == 0.0  # all-O finds no entity
