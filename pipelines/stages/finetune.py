@@ -226,8 +226,8 @@ def _search_lr(ctx: StageContext, run: StageRun, job: FinetuneJob, ft: FinetuneC
     result, _ = best.result
     shutil.move(trials_dir / f"trial-{best.number}" / "hf_model", job.out_dir / "hf_model")
     shutil.rmtree(trials_dir)
-    log.info("finetune[%s]: lr %.3g selected (trial %d of %d, best val/loss %.4f)", label, best.lr, best.number,
-             len(found.trials), best.val_loss)
+    log.info("finetune[%s]: lr %.3g selected on validation (trial-%d of %d trials, val/loss %.4f)", label, best.lr,
+             best.number, len(found.trials), best.val_loss)
     return result, {
         "selected_lr": best.lr, "selected_trial": best.number,
         "lr_min": ft.search_lr_min, "lr_max": ft.search_lr_max,
