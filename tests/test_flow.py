@@ -154,3 +154,23 @@ def test_task_runs_are_named_after_the_stages(flow_home: tuple[Path, dict[str, A
     with get_client(sync_client=True) as client:
         names = {t.name for t in client.read_task_runs()}
     assert {"prep", "pretrain", "finetune[pretrained]", "finetune[scratch]", "evaluate"} <= names
+
+
+def test_a_finetune_only_run_logs_each_inits_test_metrics_on_its_parent(flow_home: tuple[Path, dict[str, Any]]) -> None:
+    """``transferlab finetune`` (every stage a cache hit here): the parent carries the fine-tunes'
+    test metrics keyed by init, as evaluate would, and no bare ``test/accuracy`` a reader could
+    take for the run's; ``compare`` shows them so."""
+    from pipelines.flows import run_stage
+    from pipelines.tracking.compare import runs_by_id
+
+    home, full = flow_home
+    summary = run_stage("finetune", tiny_overrides(home))
+    assert summary["headline"] == full["headline"]
+    client, _ = _runs(home)
+    parent = client.get_run(summary["parent_run_id"]).data.metrics
+    by_init = summary["headline"]["by_init"]
+    assert {init: parent[f"test/accuracy/{init}"] for init in by_init} == by_init
+    assert "test/f1_macro/scratch" in parent and "test/accuracy" not in parent
+    shown = runs_by_id(f"sqlite:///{home / 'mlflow.db'}", [summary["parent_run_id"], full["parent_run_id"]])
+    assert all("test/accuracy" not in r.metrics for r in shown)
+    assert shown[0].metrics["test/accuracy/scratch"] == shown[1].metrics["test/accuracy/scratch"]
