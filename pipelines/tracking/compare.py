@@ -63,7 +63,7 @@ def _client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def init_of(child: Any) -> str | None:
+def _init_of(child: Any) -> str | None:
     """The init label a fine-tune child run's test metrics belong to (None: not a fine-tune).
 
     Built-in inits are their ``transferlab.init`` tag; a checkpoint init is tagged ``checkpoint``
@@ -94,7 +94,7 @@ def _child_metrics(client: Any, run: Any, kind: str) -> tuple[dict[str, float], 
     out: dict[str, float] = {}
     inits: list[str] = []
     for child in children:
-        init = init_of(child)
+        init = _init_of(child)
         if init is None:
             for key, value in child.data.metrics.items():
                 out.setdefault(key, value)
