@@ -150,6 +150,14 @@ class FinetuneConfig:
     lr: float | None = None
     # The LR for extra checkpoints listed in `inits` (null: CHECKPOINT_LR of the strategy).
     checkpoint_lr: float | None = None
+    # Learning-rate selection on the validation split (modules/training/lr_search.py): > 0 tunes
+    # every training init (pretrained, scratch, checkpoints) search_trials times, at rates spread
+    # evenly in log space over [search_lr_min, search_lr_max], and keeps the trial with the lowest
+    # best-epoch val/loss; lr and checkpoint_lr are then unused. Costs search_trials fine-tunes
+    # per init. 0: off, one fine-tune at lr (checkpoint_lr).
+    search_trials: int = 0
+    search_lr_min: float = 1e-5
+    search_lr_max: float = 1e-2
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     patience: int = 6  # early stopping on val/loss, in epochs

@@ -155,15 +155,17 @@ def _fmt_g(kg: float | None) -> str:
 
 
 def print_summary(summary: dict[str, Any], out: Any = None) -> None:
+    from pipelines.tracking.publish import pretraining_gain
+
     w = (out or sys.stdout).write
     w(f"\ntransferlab: {summary['until']} finished in {summary['wall_s']:.1f} s\n")
-    acc = summary.get("accuracy") or {}
-    if acc:
-        parts = "   ".join(f"{k} {v:.4f}" for k, v in acc.items() if v is not None)
-        gain = ""
-        if acc.get("pretrained") is not None and acc.get("scratch") is not None:
-            gain = f"   ({(acc['pretrained'] - acc['scratch']) * 100:+.1f} points from pretraining)"
-        w(f"  {'test ' + summary.get('metric', 'accuracy'):<15} {parts}{gain}\n")
+    headline = summary.get("headline")
+    if headline and headline["by_init"]:  # the task's test metric by its own name, each value by its init
+        by_init = headline["by_init"]
+        parts = "   ".join(f"{init} {'-' if v is None else format(v, '.4f')}" for init, v in by_init.items())
+        gain = pretraining_gain(by_init)
+        tail = "" if gain is None else f"   ({gain:+.1f} points from pretraining)"
+        w(f"  {'test ' + headline['metric']:<15} {parts}{tail}\n")
     w("  CO2e per stage  " + " | ".join(
         f"{s['stage']} {_fmt_g(s['emissions_kg'])}{' (cache hit)' if s['cache_hit'] else ''}"
         for s in summary["stages"]) + "\n")

@@ -89,6 +89,20 @@ def stage_summaries(records: list[StageRecord]) -> list[dict[str, Any]]:
     return [{"stage": r.label, "cache_hit": r.cache_hit, **r.carbon.as_dict()} for r in records]
 
 
+def headline(task: str, tuned: list[FinetuneRecord]) -> dict[str, Any]:
+    """The summary's headline: the task's test metric by name (accuracy, entity_f1 or chrf)
+    and its value per init, so no reader shows chrF or entity F1 under an "accuracy" label."""
+    from modules.tasks import HEADLINE
+
+    metric = HEADLINE[task]
+    return {"metric": metric, "by_init": {r.init: r.metrics.get(f"test/{metric}") for r in tuned}}
+
+
+def per_init_test_metrics(tuned: list[FinetuneRecord]) -> dict[str, float]:
+    """Each fine-tune's test metrics keyed by init (``test/chrf/scratch``), as the evaluate stage names them."""
+    return {f"{key}/{r.init}": v for r in tuned for key, v in r.metrics.items() if key.startswith("test/")}
+
+
 @contextmanager
 def parent_run(cfg: TransferLabConfig, name: str, tags: dict[str, str], what: str) -> Iterator[tuple[Tracker, str]]:
     """The MLflow parent run of a pipeline or sweep: (tracker, parent run id).
@@ -155,11 +169,7 @@ def run_pipeline(cfg: TransferLabConfig, until: str = "evaluate") -> dict[str, A
             tuned = [finetune_task.with_options(task_run_name=f"finetune[{init_label(init)}]")(
                 cfg, prep_record, pretrain_record, init, parent) for init in cfg.finetune.inits]
             records += tuned
-            from modules.tasks import HEADLINE
-
-            # The task's headline test metric per init (accuracy, entity F1 or chrF).
-            summary["metric"] = HEADLINE[cfg.finetune.task]
-            summary["accuracy"] = {r.init: r.metrics.get(f"test/{summary['metric']}") for r in tuned}
+            summary["headline"] = headline(cfg.finetune.task, tuned)
         if until == "evaluate":
             records.append(ev := evaluate_task(cfg, prep_record, pretrain_record, tuned, parent))
             summary["report"] = ev.report
@@ -168,6 +178,8 @@ def run_pipeline(cfg: TransferLabConfig, until: str = "evaluate") -> dict[str, A
                 tracker.log_artifact(parent, f"{ev.path}/{name_}")
         totals = carbon_totals(records)
         parent_metrics = dict(totals)
+        if until == "finetune":  # no evaluate stage to name them: the same per-init keys it would log
+            parent_metrics.update(per_init_test_metrics(tuned))
         if until == "evaluate":
             parent_metrics.update({k: v for k, v in summary["evaluate"].items() if k.startswith("test/")})
         tracker.log_metrics(parent, parent_metrics)

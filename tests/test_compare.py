@@ -16,8 +16,8 @@ from conftest import tiny_overrides
 
 from pipelines.cli import main
 from pipelines.config.compose import compose, flatten
-from pipelines.tracking.compare import Comparison, RunInfo, compare, render
-from pipelines.tracking.runs import TAG_KIND, TAG_STAGE, Tracker, tracking_uri
+from pipelines.tracking.compare import Comparison, RunInfo, compare, render, runs_by_id
+from pipelines.tracking.runs import TAG_INIT, TAG_KIND, TAG_STAGE, Tracker, tracking_uri
 
 EXPERIMENT = "transferlab"
 
@@ -136,3 +136,108 @@ def test_render_fits_the_width_with_many_runs_and_long_values() -> None:
     with pytest.raises(Exception, match="at least two runs"):
         compare(runs[:1])
     assert isinstance(comp, Comparison) and [k for k, _ in comp.param_rows] == ["model.path"]
+
+
+# --- Headline numbers name their init (issue 13) -----------------------------------------------------
+
+MINILM = "checkpoint:sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _finetune_child(tracker: Tracker, parent: str, init: str, metrics: dict[str, float]) -> None:
+    """A fine-tune stage run as pipelines.stages.finetune makes it: tagged with its init
+    (``checkpoint`` for a checkpoint) and named ``finetune-<init label>``."""
+    tag = "checkpoint" if init.startswith("checkpoint:") else init
+    child = tracker.start_run(f"finetune-{init}", {TAG_STAGE: "finetune", TAG_INIT: tag}, parent_run_id=parent)
+    tracker.log_metrics(child, {**metrics, "carbon/emissions_kg": 1e-6, "val/loss": 9.0})
+    tracker.end_run(child)
+
+
+def _parent(tracker: Tracker, name: str, kind: str, metrics: dict[str, float]) -> str:
+    parent = tracker.start_run(name, {TAG_KIND: kind})
+    tracker.log_metrics(parent, {"carbon/emissions_kg": 5e-6, **metrics})
+    return parent
+
+
+@pytest.fixture
+def uri(tmp_path: Path) -> str:
+    return tracking_uri(compose(tiny_overrides(tmp_path / "home")))
+
+
+def test_a_pipeline_parent_never_shows_a_fine_tunes_metric_under_the_bare_name(uri: str) -> None:
+    """The reported bug: the parent has no bare test/accuracy, and the scratch fine-tune's 0.2430
+    was shown as the run's accuracy although its pretrained model scored 1.0."""
+    tracker = Tracker(uri, EXPERIMENT)
+    runs = []
+    for name in ("full-a", "full-b"):
+        # The evaluate stage's keys on the parent name every init but the checkpoint's (the
+        # parent lacks it): that one comes from the fine-tune run, keyed by its run name's label.
+        parent = _parent(tracker, name, "pipeline", {"test/accuracy/pretrained": 1.0, "test/accuracy/scratch": 0.243,
+                                                     "test/accuracy_gain": 0.757})
+        _finetune_child(tracker, parent, "scratch", {"test/accuracy": 0.243, "test/f1_macro": 0.1})
+        _finetune_child(tracker, parent, "pretrained", {"test/accuracy": 1.0, "test/f1_macro": 1.0})
+        _finetune_child(tracker, parent, MINILM, {"test/accuracy": 0.875, "test/f1_macro": 0.75})
+        tracker.end_run(parent)
+        runs.append(parent)
+    infos = runs_by_id(uri, runs)
+    assert sorted(infos[0].inits) == sorted(["scratch", "pretrained", MINILM])
+    metrics = infos[0].metrics
+    assert "test/accuracy" not in metrics and "test/f1_macro" not in metrics
+    assert "val/loss" not in metrics  # a fine-tune's validation loss is not the LM's
+    assert metrics["test/accuracy/pretrained"] == 1.0 and metrics["test/accuracy/scratch"] == 0.243
+    assert metrics[f"test/accuracy/{MINILM}"] == 0.875
+    assert metrics["test/f1_macro/scratch"] == 0.1 and metrics["test/f1_macro/pretrained"] == 1.0
+    assert metrics["carbon/emissions_kg"] == 5e-6  # the parent's total, not a fine-tune's
+    table = dict(compare(infos).metric_rows)
+    assert "test/accuracy" not in table
+    assert table["test/accuracy/pretrained"] == ["1.0000", "1.0000"]
+    assert table["test/accuracy/scratch"] == ["0.2430", "0.2430"]
+    assert table[f"test/accuracy/{MINILM}"] == ["0.8750", "0.8750"]
+
+
+@pytest.mark.parametrize("metric, others", [
+    ("chrf", {"bleu": 0.125, "exact_match": 0.0}),  # seq2seq
+    ("entity_f1", {"token_accuracy": 0.75, "entity_f1/PER": 0.5}),  # token classification
+])
+def test_a_finetune_only_run_shows_each_tasks_headline_per_init(uri: str, metric: str, others: dict,
+                                                                 capsys) -> None:
+    """``until=finetune`` with three inits, logged before the parent carried per-init keys: the
+    values come from the fine-tune runs, each under its init; the task's headline is a key metric."""
+    tracker = Tracker(uri, EXPERIMENT)
+    scores = {"pretrained": 0.41, "scratch": 0.22, "tfidf": 0.35}
+    runs = []
+    for name in ("ft-a", "ft-b"):
+        parent = _parent(tracker, name, "pipeline", {})
+        for init, value in scores.items():
+            test_metrics = {f"test/{metric}": value, **{f"test/{k}": v for k, v in others.items()}}
+            _finetune_child(tracker, parent, init, test_metrics)
+        tracker.end_run(parent)
+        runs.append(parent)
+    infos = runs_by_id(uri, runs)
+    assert f"test/{metric}" not in infos[0].metrics
+    assert {init: infos[0].metrics[f"test/{metric}/{init}"] for init in scores} == scores
+    table = dict(compare(infos).metric_rows)
+    assert [k for k in table if k.startswith("test/")] == [f"test/{metric}/{init}" for init in sorted(scores)]
+    assert table[f"test/{metric}/tfidf"] == ["0.3500", "0.3500"]
+    assert f"test/{metric}/PER/pretrained" not in table  # per-type scores stay in MLflow
+    assert main(["compare", *runs, f"paths.home={Path(uri.removeprefix('sqlite:///')).parent}"]) == 0
+    out = capsys.readouterr().out
+    assert _rows(out, f"test/{metric}/scratch")[0].split()[1:] == ["0.2200", "0.2200"]
+    assert not _rows(out, f"test/{metric}")
+
+
+def test_a_sweep_parent_takes_no_fine_tune_metric(uri: str) -> None:
+    """A sweep has many fine-tunes per init (budgets, seeds): none of them is the sweep's figure."""
+    tracker = Tracker(uri, EXPERIMENT)
+    runs = []
+    for name in ("sweep-a", "sweep-b"):
+        parent = _parent(tracker, name, "sweep", {})
+        pretrain = tracker.start_run("pretrain", {TAG_STAGE: "pretrain"}, parent_run_id=parent)
+        tracker.log_metrics(pretrain, {"val/loss": 3.5})
+        tracker.end_run(pretrain)
+        for value in (0.25, 0.75):
+            _finetune_child(tracker, parent, "scratch", {"test/accuracy": value})
+        tracker.end_run(parent)
+        runs.append(parent)
+    info = runs_by_id(uri, runs)[0]
+    assert not [k for k in info.metrics if k.startswith("test/")]
+    assert info.metrics["val/loss"] == 3.5 and info.metrics["carbon/emissions_kg"] == 5e-6

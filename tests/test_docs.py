@@ -116,7 +116,8 @@ def test_the_readme_summary_is_what_the_cli_prints() -> None:
               ("finetune[scratch]", 3.25e-6), ("evaluate", 2.13e-6)]
     out = io.StringIO()
     print_summary({
-        "until": "evaluate", "wall_s": 97.2, "accuracy": {"pretrained": 0.999, "scratch": 0.243},
+        "until": "evaluate", "wall_s": 97.2,
+        "headline": {"metric": "accuracy", "by_init": {"pretrained": 0.999, "scratch": 0.243}},
         "stages": [{"stage": s, "emissions_kg": kg, "cache_hit": False} for s, kg in stages],
         "totals": {"carbon/emissions_kg": 2.53e-4}, "report": "/path/to/.transferlab/runs/<run id>/report.md",
         "tracking_uri": "sqlite:////path/to/.transferlab/mlflow.db", "experiment": "transferlab",

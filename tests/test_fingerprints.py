@@ -34,6 +34,8 @@ VARIANTS: dict[str, list[str]] = {
     "linear_probe": ["finetune.strategy=linear_probe", "seed=3"],
     "local_text": ["data=local_text", f"data.path={CORPUS}", "trainer.devices=2", "trainer.strategy=ddp"],
     "zero_shot": ["finetune.inits=[pretrained,zero_shot]", "finetune.zero_shot_normalize=true"],
+    # Added with finetune.search_trials (the other variants show search off changes nothing).
+    "lr_search": ["finetune.search_trials=4"],
     "checkpoint": [f"model.init={CHECKPOINT}", "pretrain.max_steps=0",
                    f"finetune.inits=[pretrained,scratch,{CHECKPOINT}]"],
 }
@@ -70,6 +72,13 @@ GOLDEN: dict[str, dict[str, str]] = {
         "finetune[pretrained]": "8a6d0c89807eeb9a",
         "finetune[scratch]": "4d6a374936347681",
         "finetune[tfidf]": "1e737aeb5a578589",  # added with init=tfidf (a default init since issue 13)
+    },
+    "lr_search": {
+        "lm": "f0d8e7b25c0d12ee",
+        "prep": "0bddf222d0213566",
+        "pretrain": "35dc388801417e06",
+        "finetune[pretrained]": "22cba38495d0987e",
+        "finetune[scratch]": "ea529595d29e1f6d",
     },
     "linear_probe": {
         "lm": "f0d8e7b25c0d12ee",

@@ -88,11 +88,12 @@ def test_flow_summary_points_at_the_report_and_store(flow_home: tuple[Path, dict
     home, summary = flow_home
     assert summary["tracking_uri"] == f"sqlite:///{home / 'mlflow.db'}"
     assert Path(summary["report"]).read_text().startswith("# transferlab report")
-    assert set(summary["accuracy"]) == {"pretrained", "scratch", "tfidf"}
+    assert summary["headline"]["metric"] == "accuracy"
+    assert set(summary["headline"]["by_init"]) == {"pretrained", "scratch", "tfidf"}
     assert [s["stage"] for s in summary["stages"]] == ["prep", "pretrain", "finetune[pretrained]",
                                                        "finetune[scratch]", "finetune[tfidf]", "evaluate"]
     report = Path(summary["report"]).read_text()
-    assert f"| tfidf | {summary['accuracy']['tfidf']:.4f} |" in report
+    assert f"| tfidf | {summary['headline']['by_init']['tfidf']:.4f} |" in report
     assert "| *majority class* | " in report and "classical baseline (`tfidf`)" in report
 
 
@@ -104,7 +105,7 @@ def test_second_flow_run_reuses_every_stage(flow_home: tuple[Path, dict[str, Any
     hits = {s["stage"]: s["cache_hit"] for s in second["stages"]}
     assert hits == {"prep": True, "pretrain": True, "finetune[pretrained]": True, "finetune[scratch]": True,
                     "finetune[tfidf]": True, "evaluate": False}
-    assert second["accuracy"] == first["accuracy"]  # the reused fine-tunes' own test metrics
+    assert second["headline"] == first["headline"]  # the reused fine-tunes' own test metrics
     _, runs = _runs(home)
     children = _children(runs, second["parent_run_id"])
     cache_tags = {(r.data.tags["transferlab.stage"], r.data.tags.get("transferlab.init")):
@@ -153,7 +154,8 @@ def test_flow_run_carries_a_summary_artifact_with_metrics_and_the_mlflow_run(
     assert ours, "no transferlab-summary artifact naming the parent run"
     text = ours[0]
     assert "Downstream task" in text  # the evaluate report rides along
-    assert f"| pretrained | {summary['accuracy']['pretrained']:.4f} |" in text  # the headline metric per init
+    pretrained = summary["headline"]["by_init"]["pretrained"]
+    assert f"| pretrained | {pretrained:.4f} |" in text  # the headline metric per init
     assert "| finetune[scratch] |" in text and "![" not in text  # stages table; images stay in MLflow
 
 
@@ -163,3 +165,23 @@ def test_task_runs_are_named_after_the_stages(flow_home: tuple[Path, dict[str, A
     with get_client(sync_client=True) as client:
         names = {t.name for t in client.read_task_runs()}
     assert {"prep", "pretrain", "finetune[pretrained]", "finetune[scratch]", "finetune[tfidf]", "evaluate"} <= names
+
+
+def test_a_finetune_only_run_logs_each_inits_test_metrics_on_its_parent(flow_home: tuple[Path, dict[str, Any]]) -> None:
+    """``transferlab finetune`` (every stage a cache hit here): the parent carries the fine-tunes'
+    test metrics keyed by init, as evaluate would, and no bare ``test/accuracy`` a reader could
+    take for the run's; ``compare`` shows them so."""
+    from pipelines.flows import run_stage
+    from pipelines.tracking.compare import runs_by_id
+
+    home, full = flow_home
+    summary = run_stage("finetune", tiny_overrides(home))
+    assert summary["headline"] == full["headline"]
+    client, _ = _runs(home)
+    parent = client.get_run(summary["parent_run_id"]).data.metrics
+    by_init = summary["headline"]["by_init"]
+    assert {init: parent[f"test/accuracy/{init}"] for init in by_init} == by_init
+    assert "test/f1_macro/scratch" in parent and "test/accuracy" not in parent
+    shown = runs_by_id(f"sqlite:///{home / 'mlflow.db'}", [summary["parent_run_id"], full["parent_run_id"]])
+    assert all("test/accuracy" not in r.metrics for r in shown)
+    assert shown[0].metrics["test/accuracy/scratch"] == shown[1].metrics["test/accuracy/scratch"]

@@ -84,6 +84,7 @@ def test_reap_marks_parent_and_running_children_killed(tmp_path: Path) -> None:
     exp = client.create_experiment("e")
     parent = client.create_run(exp).info.run_id
     running = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
+    trial = client.create_run(exp, tags={"mlflow.parentRunId": running}).info.run_id  # a fine-tune's LR trial
     done = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
     client.set_terminated(done, "FINISHED")
     other = client.create_run(exp).info.run_id  # not this pipeline's: untouched
@@ -92,8 +93,8 @@ def test_reap_marks_parent_and_running_children_killed(tmp_path: Path) -> None:
     proc.wait()
     reaped = liveness.reap(tmp_path, prefect=False)
     assert [x.run_id for x in reaped] == [parent]
-    status = {r: client.get_run(r).info.status for r in (parent, running, done, other)}
-    assert status == {parent: "KILLED", running: "KILLED", done: "FINISHED", other: "RUNNING"}
+    status = {r: client.get_run(r).info.status for r in (parent, running, trial, done, other)}
+    assert status == {parent: "KILLED", running: "KILLED", trial: "KILLED", done: "FINISHED", other: "RUNNING"}
     assert liveness.leases(tmp_path) == []  # the lease is gone once reaped
 
 

@@ -76,6 +76,7 @@ class FinetuneResult:
     strategy: str = "full"
     trainable_parameters: int = 0  # parameters the optimizer updated (all of them for strategy=full)
     label_names: list[str] | None = None
+    best_val_loss: float | None = None  # val/loss of the best epoch (the one tested); None: never validated
 
 
 @dataclass(frozen=True)
@@ -301,5 +302,7 @@ def finetune_on_task(
     hf_dir = out_dir / "hf_model"
     module.model.save_pretrained(str(hf_dir))
     tokenizer.save_pretrained(str(hf_dir))
+    best_score = best.best_model_score
     return FinetuneResult(metrics, rows, len(subset), best.best_model_path or None, trainer.current_epoch, strategy,
-                          frozen.trainable_parameters, label_names)
+                          frozen.trainable_parameters, label_names,
+                          float(best_score) if best_score is not None else None)

@@ -60,7 +60,8 @@ RANGES = [
     ("pretrain.keep_checkpoints", 1, True, None, False),
     ("finetune.weight_decay", 0, True, None, False), ("finetune.warmup_ratio", 0, True, 1, False),
     ("finetune.patience", 0, True, None, False), ("finetune.dropout", 0, True, 1, False),
-    ("finetune.max_length", 1, True, None, False),
+    ("finetune.max_length", 1, True, None, False), ("finetune.search_trials", 0, True, None, False),
+    ("finetune.search_lr_min", 0, False, None, False), ("finetune.search_lr_max", 0, False, None, False),
     ("model.dropout", 0, True, 1, False), ("model.n_inner", 1, True, None, False),
     ("model.max_positions", 1, True, None, False),
     ("tokenizer.min_frequency", 0, True, None, False),
@@ -298,6 +299,9 @@ def validate(cfg: TransferLabConfig) -> None:
     _check_data(cfg.data)
     _check_sweep(cfg.sweep)
     _check_ranges(cfg)
+    if ft.search_lr_min >= ft.search_lr_max:
+        raise ConfigError(f"bad value for 'finetune.search_lr_min': {ft.search_lr_min!r} must be below "
+                          f"finetune.search_lr_max={ft.search_lr_max!r} (the learning-rate range searched)")
     _check_trainer(cfg.trainer)
     if scratch:
         _check_vocab(cfg)

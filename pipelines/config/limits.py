@@ -41,6 +41,7 @@ _FIXED: dict[str, int] = {
     "finetune.num_beams": 16,
     "finetune.train_examples": 1_000_000,
     "finetune.patience": 100,
+    "finetune.search_trials": 20,  # each trial is a whole fine-tune
     "evaluate.batch_size": 1024,
     "evaluate.perplexity_batches": 10_000,
     "model.n_layer": 48,

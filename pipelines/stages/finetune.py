@@ -15,11 +15,13 @@ gets its own MLflow child run tagged ``transferlab.cache=hit`` with the metrics 
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from modules.config import FinetuneConfig
 from modules.models.checkpoints import checkpoint_family
 from modules.models.choices import BUILTIN_INITS, TFIDF
 from pipelines.cache.store import fingerprint
@@ -29,12 +31,18 @@ from pipelines.stages.cached import CachedStage, CacheEntry, cached_stage
 from pipelines.stages.common import StageContext, StageRun
 from pipelines.stages.pretrain import lightning_logger
 from pipelines.stages.records import FinetuneRecord, PrepRecord, PretrainRecord
-from pipelines.tracking.runs import TAG_INIT, TAG_STRATEGY, TAG_TASK
+from pipelines.tracking.runs import TAG_INIT, TAG_STAGE, TAG_STRATEGY, TAG_TASK, run_context
+
+if TYPE_CHECKING:  # torch-heavy: imported where a fine-tune runs
+    from modules.training.recipes import FinetuneJob, FinetuneResult
 
 log = logging.getLogger("transferlab")
 
 TAG_INIT_SOURCE = "transferlab.init_source"  # init=checkpoint: which one (credentials redacted)
 TAG_BASELINE_CHOICE = "transferlab.baseline_choice"  # init=tfidf: what validation chose ("C=1.0", "rule=copy")
+# finetune.search_trials > 0: each trial's run, nested under its fine-tune's run (not a stage of its own).
+STAGE_TRIAL = "finetune_trial"
+TAG_TRIAL = "transferlab.trial"
 
 
 def init_label(init: str) -> str:
@@ -73,7 +81,12 @@ def finetune_fingerprint(cfg: TransferLabConfig, prep_record: PrepRecord, identi
                                         "finetune": {"task": cfg.finetune.task,
                                                      "train_examples": cfg.finetune.train_examples}})
     ft = asdict(cfg.finetune)
-    keys = {k: v for k, v in ft.items() if k != "inits" and not k.startswith("zero_shot")}
+    keys = {k: v for k, v in ft.items() if k != "inits" and not k.startswith(("zero_shot", "search_"))}
+    if cfg.finetune.search_trials:
+        # The searched range replaces the configured rates; search off (0) leaves the payload,
+        # and so every existing cache entry, as it was.
+        keys = {**{k: v for k, v in keys.items() if k not in ("lr", "checkpoint_lr")},
+                **{k: v for k, v in ft.items() if k.startswith("search_")}}
     if init == "zero_shot":
         keys = {k: v for k, v in ft.items() if k.startswith("zero_shot") or k in ("task", "max_length")}
     trainer = {k: getattr(cfg.trainer, k) for k in ("accelerator", "precision", "deterministic")}
@@ -130,6 +143,8 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
                   "model/trainable_parameters": built["trainable_parameters"]}
         if built.get("epochs") is not None:
             counts["train/epochs"] = built["epochs"]
+        if built.get("lr_search"):
+            counts.update(lr_search_metrics(built["lr_search"]))
         run.log_metrics(counts)
         if built.get("requested_examples") != built["train_examples"] and init != "zero_shot":
             run.set_tags({"transferlab.train_examples_clamped": f"{built['requested_examples']}->"
@@ -161,7 +176,7 @@ def _train(ctx: StageContext, run: StageRun, prep_record: PrepRecord, source: Pa
     from modules.models.checkpoints import clamp_max_length
     from modules.tasks import get_task
     from modules.training.learning_rates import finetune_lr
-    from modules.training.recipes import FinetuneJob, finetune_on_task
+    from modules.training.recipes import FinetuneJob
 
     cfg = ctx.cfg
     ft = cfg.finetune
@@ -172,17 +187,81 @@ def _train(ctx: StageContext, run: StageRun, prep_record: PrepRecord, source: Pa
         ft = replace(ft, max_length=clamp_max_length(ft.max_length, source, init_label(init)))
     job = FinetuneJob(Path(prep_record.path), source, "scratch" if init == "scratch" else "pretrained", family,
                       out, name=init_label(init), trust_remote_code=cfg.model.trust_remote_code)
-    result = finetune_on_task(job, ft, cfg.trainer, cfg.seed, cfg.evaluate.batch_size,
-                              logger=lightning_logger(ctx, run))
+    search: dict[str, Any] | None = None
+    if ft.search_trials:
+        result, search = _search_lr(ctx, run, job, ft, init)
+    else:
+        result = _fit(ctx, run, job, ft)
     task = get_task(ft.task)
     task.save_predictions(out / task.predictions_file, result.predictions)
     # The best weights live on in hf_model/; the Lightning checkpoint (with optimizer state,
     # ~3x the size) has served its purpose once the test ran.
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    return {"metrics": result.metrics, "train_examples": result.train_examples,
-            "requested_examples": ft.train_examples,
-            "epochs": result.epochs, "strategy": result.strategy, "trainable_parameters": result.trainable_parameters,
-            "label_names": result.label_names, "predictions_file": task.predictions_file}
+    built = {"metrics": result.metrics, "train_examples": result.train_examples,
+             "requested_examples": ft.train_examples,
+             "epochs": result.epochs, "strategy": result.strategy, "trainable_parameters": result.trainable_parameters,
+             "label_names": result.label_names, "predictions_file": task.predictions_file}
+    return {**built, "lr_search": search} if search else built
+
+
+def _fit(ctx: StageContext, run: StageRun, job: FinetuneJob, ft: FinetuneConfig) -> FinetuneResult:
+    """One fine-tune (``modules.training.recipes.finetune_on_task``), Lightning logging into ``run``."""
+    from modules.training.recipes import finetune_on_task
+
+    cfg = ctx.cfg
+    return finetune_on_task(job, ft, cfg.trainer, cfg.seed, cfg.evaluate.batch_size, logger=lightning_logger(ctx, run))
+
+
+def _search_lr(ctx: StageContext, run: StageRun, job: FinetuneJob, ft: FinetuneConfig,
+               init: str) -> tuple[FinetuneResult, dict[str, Any]]:
+    """``finetune.search_trials`` fine-tunes at rates over [search_lr_min, search_lr_max]
+    (``modules.training.lr_search``); the one of lowest best-epoch val/loss is the stage's result.
+
+    Each trial is an MLflow run nested under the stage's run (``finetune-<init>-trial-<n>``:
+    param ``finetune.lr``, its training curves, ``val/best_loss`` and test metrics) and trains in
+    its own ``trials/trial-<n>/``. Only validation loss selects: the trials' test metrics are
+    shown, never used. The chosen trial's ``hf_model/`` becomes the stage's; the rest of
+    ``trials/`` is deleted. Returns the chosen result and what record.json keeps of the search.
+    """
+    from modules.training.lr_search import search_lr
+
+    label = init_label(init)
+    trials_dir = job.out_dir / "trials"
+    tags = {TAG_STAGE: STAGE_TRIAL, TAG_INIT: init if init in BUILTIN_INITS else "checkpoint", TAG_TASK: ft.task,
+            TAG_STRATEGY: ft.strategy}
+
+    def trial(number: int, lr: float) -> tuple[float | None, tuple[FinetuneResult, str]]:
+        out = trials_dir / f"trial-{number}"
+        with run_context(ctx.tracker, f"finetune-{label}-trial-{number}", {**tags, TAG_TRIAL: str(number)},
+                         run.run_id) as trial_id:
+            trial_run = StageRun(trial_id, out, ctx.tracker)
+            ctx.tracker.log_params(trial_id, {"finetune.lr": str(lr), "search.trial": str(number)})
+            result = _fit(ctx, trial_run, replace(job, out_dir=out, name=f"{label} trial {number}"), replace(ft, lr=lr))
+            shown = {k: v for k, v in result.metrics.items() if k.startswith("test/")}
+            if result.best_val_loss is not None:
+                shown["val/best_loss"] = result.best_val_loss
+            trial_run.log_metrics({**shown, "train/epochs": result.epochs})
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the best epoch's weights are in hf_model/
+        return result.best_val_loss, (result, trial_id)
+
+    found = search_lr(trial, ft.search_trials, ft.search_lr_min, ft.search_lr_max, seed=ctx.cfg.seed)
+    best = found.best
+    result, _ = best.result
+    shutil.move(trials_dir / f"trial-{best.number}" / "hf_model", job.out_dir / "hf_model")
+    shutil.rmtree(trials_dir)
+    log.info("finetune[%s]: lr %.3g selected on validation (trial-%d of %d trials, val/loss %.4f)", label, best.lr,
+             best.number, len(found.trials), best.val_loss)
+    return result, {
+        "selected_lr": best.lr, "selected_trial": best.number,
+        "lr_min": ft.search_lr_min, "lr_max": ft.search_lr_max,
+        "trials": [{"trial": t.number, "lr": t.lr, "run_id": t.result[1], "epochs": t.result[0].epochs,
+                    "val_loss": t.val_loss if math.isfinite(t.val_loss) else None} for t in found.trials],
+    }
+
+
+def lr_search_metrics(search: dict[str, Any]) -> dict[str, float]:
+    """What the stage run shows of its learning-rate search (record.json's ``lr_search``)."""
+    return {"finetune/selected_lr": search["selected_lr"], "finetune/search_trials": len(search["trials"])}
 
 
 def _zero_shot(cfg: TransferLabConfig, prep_record: PrepRecord, source: Path, out: Path) -> dict[str, Any]:

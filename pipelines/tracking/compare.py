@@ -11,18 +11,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modules.tasks import HEADLINE
 from pipelines.errors import UserError
-from pipelines.tracking.runs import TAG_KIND, TAG_PARENT, TAG_RUN_NAME, TAG_STAGE
+from pipelines.tracking.runs import TAG_INIT, TAG_KIND, TAG_PARENT, TAG_RUN_NAME, TAG_STAGE
 
-# Key metrics, in display order. An entry ending in "*" matches every metric with that
-# prefix (``test/accuracy/pretrained``, ``test/accuracy/scratch``, ...), sorted by name.
+# Key metrics, in display order. An entry ending in "*" matches that metric per init
+# (``test/accuracy/pretrained``, ``test/chrf/scratch``, ...) and its variants (``test/accuracy_gain``),
+# sorted by name. The tasks' headline metrics (accuracy, entity F1, chrF) come first.
 KEY_METRICS = (
-    "test/accuracy*", "test/f1_macro*", "test/accuracy_gain", "val/loss", "val/perplexity",
+    *(f"test/{metric}*" for metric in HEADLINE.values()), "test/f1_macro*", "val/loss", "val/perplexity",
     "train/tokens_per_sec", "carbon/emissions_kg", "carbon/energy_kwh", "carbon/duration_s",
 )
 # A pipeline parent run carries the totals and test metrics; the LM figures (val/*,
 # throughput) live on its stage runs. Missing keys are taken from the children in this order.
 CHILD_STAGE_ORDER = ("evaluate", "pretrain", "prep", "finetune")
+# A parent whose children's metrics may fill its gaps. A sweep's fine-tunes are many points per
+# init (budgets, seeds): none of them speaks for the sweep, so it takes only its stage runs' figures.
+PARENT_KINDS = ("pipeline", "sweep")
+FINETUNE_RUN_PREFIX = "finetune-"  # pipelines.stages.finetune names its runs finetune-<init label>
 MISSING = "-"
 SHORT_ID = 8
 
@@ -33,6 +39,7 @@ class RunInfo:
     name: str
     params: dict[str, str]
     metrics: dict[str, float]
+    inits: tuple[str, ...] = ()  # the init labels of a parent's fine-tunes (``test/<metric>/<init>`` keys)
 
 
 @dataclass
@@ -56,26 +63,59 @@ def _client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def _child_metrics(client: Any, run: Any) -> dict[str, float]:
-    """Metrics of a pipeline parent's stage runs, the preferred stage winning a shared key."""
+def _init_of(child: Any) -> str | None:
+    """The init label a fine-tune child run's test metrics belong to (None: not a fine-tune).
+
+    Built-in inits are their ``transferlab.init`` tag; a checkpoint init is tagged ``checkpoint``
+    and told apart by its run name, ``finetune-<label>``, the label the evaluate stage keys by.
+    """
+    tags = child.data.tags
+    init = tags.get(TAG_INIT)
+    if init is None and tags.get(TAG_STAGE) != "finetune":
+        return None
+    name = tags.get(TAG_RUN_NAME) or child.info.run_name or ""
+    if (init is None or init == "checkpoint") and name.startswith(FINETUNE_RUN_PREFIX):
+        return name.removeprefix(FINETUNE_RUN_PREFIX)
+    return init
+
+
+def _child_metrics(client: Any, run: Any, kind: str) -> tuple[dict[str, float], tuple[str, ...]]:
+    """Metrics of a parent's stage runs (the preferred stage winning a shared key), and its inits.
+
+    A fine-tune's metrics are never lifted under their bare name: the parent's ``test/accuracy``
+    would be whichever init's run came first. A pipeline's fine-tune test metrics are keyed by
+    their init instead (``test/chrf`` of the scratch run -> ``test/chrf/scratch``), as the
+    evaluate stage logs them; a sweep takes none (many points per init).
+    """
     children = client.search_runs([run.info.experiment_id],
                                   filter_string=f"tags.`{TAG_PARENT}` = '{run.info.run_id}'")
     rank = {stage: i for i, stage in enumerate(CHILD_STAGE_ORDER)}
     children.sort(key=lambda c: rank.get(c.data.tags.get(TAG_STAGE, ""), len(rank)))
     out: dict[str, float] = {}
+    inits: list[str] = []
     for child in children:
-        for key, value in child.data.metrics.items():
-            out.setdefault(key, value)
-    return out
+        init = _init_of(child)
+        if init is None:
+            for key, value in child.data.metrics.items():
+                out.setdefault(key, value)
+        elif kind == "pipeline":
+            inits += [] if init in inits else [init]
+            for key, value in child.data.metrics.items():
+                if key.startswith("test/"):
+                    out.setdefault(f"{key}/{init}", value)
+    return out, tuple(inits)
 
 
 def _run_info(client: Any, run: Any) -> RunInfo:
     metrics = dict(run.data.metrics)
-    if run.data.tags.get(TAG_KIND) == "pipeline":
-        for key, value in _child_metrics(client, run).items():
+    inits: tuple[str, ...] = ()
+    kind = run.data.tags.get(TAG_KIND)
+    if kind in PARENT_KINDS:
+        lifted, inits = _child_metrics(client, run, kind)
+        for key, value in lifted.items():
             metrics.setdefault(key, value)
     name = run.data.tags.get(TAG_RUN_NAME) or run.info.run_name or ""
-    return RunInfo(run.info.run_id, name, dict(run.data.params), metrics)
+    return RunInfo(run.info.run_id, name, dict(run.data.params), metrics, inits)
 
 
 def _is_run_id(client: Any, text: str) -> bool:
@@ -127,12 +167,25 @@ def _fmt_metric(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
 
 
+def _matches(key: str, prefix: str, inits: set[str]) -> bool:
+    """``key`` is ``prefix`` itself, a variant (``test/accuracy_gain``) or the metric of an init.
+
+    With the runs' inits known, a deeper key is left out: ``test/entity_f1/PER/pretrained`` (one
+    entity type) is in MLflow, not in the table. An init label may hold "/" (``checkpoint:org/name``).
+    """
+    rest = key.removeprefix(prefix)
+    if key == rest:
+        return False
+    return rest == "" or rest.startswith("_") or (rest.startswith("/") and (not inits or rest[1:] in inits))
+
+
 def _metric_keys(runs: list[RunInfo]) -> list[str]:
     present = set().union(*(r.metrics for r in runs))
+    inits = set().union(*(r.inits for r in runs))
     keys: list[str] = []
     for pattern in KEY_METRICS:
         if pattern.endswith("*"):
-            keys += sorted(k for k in present if k.startswith(pattern[:-1]) and k not in keys)
+            keys += sorted(k for k in present if _matches(k, pattern[:-1], inits) and k not in keys)
         elif pattern in present and pattern not in keys:
             keys.append(pattern)
     return keys

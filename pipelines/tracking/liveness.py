@@ -284,13 +284,19 @@ def pipeline_run(cfg: TransferLabConfig, run_id: str = "") -> Iterator[Lease]:
 
 
 def _kill_running_children(uri: str, run_id: str) -> list[str]:
+    """Every RUNNING run below ``run_id`` -> KILLED: its stage runs, and theirs in turn (a
+    fine-tune's learning-rate trials); returns the run ids marked."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_run(run_id).info.experiment_id
-    children = client.search_runs(
-        [experiment], filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'",
-        max_results=1000)
-    for run in children:
-        client.set_terminated(run.info.run_id, status="KILLED")
-    return [run.info.run_id for run in children]
+    marked: list[str] = []
+    parents = [run_id]
+    while parents:
+        below = f"tags.mlflow.parentRunId = '{parents.pop()}' and attributes.status = 'RUNNING'"
+        children = client.search_runs([experiment], filter_string=below, max_results=1000)
+        for run in children:
+            client.set_terminated(run.info.run_id, status="KILLED")
+            marked.append(run.info.run_id)
+            parents.append(run.info.run_id)
+    return marked

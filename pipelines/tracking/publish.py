@@ -49,16 +49,22 @@ def _num(value: float | None, scale: float = 1.0, fmt: str = ".3g") -> str:
     return "–" if value is None else format(value * scale, fmt)
 
 
+def pretraining_gain(by_init: dict[str, float | None]) -> float | None:
+    """Points (x100) the pretrained init scored over scratch on the headline metric; None without both."""
+    pretrained, scratch = by_init.get("pretrained"), by_init.get("scratch")
+    return None if pretrained is None or scratch is None else (pretrained - scratch) * 100
+
+
 def pipeline_markdown(summary: dict[str, Any], link: str, report: str | None = None) -> str:
-    """The summary of one ``run_pipeline`` as markdown: headline metric, stages, link."""
+    """The summary of one ``run_pipeline`` as markdown: headline metric per init, stages, link."""
     lines = [f"## transferlab: {summary['until']} finished in {summary['wall_s']:.1f} s", "", f"**{link}**", ""]
-    acc = summary.get("accuracy") or {}
-    if acc:
-        metric = summary.get("metric", "accuracy")
+    headline = summary.get("headline")
+    if headline and headline["by_init"]:
+        metric, by_init = headline["metric"], headline["by_init"]
         lines += [f"| init | test {metric} |", "|---|---|"]
-        lines += [f"| {init} | {_num(v, fmt='.4f')} |" for init, v in acc.items()]
-        if acc.get("pretrained") is not None and acc.get("scratch") is not None:
-            gain = (acc["pretrained"] - acc["scratch"]) * 100
+        lines += [f"| {init} | {_num(v, fmt='.4f')} |" for init, v in by_init.items()]
+        gain = pretraining_gain(by_init)
+        if gain is not None:
             lines += ["", f"Pretraining changed test {metric} by **{gain:+.1f} points** over scratch."]
         lines.append("")
     lines += ["| stage | cache | CO2e (g) | energy (Wh) | time (s) |", "|---|---|---|---|---|"]

@@ -206,6 +206,11 @@ class Tracker:
             self.client.log_batch(run_id, params=params[i : i + 100])
         self.client.log_text(run_id, redact(to_yaml(cfg)), "config.yaml")
 
+    def log_params(self, run_id: str, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        self.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
 
@@ -267,6 +272,9 @@ class NullTracker(Tracker):
         pass
 
     def log_config(self, run_id: str, cfg: TransferLabConfig) -> None:
+        pass
+
+    def log_params(self, run_id: str, params: dict[str, str]) -> None:
         pass
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
