@@ -79,6 +79,7 @@ GOLDEN: dict[str, dict[str, str]] = {
         "pretrain": "35dc388801417e06",
         "finetune[pretrained]": "22cba38495d0987e",
         "finetune[scratch]": "ea529595d29e1f6d",
+        "finetune[tfidf]": "1e737aeb5a578589",  # as in "default": tfidf has no learning rate to search
     },
     "linear_probe": {
         "lm": "f0d8e7b25c0d12ee",
