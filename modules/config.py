@@ -160,7 +160,12 @@ class FinetuneConfig:
     search_lr_max: float = 1e-2
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    patience: int = 6  # early stopping on val/loss, in epochs
+    # What picks the epoch that is tested (early stopping, best checkpoint) and the LR search's
+    # trial: val/loss, or the task's validation accuracy (val/accuracy; token classification:
+    # val/token_accuracy). Loss prefers a model that stays close to uniform predictions: a
+    # scratch model can stop near chance while its accuracy is still rising (docs/tasks.md).
+    monitor: str = "val/loss"
+    patience: int = 6  # early stopping on finetune.monitor, in epochs
     dropout: float = 0.1
     # init=zero_shot (causal LMs): no training; each test text is classified by the LM
     # log-likelihood of each label's verbalisation after this prompt (modules/evaluation/zero_shot.py).

@@ -95,7 +95,34 @@ def test_search_off_leaves_the_fingerprint_as_before_and_on_changes_it(tmp_path:
     assert _finetune_fp(["finetune.search_trials=3", "finetune.lr=0.02"], tmp_path) == on
 
 
+def test_monitor_on_validation_accuracy_selects_the_trial_of_highest_accuracy(
+        tmp_path: Path, ctx: StageContext, upstream: tuple[Any, Any]) -> None:
+    """finetune.monitor=val/accuracy: the best epoch, early stopping and the trial are chosen by
+    validation accuracy (higher wins), recorded under that name; a fresh cache entry."""
+    cfg = compose(tiny_overrides(Path(ctx.cfg.paths.home), *SEARCH, "finetune.monitor=val/accuracy"))
+    acc_ctx = StageContext.create(cfg)
+    rec = stages.finetune(acc_ctx, *upstream, "scratch")
+    assert not rec.cache_hit
+    trials = _trials(acc_ctx, rec.run_id)
+    assert len(trials) == 2 and all("val/best_accuracy" in t.data.metrics for t in trials)
+    chosen = max(trials, key=lambda t: (t.data.metrics["val/best_accuracy"], -int(t.data.tags["transferlab.trial"])))
+    run = acc_ctx.tracker.client.get_run(rec.run_id)
+    assert run.data.metrics["finetune/selected_lr"] == pytest.approx(float(chosen.data.params["finetune.lr"]))
+    search = json.loads((Path(rec.path) / "record.json").read_text())["lr_search"]
+    assert search["monitor"] == "val/accuracy"
+    assert sorted(t["accuracy"] for t in search["trials"]) == sorted(
+        t.data.metrics["val/best_accuracy"] for t in trials)
+
+
+def test_monitor_default_leaves_the_fingerprint_as_before(tmp_path: Path) -> None:
+    base = _finetune_fp([], tmp_path)
+    assert _finetune_fp(["finetune.monitor=val/loss"], tmp_path) == base
+    assert _finetune_fp(["finetune.monitor=val/accuracy"], tmp_path) != base
+
+
 @pytest.mark.parametrize("overrides, key", [
+    (["finetune.monitor=val/acc"], "finetune.monitor"),
+    (["finetune.task=seq2seq", "finetune.monitor=val/accuracy", "model=bart_tiny"], "finetune.monitor"),
     (["finetune.search_trials=-1"], "finetune.search_trials"),
     (["finetune.search_trials=two"], "finetune.search_trials"),
     (["finetune.search_lr_min=0"], "finetune.search_lr_min"),

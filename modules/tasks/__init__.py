@@ -22,6 +22,10 @@ TASK_FAMILIES: dict[str, tuple[str, ...]] = {
     "token_classification": ("causal", "masked"),
     "seq2seq": ("causal", "seq2seq"),
 }
+# What early stopping, the best-epoch checkpoint and the LR search may watch besides val/loss
+# (finetune.monitor): the task's per-epoch validation accuracy. Seq2seq validates on loss only
+# (its headline, chrF, needs generation).
+VAL_METRIC: dict[str, str] = {"classification": "val/accuracy", "token_classification": "val/token_accuracy"}
 # The metric a task is judged by (learning curves, gains, sweeps), without the "test/" prefix.
 HEADLINE: dict[str, str] = {
     "classification": "accuracy",

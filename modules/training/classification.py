@@ -8,6 +8,7 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy
 from transformers import PreTrainedModel
 
+from modules.tasks import VAL_METRIC
 from modules.training.finetune_module import FineTuneModule
 from modules.training.optim import adamw_with_schedule
 
@@ -20,7 +21,7 @@ class SequenceClassification(FineTuneModule):
     prediction is and the name of the validation accuracy, nothing else.
     """
 
-    val_accuracy_name = "val/accuracy"
+    val_accuracy_name = VAL_METRIC["classification"]
 
     def __init__(
         self,

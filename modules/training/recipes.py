@@ -76,7 +76,8 @@ class FinetuneResult:
     strategy: str = "full"
     trainable_parameters: int = 0  # parameters the optimizer updated (all of them for strategy=full)
     label_names: list[str] | None = None
-    best_val_loss: float | None = None  # val/loss of the best epoch (the one tested); None: never validated
+    # The best epoch's (the tested one's) value of finetune.monitor; None: never validated.
+    best_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,11 @@ def export_checkpoint(init_dir: Path, prep_dir: Path, out_dir: Path, model_cfg: 
     return PretrainResult(0, {}, n_params, None, str(hf_dir))
 
 
+def monitor_mode(monitor: str) -> str:
+    """A loss improves downwards, an accuracy upwards."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
 def finetune_on_task(
     job: FinetuneJob,
     finetune_cfg: FinetuneConfig,
@@ -245,7 +251,7 @@ def finetune_on_task(
     logger: Logger | bool = False,
 ) -> FinetuneResult:
     """Fine-tune ``job.weights`` (the checkpoint's, or a fresh copy of its architecture) on
-    a ``train_examples`` subset of the ``finetune.task`` labeled rows, early-stopped on val/loss;
+    a ``train_examples`` subset of the ``finetune.task`` labeled rows, early-stopped on ``finetune.monitor``;
     test the best epoch and return the test predictions as rows (``Task.prediction_rows``).
 
     The rows are tokenized here with the tuned model's own tokenizer, so a checkpoint with
@@ -278,9 +284,10 @@ def finetune_on_task(
     module = task.lightning_module(model, tokenizer, family, label_names, finetune_cfg)
     steps_per_epoch = max(1, len(subset) // finetune_cfg.batch_size)
     out_dir = job.out_dir
-    best = ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor="val/loss", mode="min", save_top_k=1,
+    monitor, mode = finetune_cfg.monitor, monitor_mode(finetune_cfg.monitor)
+    best = ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor=monitor, mode=mode, save_top_k=1,
                            filename="best")
-    stop = EarlyStopping(monitor="val/loss", mode="min", patience=finetune_cfg.patience)
+    stop = EarlyStopping(monitor=monitor, mode=mode, patience=finetune_cfg.patience)
     name = f"finetune[{job.name or weights}]"
     trainer = make_trainer(
         # Scale-out is for pretraining: fine-tunes are small and run on one device in rank 0.

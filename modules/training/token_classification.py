@@ -6,6 +6,7 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy
 from transformers import PreTrainedModel
 
+from modules.tasks import VAL_METRIC
 from modules.training.classification import SequenceClassification
 
 IGNORE = -100
@@ -21,7 +22,7 @@ class TokenTagging(SequenceClassification):
     predicted ``O`` (id 0).
     """
 
-    val_accuracy_name = "val/token_accuracy"
+    val_accuracy_name = VAL_METRIC["token_classification"]
 
     def __init__(self, model: PreTrainedModel, num_labels: int, lr: float, weight_decay: float,
                  warmup_ratio: float) -> None:

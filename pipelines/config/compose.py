@@ -23,6 +23,7 @@ from modules.models.choices import ARCHS, BUILTIN_INITS, FAMILIES, STRATEGIES
 from modules.models.sizes import layer_count
 from modules.tasks import (
     TASKS,
+    VAL_METRIC,
     family_error,
 )
 from modules.training.learning_rates import default_finetune_lr, default_pretrain_lr
@@ -259,6 +260,7 @@ def validate(cfg: TransferLabConfig) -> None:
     _choice(cfg, "tokenizer.kind", TOKENIZER_KINDS)
     _choice(cfg, "finetune.task", TASKS)
     _check_strategy(cfg, scratch)
+    _check_monitor(cfg.finetune)
     if scratch and ARCHS[model.arch] != model.family:
         raise ConfigError(
             f"bad value for 'model.family': {model.family!r} "
@@ -382,6 +384,14 @@ def check_zero_shot(finetune_cfg: FinetuneConfig, family: str) -> None:
     if "zero_shot" in finetune_cfg.inits and family != "causal":
         raise ConfigError(f"bad value for 'finetune.inits': zero_shot needs a causal LM, and model.family is "
                           f"{family!r} (drop zero_shot, or use a causal model such as model=gpt2_tiny)")
+
+
+def _check_monitor(ft: FinetuneConfig) -> None:
+    """finetune.monitor: val/loss, or the validation accuracy the task logs every epoch."""
+    allowed = ["val/loss", *([VAL_METRIC[ft.task]] if ft.task in VAL_METRIC else [])]
+    if ft.monitor not in allowed:
+        raise ConfigError(f"bad value for 'finetune.monitor': {ft.monitor!r} (finetune.task={ft.task} validates "
+                          f"on: {', '.join(allowed)})")
 
 
 def _check_strategy(cfg: TransferLabConfig, scratch: bool) -> None:

@@ -82,6 +82,8 @@ def finetune_fingerprint(cfg: TransferLabConfig, prep_record: PrepRecord, identi
                                                      "train_examples": cfg.finetune.train_examples}})
     ft = asdict(cfg.finetune)
     keys = {k: v for k, v in ft.items() if k != "inits" and not k.startswith(("zero_shot", "search_"))}
+    if cfg.finetune.monitor == "val/loss":  # the default, as before the key existed: old entries stay valid
+        keys.pop("monitor")
     if cfg.finetune.search_trials:
         # The searched range replaces the configured rates; search off (0) leaves the payload,
         # and so every existing cache entry, as it was.
@@ -224,9 +226,13 @@ def _search_lr(ctx: StageContext, run: StageRun, job: FinetuneJob, ft: FinetuneC
     ``trials/`` is deleted. Returns the chosen result and what record.json keeps of the search.
     """
     from modules.training.lr_search import search_lr
+    from modules.training.recipes import monitor_mode
 
     label = init_label(init)
     trials_dir = job.out_dir / "trials"
+    # The search minimises: an accuracy (finetune.monitor=val/accuracy) enters negated.
+    sign = 1.0 if monitor_mode(ft.monitor) == "min" else -1.0
+    best_key = "val/best_" + ft.monitor.removeprefix("val/")  # val/best_loss, val/best_accuracy
     tags = {TAG_STAGE: STAGE_TRIAL, TAG_INIT: init if init in BUILTIN_INITS else "checkpoint", TAG_TASK: ft.task,
             TAG_STRATEGY: ft.strategy}
 
@@ -238,24 +244,27 @@ def _search_lr(ctx: StageContext, run: StageRun, job: FinetuneJob, ft: FinetuneC
             ctx.tracker.log_params(trial_id, {"finetune.lr": str(lr), "search.trial": str(number)})
             result = _fit(ctx, trial_run, replace(job, out_dir=out, name=f"{label} trial {number}"), replace(ft, lr=lr))
             shown = {k: v for k, v in result.metrics.items() if k.startswith("test/")}
-            if result.best_val_loss is not None:
-                shown["val/best_loss"] = result.best_val_loss
+            if result.best_score is not None:
+                shown[best_key] = result.best_score
             trial_run.log_metrics({**shown, "train/epochs": result.epochs})
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the best epoch's weights are in hf_model/
-        return result.best_val_loss, (result, trial_id)
+        lower_is_better = None if result.best_score is None else result.best_score * sign
+        return lower_is_better, (result, trial_id)
 
     found = search_lr(trial, ft.search_trials, ft.search_lr_min, ft.search_lr_max, seed=ctx.cfg.seed)
     best = found.best
     result, _ = best.result
     shutil.move(trials_dir / f"trial-{best.number}" / "hf_model", job.out_dir / "hf_model")
     shutil.rmtree(trials_dir)
-    log.info("finetune[%s]: lr %.3g selected on validation (trial-%d of %d trials, val/loss %.4f)", label, best.lr,
-             best.number, len(found.trials), best.val_loss)
+    log.info("finetune[%s]: lr %.3g selected on validation (trial-%d of %d trials, %s %.4f)", label, best.lr,
+             best.number, len(found.trials), ft.monitor, sign * best.val_loss)
+    # record.json: each trial's best value of the monitored figure, under its own name.
+    score_key = "val_loss" if ft.monitor == "val/loss" else ft.monitor.removeprefix("val/")
     return result, {
-        "selected_lr": best.lr, "selected_trial": best.number,
+        "selected_lr": best.lr, "selected_trial": best.number, "monitor": ft.monitor,
         "lr_min": ft.search_lr_min, "lr_max": ft.search_lr_max,
         "trials": [{"trial": t.number, "lr": t.lr, "run_id": t.result[1], "epochs": t.result[0].epochs,
-                    "val_loss": t.val_loss if math.isfinite(t.val_loss) else None} for t in found.trials],
+                    score_key: sign * t.val_loss if math.isfinite(t.val_loss) else None} for t in found.trials],
     }
 
 
