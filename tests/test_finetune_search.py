@@ -145,7 +145,7 @@ def test_a_sweep_searches_per_point_in_its_worker_processes(tmp_path: Path, pref
 
     summary = data_efficiency(overrides=tiny_overrides(tmp_path, *SEARCH, "sweep.budgets=[8]", "sweep.seeds=[0]",
                                                        "sweep.parallel=2"))
-    assert summary["failed"] == [] and len(summary["points"]) == 2
+    assert summary["failed"] == [] and len(summary["points"]) == 3  # pretrained, scratch, tfidf
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("transferlab")
     assert exp is not None
@@ -154,8 +154,10 @@ def test_a_sweep_searches_per_point_in_its_worker_processes(tmp_path: Path, pref
         return client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
 
     points = [r for r in children(summary["parent_run_id"]) if r.data.tags["transferlab.stage"] == "finetune"]
-    assert len(points) == 2
-    for point in points:
+    assert len(points) == 3
+    tfidf = next(p for p in points if p.data.tags["transferlab.init"] == "tfidf")
+    assert children(tfidf.info.run_id) == []  # no network, no learning rate to search
+    for point in (p for p in points if p is not tfidf):
         trials = children(point.info.run_id)
         assert len(trials) == 2 and {t.data.tags["transferlab.stage"] for t in trials} == {"finetune_trial"}
         chosen = min(trials, key=lambda t: t.data.metrics["val/best_loss"])
