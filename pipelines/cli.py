@@ -14,7 +14,7 @@ from modules.data.errors import DataError
 from pipelines.errors import UserError
 
 COMMANDS = {
-    "run": "run the whole pipeline: prep, pretrain, finetune (pretrained and scratch), evaluate",
+    "run": "run the whole pipeline: prep, pretrain, finetune (pretrained, scratch, tfidf), evaluate",
     "prep": "prepare data and tokenizer (cached by fingerprint)",
     "pretrain": "pretrain the language model (runs or reuses prep first)",
     "finetune": "fine-tune from the pretrained export and from scratch (runs or reuses upstream stages)",

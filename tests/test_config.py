@@ -100,7 +100,7 @@ def test_console_script_reports_bad_group_option(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "transferlab: error: unknown option 'nope' for config group 'model' "
-        "(choices: bart_small, bart_tiny, bert_small, bert_tiny, gpt2_small, gpt2_tiny)"
+        "(choices: bart_small, bart_tiny, bert_small, bert_tiny, gpt2_mini, gpt2_small, gpt2_tiny)"
     ]
     assert not (tmp_path / ".transferlab").exists()  # rejected before any state was written
 

@@ -123,7 +123,7 @@ def _user_errors_fail_cleanly(fn: Any) -> Any:
     return wrapper
 
 
-@flow(name="transfer_learning", description="prep -> pretrain -> finetune (pretrained, scratch) -> evaluate")
+@flow(name="transfer_learning", description="prep -> pretrain -> finetune (pretrained, scratch, tfidf) -> evaluate")
 @_documented("The whole pipeline, pretrained vs scratch, with the report.")
 @_user_errors_fail_cleanly
 def ui_transfer_learning(experiment: Experiment | None = None, model: Model | None = None, max_steps: int | None = None,
