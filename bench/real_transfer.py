@@ -83,10 +83,13 @@ def run(home: Path, command: str, overrides: list[str], log: list[str]) -> float
     return wall
 
 
-def newest(home: Path, kind: str, stage: str | None = None) -> Any:
+def newest(home: Path, kind: str, stage: str | None = None, name: str | None = None) -> Any:
+    """The newest run of a kind (or stage), by run name when given: two benches may share a state dir."""
     c = client(home)
     exp = c.get_experiment_by_name("transferlab")
     query = f"tags.`transferlab.kind` = '{kind}'" if stage is None else f"tags.`transferlab.stage` = '{stage}'"
+    if name:
+        query += f" and tags.`mlflow.runName` = '{name}'"
     return c.search_runs([exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)[0]
 
 
@@ -139,10 +142,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def table(rows: list[Row], chance: float) -> str:
-    inits = list(dict.fromkeys(r.init for r in rows))
+    order = ["pretrained", "scratch", "tfidf"]
+    inits = sorted(dict.fromkeys(r.init for r in rows), key=lambda i: (order.index(i) if i in order else len(order), i))
     budgets = sorted({r.budget for r in rows})
-    head = "| init | " + " | ".join(f"{b} labels" for b in budgets) + " | g CO2e per fine-tune (mean) |"
-    lines = [head, "|---|" + "---:|" * (len(budgets) + 1)]
+    head = ("| init | " + " | ".join(f"{b} labels" for b in budgets)
+            + " | per fine-tune (mean; LR trials included): g CO2e | s |")
+    lines = [head, "|---|" + "---:|" * (len(budgets) + 2)]
     for init in inits:
         cells = []
         for b in budgets:
@@ -153,9 +158,11 @@ def table(rows: list[Row], chance: float) -> str:
             m, s = mean_std(vals)
             cells.append(f"{m:.3f} ± {s:.3f} (n={len(vals)})")
         kgs = [r.kg for r in rows if r.init == init and r.kg is not None]
+        secs = [r.seconds for r in rows if r.init == init and r.seconds is not None]
         cost = f"{statistics.mean(kgs) * 1000:.3g}" if kgs else "-"
-        lines.append(f"| {init} | " + " | ".join(cells) + f" | {cost} |")
-    lines.append("| majority class | " + " | ".join(f"{chance:.3f}" for _ in budgets) + " | 0 |")
+        wall = f"{statistics.mean(secs):.0f}" if secs else "-"
+        lines.append(f"| {init} | " + " | ".join(cells) + f" | {cost} | {wall} |")
+    lines.append("| majority class | " + " | ".join(f"{chance:.3f}" for _ in budgets) + " | 0 | 0 |")
     return "\n".join(lines)
 
 
@@ -176,11 +183,12 @@ def verdict(rows: list[Row], budget: int) -> str:
             wins = False
             continue
         margin = pre[0] - st[0]
-        beyond = margin > max(pre[1], st[1])
-        wins = wins and beyond
-        parts.append(f"{'+' if margin >= 0 else ''}{margin:.3f} vs {other}"
+        beyond = abs(margin) > max(pre[1], st[1])
+        wins = wins and margin > 0 and beyond
+        parts.append(f"{'ahead of' if margin > 0 else 'behind'} {other} by {abs(margin):.3f}"
                      f" ({'beyond' if beyond else 'within'} one std)")
-    return f"{'**beats both**' if wins else 'does not beat both'} at {budget} labels: {', '.join(parts)}"
+    return (f"Own pretraining {'**beats both**' if wins else 'does not beat both'} at {budget} labels (mean over "
+            f"seeds): {', '.join(parts)}.")
 
 
 def plot(rows: list[Row], chance: float, title: str, out: Path) -> None:
@@ -191,9 +199,25 @@ def plot(rows: list[Row], chance: float, title: str, out: Path) -> None:
     learning_curve_png(points, "test accuracy", title, out, chance=chance)
 
 
+def pretrain_line(home: Path) -> str:
+    """The one shared pretraining's cost and final LM quality, from its MLflow run."""
+    c = client(home)
+    exp = c.get_experiment_by_name("transferlab")
+    # The sweeps' own pretrain stages pass the export through (max_steps=0): no val/loss.
+    trained = [r for r in c.search_runs([exp.experiment_id], "tags.`transferlab.stage` = 'pretrain'", max_results=100)
+               if "val/loss" in r.data.metrics and r.data.tags.get("transferlab.cache") != "hit"]
+    if not trained:
+        return "No pretraining run in this state dir (an export was reused)."
+    m = trained[0].data.metrics
+    return (f"Pretraining, once for all three sets: {m.get('carbon/duration_s', float('nan')):.0f} s, "
+            f"{m.get('carbon/emissions_kg', float('nan')) * 1000:.3g} g CO2e, "
+            f"{m.get('train/tokens_per_sec', float('nan')):,.0f} tokens/s, final val/loss "
+            f"{m.get('val/loss', float('nan')):.3f} (perplexity {m.get('val/perplexity', float('nan')):.0f}).")
+
+
 def section(results: dict[str, list[Row]], chances: dict[str, float], commands: list[str], pngs: dict[str, str],
-            budget: int) -> str:
-    out = [BEGIN, "", "Produced by:", "", "```text", *commands, "```", ""]
+            budget: int, pretrain: str) -> str:
+    out = [BEGIN, "", "Produced by:", "", "```text", *commands, "```", "", pretrain, ""]
     for ds, rows in results.items():
         out += [f"#### {ds}", "", table(rows, chances[ds]), "", verdict(rows, budget), ""]
         if ds in pngs:
@@ -256,7 +280,7 @@ def main() -> None:
                    f"sweep.seeds=[{','.join(map(str, args.seeds))}]", "finetune.inits=[pretrained,scratch,tfidf]",
                    f"finetune.search_trials={args.search_trials}", f"tracking.run_name=real-{ds}-own"]
             run(home, "sweep", own, commands)
-            parents[ds].append((newest(home, "sweep").info.run_id, "own"))
+            parents[ds].append((newest(home, "sweep", name=f"real-{ds}-own").info.run_id, "own"))
             if args.minilm_seeds:
                 # MiniLM tunes at its checkpoint rate (5e-5), not over the small models' search range.
                 mini = [*base, *data_ov, f"model.init={minilm_dir()}", "pretrain.max_steps=0", "tokenizer.kind=auto",
@@ -264,7 +288,7 @@ def main() -> None:
                         "finetune.inits=[pretrained]", "finetune.search_trials=0",
                         f"finetune.max_epochs={args.minilm_epochs}", f"tracking.run_name=real-{ds}-minilm"]
                 run(home, "sweep", mini, commands)
-                parents[ds].append((newest(home, "sweep").info.run_id, "minilm"))
+                parents[ds].append((newest(home, "sweep", name=f"real-{ds}-minilm").info.run_id, "minilm"))
             if args.dapt_steps > 0 and args.minilm_seeds:
                 dapt = [*base, *data_ov, f"model.init={minilm_dir()}", f"pretrain.max_steps={args.dapt_steps}",
                         "tokenizer.kind=auto", "finetune.search_trials=0", "pretrain.lr=1e-4",
@@ -272,7 +296,7 @@ def main() -> None:
                         f"sweep.seeds=[{','.join(map(str, args.minilm_seeds))}]", "finetune.inits=[pretrained]",
                         f"finetune.max_epochs={args.minilm_epochs}", f"tracking.run_name=real-{ds}-minilm-dapt"]
                 run(home, "sweep", dapt, commands)
-                parents[ds].append((newest(home, "sweep").info.run_id, "dapt"))
+                parents[ds].append((newest(home, "sweep", name=f"real-{ds}-minilm-dapt").info.run_id, "dapt"))
             with open(ledger, "a") as f:
                 f.writelines(f"{ds}\t{p}\t{kind}\n" for p, kind in parents[ds])
         print(f"all runs: {time.perf_counter() - started:.0f} s", flush=True)
@@ -291,7 +315,7 @@ def main() -> None:
         plot(rows, chances[ds], f"{ds}: test accuracy vs labeled examples", png)
         pngs[ds] = png.name
         print(f"\n{ds}\n{table(rows, chances[ds])}\n{verdict(rows, args.floor_budget)}")
-    text = section(results, chances, commands, pngs, args.floor_budget)
+    text = section(results, chances, commands, pngs, args.floor_budget, pretrain_line(home))
     if args.write_docs:
         write_docs(text)
     else:
