@@ -73,7 +73,7 @@ def test_up_serves_runs_that_log_to_its_mlflow_server_and_stops_on_ctrl_c(tmp_pa
         assert parent.data.params["finetune.max_epochs"] == "1"  # and the free-form override
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert sorted(r.data.tags["transferlab.stage"] for r in children) == [
-            "evaluate", "finetune", "finetune", "prep", "pretrain"]
+            "evaluate", "finetune", "finetune", "finetune", "prep", "pretrain"]  # pretrained, scratch, tfidf
         assert all("test/accuracy" in r.data.metrics
                    for r in children if r.data.tags["transferlab.stage"] == "finetune")
         assert {"report.md", "config.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
