@@ -214,7 +214,7 @@ def test_a_run_started_from_the_prefect_api_logs_to_mlflow_as_the_worker_user(st
     assert len(parents) == 1 and parents[0]["info"]["status"] == "FINISHED"
     parent_id = parents[0]["info"]["run_id"]
     stages = sorted(t["transferlab.stage"] for t in tags if t.get("mlflow.parentRunId") == parent_id)
-    assert stages == ["evaluate", "finetune", "finetune", "prep", "pretrain"]
+    assert stages == ["evaluate", "finetune", "finetune", "finetune", "prep", "pretrain"]  # pretrained, scratch, tfidf
     params_logged = {p["key"]: p["value"] for p in parents[0]["data"]["params"]}
     assert params_logged["finetune.train_examples"] == "24" and params_logged["pretrain.max_steps"] == "8"
     # artifacts went through the MLflow server (the worker has no access to its volume)
