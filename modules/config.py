@@ -139,7 +139,7 @@ class FinetuneConfig:
     # predicted O); seq2seq: source + target together (causal), the source (encoder-decoder).
     max_length: int = 64
     batch_size: int = 16
-    max_epochs: int = 40  # a cap: early stopping on val/loss (patience) ends most runs sooner
+    max_epochs: int = 40  # a cap: early stopping on finetune.monitor (patience) ends most runs sooner
     # full | linear_probe (frozen body, only the classification head trains) | partial (the
     # top `trainable_layers` transformer layers + head train); modules/models/freeze.py.
     # seq2seq knows only full (the LM head is tied to the embeddings).
@@ -152,9 +152,9 @@ class FinetuneConfig:
     checkpoint_lr: float | None = None
     # Learning-rate selection on the validation split (modules/training/lr_search.py): > 0 tunes
     # every training init (pretrained, scratch, checkpoints) search_trials times, at rates spread
-    # evenly in log space over [search_lr_min, search_lr_max], and keeps the trial with the lowest
-    # best-epoch val/loss; lr and checkpoint_lr are then unused. Costs search_trials fine-tunes
-    # per init. 0: off, one fine-tune at lr (checkpoint_lr).
+    # evenly in log space over [search_lr_min, search_lr_max], and keeps the trial with the best
+    # best-epoch finetune.monitor (lowest val/loss by default); lr and checkpoint_lr are then
+    # unused. Costs search_trials fine-tunes per init. 0: off, one fine-tune at lr (checkpoint_lr).
     search_trials: int = 0
     search_lr_min: float = 1e-5
     search_lr_max: float = 1e-2

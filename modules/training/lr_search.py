@@ -4,8 +4,9 @@ one with the lowest validation loss wins.
 Why: a single fixed rate favours whichever init it was tuned for. The tiny presets' rate
 (1e-3) was chosen for the pretrained model; a scratch baseline early-stopped near chance at
 that rate is a straw man (issue 13). Giving every init the same small search makes the
-comparison fair. Epochs need no search of their own: each trial early-stops on val/loss
-and keeps its best epoch's weights, so a trial's score is already its best epoch's.
+comparison fair. Epochs need no search of their own: each trial early-stops on
+finetune.monitor (val/loss by default) and keeps its best epoch's weights, so a trial's score
+is already its best epoch's.
 
 How the rates are chosen (Optuna, not a home-made loop): the first ``min(trials,
 GRID_POINTS)`` trials are an even log-spaced grid over ``[lr_min, lr_max]`` (the centres of

@@ -217,7 +217,8 @@ def _fit(ctx: StageContext, run: StageRun, job: FinetuneJob, ft: FinetuneConfig)
 def _search_lr(ctx: StageContext, run: StageRun, job: FinetuneJob, ft: FinetuneConfig,
                init: str) -> tuple[FinetuneResult, dict[str, Any]]:
     """``finetune.search_trials`` fine-tunes at rates over [search_lr_min, search_lr_max]
-    (``modules.training.lr_search``); the one of lowest best-epoch val/loss is the stage's result.
+    (``modules.training.lr_search``); the one with the best
+    best-epoch value of ``finetune.monitor`` (val/loss by default) is the stage's result.
 
     Each trial is an MLflow run nested under the stage's run (``finetune-<init>-trial-<n>``:
     param ``finetune.lr``, its training curves, ``val/best_loss`` and test metrics) and trains in
