@@ -71,7 +71,8 @@ def test_ddp_run_pretrains_on_two_ranks_then_finetunes_in_rank_zero(tmp_path: Pa
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("transferlab").experiment_id])
     stages = sorted(r.data.tags.get("transferlab.stage") or r.data.tags["transferlab.kind"] for r in runs)
-    assert stages == ["evaluate", "finetune", "finetune", "pipeline", "prep", "pretrain"]
+    # pretrained, scratch and tfidf fine-tunes (tfidf is a default init)
+    assert stages == ["evaluate", "finetune", "finetune", "finetune", "pipeline", "prep", "pretrain"]
     assert all(r.info.status == "FINISHED" for r in runs)
     tuned = [r for r in runs if r.data.tags.get("transferlab.stage") == "finetune"]
     assert all(0.0 <= r.data.metrics["test/accuracy"] <= 1.0 for r in tuned)
