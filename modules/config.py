@@ -141,10 +141,19 @@ class FinetuneConfig:
     batch_size: int = 16
     max_epochs: int = 40  # a cap: early stopping on finetune.monitor (patience) ends most runs sooner
     # full | linear_probe (frozen body, only the classification head trains) | partial (the
-    # top `trainable_layers` transformer layers + head train); modules/models/freeze.py.
-    # seq2seq knows only full (the LM head is tied to the embeddings).
+    # top `trainable_layers` transformer layers + head train); modules/models/freeze.py |
+    # lora (frozen body, low-rank adapters on the lora_target_modules + head train; saved as
+    # adapter/ and merged into hf_model/; modules/models/lora.py).
+    # seq2seq knows only full and lora (the LM head is tied to the embeddings).
     strategy: str = "full"
     trainable_layers: int = 2  # strategy=partial: how many of the top transformer layers train
+    # strategy=lora: the adapters' rank, their scale numerator (updates are scaled by alpha / rank),
+    # dropout on their input, and the linear layers that get one: auto (by model type: gpt2 c_attn,
+    # bert query+value, bart q_proj+v_proj) or a list of layer names, e.g. [c_attn,c_proj].
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_target_modules: Any = "auto"
     # null: the strategy's default (STRATEGY_LR in modules/training/learning_rates.py; CHECKPOINT_LR when
     # model.init is a real checkpoint). Used by inits pretrained and scratch.
     lr: float | None = None

@@ -111,7 +111,7 @@ def test_strategy_config_errors_name_the_key(tmp_path: Path, overrides: list[str
 @pytest.mark.parametrize("strategy", sorted(STRATEGY_LR))
 def test_lr_null_resolves_per_strategy_and_explicit_lr_wins(tmp_path: Path, strategy: str) -> None:
     cfg = compose(tiny_overrides(tmp_path, f"finetune.strategy={strategy}", "finetune.trainable_layers=1"))
-    assert cfg.finetune.lr == {"full": 1e-3, "partial": 2e-3, "linear_probe": 5e-3}[strategy]
+    assert cfg.finetune.lr == {"full": 1e-3, "partial": 2e-3, "linear_probe": 5e-3, "lora": 3e-3}[strategy]
     explicit = compose(tiny_overrides(tmp_path, f"finetune.strategy={strategy}", "finetune.trainable_layers=1",
                                       "finetune.lr=3e-4"))
     assert explicit.finetune.lr == 3e-4

@@ -13,9 +13,10 @@ FAMILIES = ("causal", "masked", "seq2seq")
 # ``model.arch`` -> its family, for the architectures transferlab builds from scratch
 # (modules/models/factory.py ARCH_KEYS maps each one's size keys).
 ARCHS = {"gpt2": "causal", "bert": "masked", "bart": "seq2seq"}
-# How a classifier fine-tunes (modules/models/freeze.py): every weight, only the head, or
-# the head plus the top finetune.trainable_layers layers.
-STRATEGIES = ("full", "linear_probe", "partial")
+# How a classifier fine-tunes (modules/models/freeze.py): every weight, only the head,
+# the head plus the top finetune.trainable_layers layers, or the head plus low-rank adapters
+# (modules/models/lora.py).
+STRATEGIES = ("full", "linear_probe", "partial", "lora")
 # The entries of finetune.inits that are not checkpoint references: this pipeline's
 # pretrained export, the same architecture with fresh weights, zero_shot (causal LMs
 # only: prompt scoring, no training) and tfidf (no network: the task's classical baseline,

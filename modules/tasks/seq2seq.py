@@ -32,8 +32,9 @@ if TYPE_CHECKING:
     from modules.training.finetune_module import FineTuneModule
 
 # Freeze strategies other than full would train only the LM head, which GPT-2 and BART tie
-# to the input embeddings: "freeze the body, train the head" has no meaning there.
-SEQ2SEQ_STRATEGIES = ("full",)
+# to the input embeddings: "freeze the body, train the head" has no meaning there. lora
+# trains adapters inside the body and needs no separate head.
+SEQ2SEQ_STRATEGIES = ("full", "lora")
 
 
 def check_strategy(strategy: str) -> None:
@@ -42,7 +43,7 @@ def check_strategy(strategy: str) -> None:
 
         raise StrategyError(f"finetune.strategy={strategy} is not defined for finetune.task=seq2seq (its LM head "
                             "is tied to the input embeddings, so there is no separate head to train); "
-                            "use finetune.strategy=full")
+                            "use finetune.strategy=full or lora")
 
 
 def tokenize_pairs(ds: Dataset, tokenizer: PreTrainedTokenizerBase, family: str, max_length: int,

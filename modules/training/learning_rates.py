@@ -17,12 +17,15 @@ CONTINUE_LR = 1e-4
 # pretrained can be damaged and there are few steps to converge in, so 5x faster.
 # partial: in between; the head wants the faster rate, but the unfrozen top layers carry
 # pretrained features that a linear-probe-sized step would pull away from.
-STRATEGY_LR = {"full": 1e-3, "partial": 2e-3, "linear_probe": 5e-3}
+# lora: the adapters start at zero and move a rank-8 subspace only, so they take the larger
+# steps LoRA is usually trained with (1e-3..5e-3 on small models).
+STRATEGY_LR = {"full": 1e-3, "partial": 2e-3, "linear_probe": 5e-3, "lora": 3e-3}
 # The same for a real pretrained checkpoint (model.init, or an extra entry of finetune.inits):
 # a large model trained long on real text is wrecked by 1e-3 (MiniLM on SST-2 sits at the
 # majority class); the BERT paper's 2e-5..5e-5 range applies. The new head alone (linear_probe)
-# can still learn fast.
-CHECKPOINT_LR = {"full": 5e-5, "partial": 1e-4, "linear_probe": 5e-3}
+# can still learn fast. LoRA on a real checkpoint: 5e-4, ten times full's (the adapters are
+# a small, zero-initialised update; the pretrained weights cannot be wrecked, only shifted).
+CHECKPOINT_LR = {"full": 5e-5, "partial": 1e-4, "linear_probe": 5e-3, "lora": 5e-4}
 
 
 def default_pretrain_lr(family: str, continued: bool = False) -> float:

@@ -29,6 +29,7 @@ from modules.models.factory import (
     load_lm,
 )
 from modules.models.freeze import apply_strategy
+from modules.models.lora import LoraSettings, apply_lora, save_lora
 from modules.training.callbacks import ProgressLog, ThroughputMonitor, flops_per_token
 from modules.training.checkpointing import (
     AtomicCheckpointIO,
@@ -78,6 +79,8 @@ class FinetuneResult:
     label_names: list[str] | None = None
     # The best epoch's (the tested one's) value of finetune.monitor; None: never validated.
     best_score: float | None = None
+    total_parameters: int = 0  # of the model as exported (hf_model/)
+    adapter_bytes: int | None = None  # strategy=lora: adapter/ on disk (None: none written)
 
 
 @dataclass(frozen=True)
@@ -277,10 +280,13 @@ def finetune_on_task(
 
     model = task.build_model(source_model, weights, family, label_names, finetune_cfg.dropout, job.trust_remote_code)
     strategy = finetune_cfg.strategy
-    frozen = apply_strategy(model, strategy, finetune_cfg.trainable_layers)
-    if weights == "scratch" and strategy == "linear_probe":
-        log.warning("finetune[scratch]: strategy=linear_probe trains a head on a frozen *random* body; "
-                    "a baseline only, not a fine-tune")
+    if strategy == "lora":
+        model, frozen = apply_lora(model, LoraSettings.from_config(finetune_cfg))
+    else:
+        frozen = apply_strategy(model, strategy, finetune_cfg.trainable_layers)
+    if weights == "scratch" and strategy in ("linear_probe", "lora"):
+        log.warning("finetune[scratch]: strategy=%s trains on a frozen *random* body; "
+                    "a baseline only, not a fine-tune", strategy)
     module = task.lightning_module(model, tokenizer, family, label_names, finetune_cfg)
     steps_per_epoch = max(1, len(subset) // finetune_cfg.batch_size)
     out_dir = job.out_dir
@@ -307,9 +313,15 @@ def finetune_on_task(
     headline = f"test/{task.headline}"
     log.info("%s: stopped after %d epochs; %s %.4f", name, trainer.current_epoch, headline, metrics[headline])
     hf_dir = out_dir / "hf_model"
-    module.model.save_pretrained(str(hf_dir))
+    adapter_bytes = None
+    if strategy == "lora":
+        # The adapter of a scratch init only reproduces the model over that run's random weights: not written.
+        adapter_bytes = save_lora(module.model, hf_dir, None if weights == "scratch" else out_dir / "adapter")
+    else:
+        module.model.save_pretrained(str(hf_dir))
     tokenizer.save_pretrained(str(hf_dir))
     best_score = best.best_model_score
     return FinetuneResult(metrics, rows, len(subset), best.best_model_path or None, trainer.current_epoch, strategy,
                           frozen.trainable_parameters, label_names,
-                          float(best_score) if best_score is not None else None)
+                          float(best_score) if best_score is not None else None,
+                          total_parameters=frozen.total_parameters, adapter_bytes=adapter_bytes)

@@ -400,9 +400,10 @@ def _check_strategy(cfg: TransferLabConfig, scratch: bool) -> None:
     _choice(cfg, "finetune.strategy", STRATEGIES)
     if ft.trainable_layers < 1:
         raise ConfigError(f"bad value for 'finetune.trainable_layers': {ft.trainable_layers!r} (must be >= 1)")
-    if ft.task == "seq2seq" and ft.strategy != "full":  # the LM head is tied to the embeddings
+    if ft.task == "seq2seq" and ft.strategy not in ("full", "lora"):  # the LM head is tied to the embeddings
         raise ConfigError(f"bad value for 'finetune.strategy': {ft.strategy!r} is not defined for "
-                          "finetune.task=seq2seq (no separate head to train); use finetune.strategy=full")
+                          "finetune.task=seq2seq (no separate head to train); use finetune.strategy=full or lora")
+    _check_lora(ft)
     for key in ("lr", "checkpoint_lr"):
         if getattr(ft, key) is not None and getattr(ft, key) <= 0:
             raise ConfigError(f"bad value for 'finetune.{key}': {getattr(ft, key)!r} "
@@ -413,6 +414,21 @@ def _check_strategy(cfg: TransferLabConfig, scratch: bool) -> None:
         if ft.trainable_layers > depth:
             raise ConfigError(f"bad value for 'finetune.trainable_layers': {ft.trainable_layers} exceeds the "
                               f"model's {depth} transformer layers (finetune.strategy=full trains them all)")
+
+
+def _check_lora(ft: FinetuneConfig) -> None:
+    """finetune.lora_*: checked whatever the strategy, so a typo fails before a run that later
+    switches to lora; whether each target names a layer is checked on the model (modules/models/lora.py)."""
+    if isinstance(ft.lora_rank, bool) or ft.lora_rank < 1:
+        raise ConfigError(f"bad value for 'finetune.lora_rank': {ft.lora_rank!r} (must be >= 1)")
+    if isinstance(ft.lora_alpha, bool) or ft.lora_alpha < 1:
+        raise ConfigError(f"bad value for 'finetune.lora_alpha': {ft.lora_alpha!r} (must be >= 1)")
+    if not 0 <= ft.lora_dropout < 1:
+        raise ConfigError(f"bad value for 'finetune.lora_dropout': {ft.lora_dropout!r} (must be in [0, 1))")
+    targets = [ft.lora_target_modules] if isinstance(ft.lora_target_modules, str) else ft.lora_target_modules
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t.strip() for t in targets):
+        raise ConfigError(f"bad value for 'finetune.lora_target_modules': {ft.lora_target_modules!r} (auto, or "
+                          "linear layer names such as [c_attn,c_proj])")
 
 
 def _check_sweep(sweep: SweepConfig) -> None:

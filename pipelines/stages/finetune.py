@@ -82,6 +82,8 @@ def finetune_fingerprint(cfg: TransferLabConfig, prep_record: PrepRecord, identi
                                                      "train_examples": cfg.finetune.train_examples}})
     ft = asdict(cfg.finetune)
     keys = {k: v for k, v in ft.items() if k != "inits" and not k.startswith(("zero_shot", "search_"))}
+    if cfg.finetune.strategy != "lora":  # the adapter's knobs change nothing else: old entries stay valid
+        keys = {k: v for k, v in keys.items() if not k.startswith("lora_")}
     if cfg.finetune.monitor == "val/loss":  # the default, as before the key existed: old entries stay valid
         keys.pop("monitor")
     if cfg.finetune.search_trials:
@@ -140,11 +142,17 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
         built = entry.record
         if not entry.hit and init not in ("zero_shot", TFIDF):
             run.log_artifact(entry.path / "hf_model", "hf_model")
+            if (entry.path / "adapter").is_dir():  # strategy=lora
+                run.log_artifact(entry.path / "adapter", "adapter")
         run.log_metrics(built["metrics"])  # all test metrics (per class too); a reused point reads complete in the UI
         counts = {"data/train_examples": built["train_examples"],
                   "model/trainable_parameters": built["trainable_parameters"]}
         if built.get("epochs") is not None:
             counts["train/epochs"] = built["epochs"]
+        if built.get("total_parameters"):  # entries cached before it was recorded lack it
+            counts["model/trainable_share"] = built["trainable_parameters"] / built["total_parameters"]
+        if built.get("adapter_bytes") is not None:
+            counts["model/adapter_bytes"] = built["adapter_bytes"]
         if built.get("lr_search"):
             counts.update(lr_search_metrics(built["lr_search"]))
         run.log_metrics(counts)
@@ -202,7 +210,10 @@ def _train(ctx: StageContext, run: StageRun, prep_record: PrepRecord, source: Pa
     built = {"metrics": result.metrics, "train_examples": result.train_examples,
              "requested_examples": ft.train_examples,
              "epochs": result.epochs, "strategy": result.strategy, "trainable_parameters": result.trainable_parameters,
+             "total_parameters": result.total_parameters,
              "label_names": result.label_names, "predictions_file": task.predictions_file}
+    if result.adapter_bytes is not None:
+        built["adapter_bytes"] = result.adapter_bytes
     return {**built, "lr_search": search} if search else built
 
 
@@ -256,6 +267,8 @@ def _search_lr(ctx: StageContext, run: StageRun, job: FinetuneJob, ft: FinetuneC
     best = found.best
     result, _ = best.result
     shutil.move(trials_dir / f"trial-{best.number}" / "hf_model", job.out_dir / "hf_model")
+    if (trials_dir / f"trial-{best.number}" / "adapter").is_dir():  # strategy=lora
+        shutil.move(trials_dir / f"trial-{best.number}" / "adapter", job.out_dir / "adapter")
     shutil.rmtree(trials_dir)
     log.info("finetune[%s]: lr %.3g selected on validation (trial-%d of %d trials, %s %.4f)", label, best.lr,
              best.number, len(found.trials), ft.monitor, sign * best.val_loss)
