@@ -36,6 +36,8 @@ def check_inputs(cfg: TransferLabConfig, until: str = "prep", sweep: bool | None
             if init not in BUILTIN_INITS:
                 check_checkpoint_ref(cfg, init, "finetune.inits")
                 _check_local_family(cfg, init)
+    if until in NEEDS_LABELS:
+        _check_lora_targets(cfg)
     data = cfg.data
     if until in NEEDS_LABELS and not has_labels(data):
         fix = ("set data.labeled_path=<labeled file>" if data.source == "local_text"
@@ -89,6 +91,27 @@ def _class_count(cfg: TransferLabConfig, prep_record: dict[str, Any] | None) -> 
         return len((prep_record.get("stats") or {}).get("label_names") or []) or None
     names = validated_label_names(cfg.data, cfg.finetune.task)
     return len(names) if names else None
+
+
+def _check_lora_targets(cfg: TransferLabConfig) -> None:
+    """finetune.strategy=lora: each of finetune.lora_target_modules names a layer of the model
+    that pretraining exports (the preset's arch, or a local model.init), so a typo stops the
+    run before pretraining; other checkpoints are checked when a fine-tune builds them."""
+    from modules.data.errors import DataError
+    from pipelines.checkpoint_refs import kind_of
+
+    if cfg.finetune.strategy != "lora":
+        return
+    model = cfg.model
+    source = model.arch if model.from_scratch else model.init if kind_of(model.init) == "local" else None
+    if source is None:
+        return
+    from modules.models.lora import LoraSettings, check_targets
+
+    try:
+        check_targets(source, LoraSettings.from_config(cfg.finetune).target_modules, model.trust_remote_code)
+    except DataError as exc:
+        raise UserError(str(exc)) from exc
 
 
 def _check_local_family(cfg: TransferLabConfig, init: str) -> None:

@@ -48,6 +48,9 @@ CASES = [
     ("task", ["finetune.task=regression"], "'finetune.task': 'regression'", "main"),
     ("tokenizer-kind", ["tokenizer.kind=sentencepiece"], "'tokenizer.kind': 'sentencepiece'", "main"),
     ("finetune-strategy", ["finetune.strategy=half"], "'finetune.strategy': 'half'", "main"),
+    ("lora-rank-zero", ["finetune.strategy=lora", "finetune.lora_rank=0"], "'finetune.lora_rank': 0", "main"),
+    ("lora-unknown-target", ["finetune.strategy=lora", "finetune.lora_target_modules=[c_attn,qkv]"],
+     "'finetune.lora_target_modules': 'qkv'", "cli"),
     ("duplicate-inits", ["finetune.inits=[pretrained,pretrained]"], "finetune.inits", "main"),
     ("register-name", ["pretrain.register_as=a/b"], "pretrain.register_as", "main"),
     # Numeric ranges.

@@ -91,6 +91,20 @@ def _resolve_targets(model: PreTrainedModel, targets: tuple[str, ...] | str) -> 
     return names
 
 
+def check_targets(source: str | Path, targets: tuple[str, ...] | str, trust_remote_code: bool = False) -> None:
+    """Before any work: ``targets`` against a weightless (meta-device) body of the architecture
+    ``source`` names (a model_type such as ``gpt2``, or a checkpoint dir); StrategyError as in
+    :func:`apply_lora`. Layers of a task head are not in the body: :func:`apply_lora` checks those."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    config = (AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code) if Path(source).is_dir()
+              else AutoConfig.for_model(str(source)))
+    with torch.device("meta"):
+        body = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    _resolve_targets(body, targets)
+
+
 def apply_lora(model: PreTrainedModel, settings: LoraSettings) -> tuple[PreTrainedModel, FreezeReport]:
     """Wrap ``model`` in a ``PeftModel`` with adapters on ``settings.target_modules`` and the
     head trainable. Returned typed as the model it wraps: a ``PeftModel`` forwards calls,
