@@ -180,6 +180,29 @@ class FinetuneConfig:
 
 
 @dataclass
+class DistillConfig:
+    # Distillation (the `distill` stage, finetune.task=classification only): a student learns
+    # from a teacher's soft labels on the labeled budget plus unlabeled text; docs/tasks.md.
+    # The teacher, a fine-tuned classifier: an entry of finetune.inits (that fine-tune of this
+    # run, e.g. pretrained), or a fine-tuned checkpoint (local HF dir, runs:/, models:/).
+    # null: no distill stage.
+    teacher: str | None = None
+    # pretrained: the pipeline's own pretrained model; or a model.init-style checkpoint.
+    student: str = "pretrained"
+    # Labeled rows: alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * cross-entropy;
+    # unlabeled rows: the KL term alone.
+    alpha: float = 0.5
+    temperature: float = 2.0
+    # Unlabeled texts: drawn from the labeled pool outside the finetune.train_examples subset,
+    # labels dropped. null: all of them; 0: the labeled budget only.
+    unlabeled: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.teacher is not None
+
+
+@dataclass
 class EvaluateConfig:
     batch_size: int = 64
     perplexity_batches: int = 50  # validation batches used for the pretrained LM's perplexity

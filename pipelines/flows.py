@@ -67,6 +67,12 @@ def finetune_task(cfg: TransferLabConfig, prep_record: PrepRecord, pretrain_reco
     return stages.finetune(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, init)
 
 
+@_task("distill")
+def distill_task(cfg: TransferLabConfig, prep_record: PrepRecord, pretrain_record: PretrainRecord,
+                 finetune_records: list[FinetuneRecord], parent_run_id: str) -> FinetuneRecord:
+    return stages.distill(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, finetune_records)
+
+
 @_task("evaluate")
 def evaluate_task(cfg: TransferLabConfig, prep_record: PrepRecord, pretrain_record: PretrainRecord,
                   finetune_records: list[FinetuneRecord], parent_run_id: str) -> EvaluateRecord:
@@ -168,6 +174,8 @@ def run_pipeline(cfg: TransferLabConfig, until: str = "evaluate") -> dict[str, A
         if until in ("finetune", "evaluate"):
             tuned = [finetune_task.with_options(task_run_name=f"finetune[{init_label(init)}]")(
                 cfg, prep_record, pretrain_record, init, parent) for init in cfg.finetune.inits]
+            if cfg.distill.enabled:  # a student of one of them: one more init in the summary and the report
+                tuned = [*tuned, distill_task(cfg, prep_record, pretrain_record, tuned, parent)]
             records += tuned
             summary["headline"] = headline(cfg.finetune.task, tuned)
         if until == "evaluate":
@@ -201,7 +209,7 @@ def _publish_summary(cfg: TransferLabConfig, summary: dict[str, Any]) -> None:
 
 @flow(name="transfer_learning")
 def transfer_learning(overrides: list[str] | None = None) -> dict[str, Any]:
-    """The whole pipeline: prep -> pretrain -> finetune (each of finetune.inits) -> evaluate."""
+    """The whole pipeline: prep -> pretrain -> finetune (each of finetune.inits) [-> distill] -> evaluate."""
     return run_pipeline(compose(overrides or []), "evaluate")
 
 

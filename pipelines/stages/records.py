@@ -99,6 +99,20 @@ class FinetuneRecord(CachedRecord):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DistillRecord(FinetuneRecord):
+    """A distilled student: to the report and the summary one more init (``distilled``),
+    made by its own stage."""
+
+    stage: ClassVar[str] = "distill"
+    teacher: str  # the teacher's init label ("pretrained", "checkpoint:<name>")
+    unlabeled_examples: int  # unlabeled texts it trained on, beside train_examples labeled ones
+
+    @property
+    def label(self) -> str:
+        return "distill"
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvaluateRecord(StageRecord):
     stage: ClassVar[str] = "evaluate"
     path: str  # the run's work dir, holding the report and its plots
