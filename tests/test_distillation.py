@@ -251,3 +251,30 @@ def test_a_second_distilled_flow_reuses_the_student(distilled_flow: tuple[Path, 
     stage = next(s for s in again["stages"] if s["stage"] == "distill")
     assert stage["cache_hit"]
     assert again["headline"]["by_init"]["distilled"] == first["headline"]["by_init"]["distilled"]
+
+
+def test_a_checkpoint_teacher_and_a_checkpoint_student_distill_through_the_flow(
+        distilled_flow: tuple[Path, dict[str, Any]]) -> None:
+    """distill.teacher / distill.student as local HF dirs (any fine-tuned classifier, any
+    model.init-style checkpoint): here the first flow's fine-tune and pretrained export."""
+    import json
+
+    from pipelines.flows import transfer_learning
+
+    home, _ = distilled_flow
+    tuned = next(d for d in (home / "cache" / "finetune").iterdir() if (d / "record.json").is_file()
+                 and json.loads((d / "record.json").read_text()).get("init") == "pretrained")
+    exported = next(d for d in (home / "cache" / "pretrain").iterdir() if (d / "record.json").is_file())
+    summary = transfer_learning(overrides=tiny_overrides(
+        home, "finetune.inits=[tfidf]", f"distill.teacher={tuned / 'hf_model'}",
+        f"distill.student={exported / 'hf_model'}", "distill.unlabeled=0", "distill.alpha=1.0"))
+    stage = next(s for s in summary["stages"] if s["stage"] == "distill")
+    assert not stage["cache_hit"]  # another teacher, student and alpha than the first flow's: another entry
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("transferlab")
+    run = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{summary['parent_run_id']}' and "
+                                                  "tags.`transferlab.stage` = 'distill'")[0]
+    assert run.data.tags["transferlab.teacher"].startswith("checkpoint:")
+    assert run.data.tags["transferlab.student"].startswith("checkpoint:")
+    assert run.data.metrics["data/unlabeled_examples"] == 0 and "test/accuracy" in run.data.metrics
+    assert set(summary["headline"]["by_init"]) == {"tfidf", "distilled"}
