@@ -144,6 +144,17 @@ def test_unlabeled_rows_come_from_outside_the_labeled_subset() -> None:
     assert len(unlabeled_indices(20, labeled, 100, seed=1)) == 17  # more than there are: all, with a warning
 
 
+def test_the_report_line_says_how_much_of_the_teacher_the_student_keeps() -> None:
+    from modules.evaluation.report import distillation_note
+
+    results = {"pretrained": {"accuracy": 0.8}, "distilled": {"accuracy": 0.6}}
+    line = distillation_note(results, "pretrained", "pretrained", "accuracy", 16, 40, 0.5, 2.0, (1000, 4000))
+    assert "16 labeled + 40 unlabeled" in line and "keeps 75.0% of the teacher's test accuracy" in line
+    assert "student 1,000, teacher 4,000 (4x the student's)" in line
+    # A checkpoint teacher is not among the run's results: no share, no division by a missing score.
+    assert "keeps" not in distillation_note(results, "checkpoint:a/b", "pretrained", "accuracy", 16, 0, 1.0, 1.0)
+
+
 # ---------------------------------------------------------------------------- config
 
 
@@ -240,6 +251,7 @@ def test_a_flow_with_distill_on_has_a_distill_child_run_with_test_metrics(
     assert "distill" in [s["stage"] for s in summary["stages"]]
     report = Path(summary["report"]).read_text()
     assert "| distilled |" in report and "teacher `pretrained`" in report and "| distill |" in report
+    assert "Parameters (non-embedding): student" in report
 
 
 def test_a_second_distilled_flow_reuses_the_student(distilled_flow: tuple[Path, dict[str, Any]]) -> None:

@@ -156,7 +156,8 @@ def distill(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretrai
                              predictions=str(entry.path / built["predictions_file"]), metrics=built["metrics"],
                              train_examples=built["train_examples"], requested_examples=built["requested_examples"],
                              label_names=built["label_names"], teacher=built["teacher"],
-                             unlabeled_examples=built["unlabeled_examples"])
+                             unlabeled_examples=built["unlabeled_examples"], parameters=built.get("parameters"),
+                             teacher_parameters=built.get("teacher_parameters"))
 
     fp = distill_fingerprint(cfg, prep_record, teacher_id, student_id)
     log.info("distill: student %s learns from teacher %s (alpha %g, temperature %g)", student_label, teacher_label,

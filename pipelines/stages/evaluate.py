@@ -98,7 +98,8 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
             if isinstance(rec, DistillRecord):
                 notes.append(distillation_note(results, rec.teacher, init_label(cfg.distill.student), headline,
                                                rec.train_examples, rec.unlabeled_examples, cfg.distill.alpha,
-                                               cfg.distill.temperature))
+                                               cfg.distill.temperature,
+                                               (rec.parameters, rec.teacher_parameters)))
         report = render_report(
             f"transferlab report: {cfg.experiment_name} "
             f"({cfg.model.name}, {cfg.data.name}, {task.name})",

@@ -106,6 +106,8 @@ class DistillRecord(FinetuneRecord):
     stage: ClassVar[str] = "distill"
     teacher: str  # the teacher's init label ("pretrained", "checkpoint:<name>")
     unlabeled_examples: int  # unlabeled texts it trained on, beside train_examples labeled ones
+    parameters: int | None = None  # the student's non-embedding parameters (record.json "parameters")
+    teacher_parameters: int | None = None
 
     @property
     def label(self) -> str:
