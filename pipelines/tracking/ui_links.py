@@ -12,7 +12,7 @@ tab.
 
 The runs tab shows only a few default columns. A saved view (an experiment tag
 ``mlflow.sharedViewState.<key>`` that the UI also lists under "Views") picks the pipeline's
-key columns: the stage and init of each run and the test metrics the pipeline logs. The link
+key columns: the test metrics the pipeline logs and its carbon, wide enough to read. The link
 opens it with ``viewStateShareKey=<key>``. (MLflow leaves row expansion out of saved views:
 a parent run's stages still open with the row's expander.)
 """
@@ -39,14 +39,21 @@ _HEADLINES = ("accuracy", "entity_f1", "chrf")
 _INITS = ("pretrained", "scratch")
 
 
+COLUMN_WIDTH = 170
+"""Pixels per metric column: MLflow's default cuts ``test/accuracy/pretrained`` to ``test/accuracy``."""
+
+
 def view_columns() -> list[str]:
-    """The runs table's columns, in MLflow's ``<kind>.`<key>``` form: stage, init, test metrics, carbon."""
-    tags = [f"tags.`{key}`" for key in ("transferlab.stage", "transferlab.init")]
+    """The runs table's extra columns, as MLflow's column ids ``metrics.`<key>```.
+
+    The task's headline test metric (a fine-tune's; the parent's per init and its gain) and
+    carbon. The run names already say stage and init (``finetune-pretrained``).
+    """
     metrics: list[str] = []
     for name in _HEADLINES:  # a fine-tune logs test/<name>; the parent per init and the gain
         metrics += [f"test/{name}", *(f"test/{name}/{init}" for init in _INITS), f"test/{name}_gain"]
     metrics.append("carbon/emissions_kg")
-    return tags + [f"metrics.`{key}`" for key in metrics]
+    return [f"metrics.`{key}`" for key in metrics]
 
 
 def runs_view_tag(now_ms: int | None = None) -> tuple[str, str]:
@@ -56,9 +63,12 @@ def runs_view_tag(now_ms: int | None = None) -> tuple[str, str]:
     accepted (only a ``deflate;`` prefix marks a compressed one).
     """
     created = int(time.time() * 1000) if now_ms is None else now_ms
-    # What the state leaves out takes the runs tab's defaults.
+    # What the state leaves out takes the runs tab's defaults. MLflow applies columnWidths only
+    # to the columns columnOrder lists (they follow Run Name and Created, in that order).
+    columns = view_columns()
     state = {"orderByKey": "attributes.start_time", "orderByAsc": False,  # newest pipeline first
-             "selectedColumns": view_columns()}
+             "selectedColumns": columns, "columnOrder": columns,
+             "columnWidths": {column: COLUMN_WIDTH for column in columns}}
     envelope = {"name": VIEW_NAME, "createdAt": created, "updatedAt": created, "state": json.dumps(state)}
     return VIEW_TAG, json.dumps(envelope)
 
