@@ -81,7 +81,9 @@ def finetune_fingerprint(cfg: TransferLabConfig, prep_record: PrepRecord, identi
                                         "finetune": {"task": cfg.finetune.task,
                                                      "train_examples": cfg.finetune.train_examples}})
     ft = asdict(cfg.finetune)
-    keys = {k: v for k, v in ft.items() if k != "inits" and not k.startswith(("zero_shot", "search_"))}
+    # inits and register_as say what runs and where it is published, not what a fine-tune computes.
+    keys = {k: v for k, v in ft.items()
+            if k not in ("inits", "register_as") and not k.startswith(("zero_shot", "search_"))}
     if cfg.finetune.monitor == "val/loss":  # the default, as before the key existed: old entries stay valid
         keys.pop("monitor")
     if cfg.finetune.search_trials:
@@ -136,10 +138,14 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
             result = _train(ctx, run, prep_record, source, family, init, out)
         return {**result, "init": label, "task": task}
 
+    served: dict[str, str | None] = {}  # log_entry's MLflow model URI, for make_record
+
     def log_entry(run: StageRun, entry: CacheEntry) -> None:
         built = entry.record
         if not entry.hit and init not in ("zero_shot", TFIDF):
             run.log_artifact(entry.path / "hf_model", "hf_model")
+        if init not in ("zero_shot", TFIDF):
+            served["uri"] = _mlflow_model(ctx, run, entry, prep_record.label_names)
         run.log_metrics(built["metrics"])  # all test metrics (per class too); a reused point reads complete in the UI
         counts = {"data/train_examples": built["train_examples"],
                   "model/trainable_parameters": built["trainable_parameters"]}
@@ -166,11 +172,38 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
                               predictions=str(entry.path / built["predictions_file"]), metrics=built["metrics"],
                               train_examples=built["train_examples"],
                               requested_examples=built.get("requested_examples"),
-                              label_names=built.get("label_names") or prep_record.label_names)
+                              label_names=built.get("label_names") or prep_record.label_names,
+                              mlflow_model=served.get("uri"))
 
     fp = finetune_fingerprint(cfg, prep_record, identity, init)
     return cached_stage(ctx, CachedStage("finetune", fp, build, make_record, log_entry, label=f"finetune[{label}]",
                                          run_name=f"finetune-{label}", tags=tags))
+
+
+def _mlflow_model(ctx: StageContext, run: StageRun, entry: CacheEntry, prep_labels: list[str]) -> str | None:
+    """The fine-tune's servable MLflow model (pipelines/tracking/mlflow_models.py): a build logs
+    it; a hit reuses the building run's when this store has it, else logs its own.
+
+    A model that cannot be logged costs the fine-tune nothing: its metrics, predictions and
+    ``hf_model/`` stand; the run says why in ``transferlab.mlflow_model_error``."""
+    from pipelines.tracking import mlflow_models
+
+    built = entry.record
+    if entry.hit:
+        uri = mlflow_models.logged_model(ctx.tracker, built["run_id"])
+        if uri:
+            mlflow_models.link_model(ctx.tracker, run.run_id, uri)
+            return uri
+    labels = built.get("label_names") or prep_labels
+    card = (f"transferlab fine-tune for {built['task']} (init {built['init']}, strategy {built.get('strategy')}); "
+            f"labels: {', '.join(labels)}; test metrics: {built['metrics']}; cache entry {entry.path}.")
+    try:
+        return mlflow_models.log_finetuned_model(ctx.tracker, run.run_id, entry.path / "hf_model", built["task"],
+                                                 labels, card, ctx.cfg.model.trust_remote_code)
+    except Exception as exc:  # the fine-tune itself succeeded: its results stand
+        log.warning("finetune[%s]: not logged as an MLflow model: %s", built["init"], exc)
+        run.set_tags({mlflow_models.TAG_MODEL_ERROR: str(exc)[:500]})
+        return None
 
 
 def _train(ctx: StageContext, run: StageRun, prep_record: PrepRecord, source: Path, family: str, init: str,

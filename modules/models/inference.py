@@ -1,0 +1,43 @@
+"""A fine-tuned checkpoint as a transformers inference pipeline: the object MLflow's
+``transformers`` flavor saves and serves (pipelines/tracking/mlflow_models.py).
+
+A fine-tune's ``hf_model/`` is a plain ``save_pretrained`` directory; for a user it is one
+``pipeline(task)`` away from predictions. The sequence classifier is saved with
+``LABEL_<i>`` names (its head knows only how many labels there are), so the pipeline gets
+the dataset's label names here: a served model answers ``positive``, not ``LABEL_1``.
+
+Seq2seq has no transformers pipeline to build: transformers 5 removed
+``text2text-generation``, and ``text-generation`` neither loads an encoder-decoder nor
+adds the ``source <eos>`` prompt a causal fine-tune was trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# finetune.task -> the transformers pipeline task that serves it.
+PIPELINE_TASK = {"classification": "text-classification", "token_classification": "token-classification"}
+
+
+def pipeline_task(task: str) -> str | None:
+    """The transformers pipeline task for ``finetune.task``; None where none serves it (seq2seq)."""
+    return PIPELINE_TASK.get(task)
+
+
+def inference_pipeline(hf_model: str | Path, task: str, label_names: list[str],
+                       trust_remote_code: bool = False) -> Any:
+    """``transformers.pipeline`` over the fine-tuned checkpoint, on the CPU, answering with
+    the dataset's label names."""
+    from transformers import pipeline
+
+    name = pipeline_task(task)
+    if name is None:
+        raise ValueError(f"no transformers pipeline serves finetune.task={task}")
+    pipe = pipeline(name, model=str(hf_model), tokenizer=str(hf_model), device="cpu",
+                    trust_remote_code=trust_remote_code)
+    config = pipe.model.config
+    if label_names and len(label_names) == config.num_labels:
+        config.id2label = dict(enumerate(label_names))
+        config.label2id = {label: i for i, label in enumerate(label_names)}
+    return pipe

@@ -1,0 +1,95 @@
+"""Each trained fine-tune as an MLflow model (the ``transformers`` flavor), next to ``hf_model/``.
+
+``hf_model/`` is what ``model.init`` and ``finetune.inits`` read back; the MLflow model is
+what a user serves: ``mlflow models serve -m models:/<name>/<version>``,
+``mlflow.pyfunc.load_model(...).predict(df)``. It is a pipeline of the task
+(``modules.models.inference``: text-classification answers ``label`` and ``score``,
+token-classification the tags of a sentence), with a signature and an input example.
+
+MLflow 3 keeps it as a *logged model* (``models:/m-<id>``) whose source run is the
+fine-tune's run, so ``runs:/<run id>/model`` finds it as well. It is logged through an
+explicit model id in this run's experiment: MLflow's fluent default would put it in
+experiment 0, because our runs are never the fluent "active run" (tracking/runs.py).
+A cache hit reuses the building run's model when that run is in this store, and logs
+its own copy when it is not (another store, or an entry built before models were logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+from pathlib import Path
+
+from pipelines.tracking.runs import Tracker
+
+log = logging.getLogger("transferlab")
+
+ARTIFACT_NAME = "model"  # runs:/<fine-tune run id>/model
+TAG_MODEL = "transferlab.mlflow_model"  # on the fine-tune run: models:/m-<id>
+TAG_MODEL_ERROR = "transferlab.mlflow_model_error"  # why a trained fine-tune has no MLflow model
+INPUT_EXAMPLE = ["a sentence to label"]  # the pyfunc input: one text per row
+
+
+def _signature(pipeline_task: str):
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    text = Schema([ColSpec("string")])
+    if pipeline_task == "text-classification":
+        return ModelSignature(inputs=text, outputs=Schema([ColSpec("string", name="label"),
+                                                           ColSpec("double", name="score")]))
+    return ModelSignature(inputs=text, outputs=Schema([ColSpec("string")]))  # comma-joined tags per text
+
+
+def _requirements() -> list[str]:
+    """The serving environment: pinned from the installed distributions. MLflow's own
+    inference would import torchvision, which this project does not install."""
+    return [f"{name}=={metadata.version(name)}" for name in ("transformers", "torch", "tokenizers")]
+
+
+def log_finetuned_model(tracker: Tracker, run_id: str, hf_model: Path, task: str, label_names: list[str],
+                        card: str, trust_remote_code: bool = False) -> str | None:
+    """Log ``hf_model`` as run ``run_id``'s MLflow model; its ``models:/m-<id>`` URI, or None
+    where no transformers pipeline serves ``task`` (seq2seq). Tags the run with it."""
+    import mlflow
+    from huggingface_hub import ModelCard
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    from modules.models.inference import inference_pipeline, pipeline_task
+
+    name = pipeline_task(task)
+    if name is None:
+        log.info("finetune: no transformers pipeline serves finetune.task=%s; hf_model/ only, no MLflow model", task)
+        return None
+    pipe = inference_pipeline(hf_model, task, label_names, trust_remote_code)
+    model = tracker.client.create_logged_model(tracker.experiment_id, name=ARTIFACT_NAME, source_run_id=run_id,
+                                               tags={"transferlab.task": task})
+    # log_model resolves its client from the global tracking URI: ours for the call only.
+    with _use_tracking_uri(tracker.uri):
+        info = mlflow.transformers.log_model(pipe, name=ARTIFACT_NAME, task=name, model_id=model.model_id,
+                                             run_id=run_id, signature=_signature(name),
+                                             input_example=INPUT_EXAMPLE, pip_requirements=_requirements(),
+                                             model_card=ModelCard(card))
+    tracker.set_tags(run_id, {TAG_MODEL: info.model_uri})
+    return str(info.model_uri)
+
+
+def logged_model(tracker: Tracker, run_id: str) -> str | None:
+    """The ``models:/m-<id>`` URI of the MLflow model ``run_id`` logged, if it is in this store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = tracker.client.search_logged_models([tracker.experiment_id],
+                                                    filter_string=f"source_run_id='{run_id}'")
+    except MlflowException:
+        return None
+    ready = [m for m in found if m.name == ARTIFACT_NAME and str(m.status) == "READY"]
+    return f"models:/{ready[0].model_id}" if ready else None
+
+
+def link_model(tracker: Tracker, run_id: str, model_uri: str) -> None:
+    """Show an existing MLflow model (a cache hit's) among ``run_id``'s outputs, and tag it."""
+    from mlflow.entities import LoggedModelOutput
+
+    tracker.client.log_outputs(run_id, [LoggedModelOutput(model_uri.removeprefix("models:/"), step=0)])
+    tracker.set_tags(run_id, {TAG_MODEL: model_uri})
