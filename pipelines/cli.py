@@ -173,6 +173,9 @@ def print_summary(summary: dict[str, Any], out: Any = None) -> None:
         w(f"  CO2e total      {_fmt_g(summary['totals']['carbon/emissions_kg'])}\n")
     if summary.get("report"):
         w(f"  report          {summary['report']}\n")
+    if summary.get("registered_model"):  # finetune.register_as: the best trained init, servable
+        w(f"  serve it        MLFLOW_TRACKING_URI={summary['tracking_uri']} mlflow models serve "
+          f"-m {summary['registered_model']['uri']} --env-manager local\n")
     uri = summary["tracking_uri"]
     w(f"  MLflow          {uri}  (experiment '{summary['experiment']}', parent run {summary['parent_run_id']})\n")
     if uri.startswith("sqlite:"):

@@ -180,9 +180,53 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
                                          run_name=f"finetune-{label}", tags=tags))
 
 
+def _kg(value: float | None) -> str:
+    return "missing" if value is None else f"{value:.6g}"
+
+
+def register_best(ctx: StageContext, prep_record: PrepRecord, pretrain_record: PretrainRecord,
+                  tuned: list[FinetuneRecord]) -> dict[str, Any] | None:
+    """Register the best trained init's MLflow model under ``finetune.register_as`` (by the
+    task's headline test metric; tfidf and zero_shot have no MLflow model and do not compete).
+
+    Tagged with what a user deciding to deploy it asks: task, labels, init, strategy, the
+    test metric, the data fingerprint, what building it emitted (``carbon/emissions_kg``:
+    the fine-tune plus, for ``pretrained``, the pretraining it started from; each part in
+    its own tag) and the pipeline run it came from. Returns the registry's answer, or None
+    (registration off, or no trained init with an MLflow model).
+    """
+    from modules.tasks import HEADLINE
+    from pipelines.tracking import registry
+
+    name = ctx.cfg.finetune.register_as
+    if not name:
+        return None
+    metric = f"test/{HEADLINE[ctx.cfg.finetune.task]}"
+    servable = [r for r in tuned if r.mlflow_model and r.metrics.get(metric) is not None]
+    if not servable:
+        log.info("finetune: no fine-tune with an MLflow model; nothing registered under %s", name)
+        return None
+    best = max(servable, key=lambda r: r.metrics[metric])
+    assert best.mlflow_model is not None
+    tune_kg = best.produced()[0]
+    pretrain_kg = pretrain_record.produced()[0] if best.init == "pretrained" else 0.0
+    total = None if tune_kg is None or pretrain_kg is None else tune_kg + pretrain_kg
+    tags = {TAG_TASK: best.task, "transferlab.labels": ",".join(best.label_names)[:5000], TAG_INIT: best.init,
+            TAG_STRATEGY: str(best.strategy), "transferlab.test_metric": metric, metric: f"{best.metrics[metric]:.6g}",
+            registry.TAG_DATA_FP: prep_record.fingerprint, "carbon/emissions_kg": _kg(total),
+            "carbon/finetune_kg": _kg(tune_kg), "carbon/pretrain_kg": _kg(pretrain_kg),
+            "transferlab.source_pipeline_run": ctx.parent_run_id or "", "transferlab.finetune_run": best.run_id}
+    description = (f"{best.task} fine-tune (init {best.init}, strategy {best.strategy}), best of "
+                   f"{', '.join(r.init for r in servable)} by {metric} = {best.metrics[metric]:.4g}; "
+                   f"{best.train_examples} labeled examples; labels {', '.join(best.label_names)}; "
+                   f"carbon {_kg(total)} kg CO2e including pretraining.")
+    return registry.register_finetuned(ctx.tracker, name, best.mlflow_model, best.run_id, best.fingerprint, tags,
+                                       description)
+
+
 def _mlflow_model(ctx: StageContext, run: StageRun, entry: CacheEntry, prep_labels: list[str]) -> str | None:
     """The fine-tune's servable MLflow model (pipelines/tracking/mlflow_models.py): a build logs
-    it; a hit reuses the building run's when this store has it, else logs its own.
+    it; a hit reuses the one this experiment holds of the entry, else logs its own.
 
     A model that cannot be logged costs the fine-tune nothing: its metrics, predictions and
     ``hf_model/`` stand; the run says why in ``transferlab.mlflow_model_error``."""
@@ -190,7 +234,7 @@ def _mlflow_model(ctx: StageContext, run: StageRun, entry: CacheEntry, prep_labe
 
     built = entry.record
     if entry.hit:
-        uri = mlflow_models.logged_model(ctx.tracker, built["run_id"])
+        uri = mlflow_models.logged_model(ctx.tracker, built["fingerprint"])
         if uri:
             mlflow_models.link_model(ctx.tracker, run.run_id, uri)
             return uri
@@ -198,8 +242,8 @@ def _mlflow_model(ctx: StageContext, run: StageRun, entry: CacheEntry, prep_labe
     card = (f"transferlab fine-tune for {built['task']} (init {built['init']}, strategy {built.get('strategy')}); "
             f"labels: {', '.join(labels)}; test metrics: {built['metrics']}; cache entry {entry.path}.")
     try:
-        return mlflow_models.log_finetuned_model(ctx.tracker, run.run_id, entry.path / "hf_model", built["task"],
-                                                 labels, card, ctx.cfg.model.trust_remote_code)
+        return mlflow_models.log_finetuned_model(ctx.tracker, run.run_id, built["fingerprint"], entry.path / "hf_model",
+                                                 built["task"], labels, card, ctx.cfg.model.trust_remote_code)
     except Exception as exc:  # the fine-tune itself succeeded: its results stand
         log.warning("finetune[%s]: not logged as an MLflow model: %s", built["init"], exc)
         run.set_tags({mlflow_models.TAG_MODEL_ERROR: str(exc)[:500]})

@@ -10,8 +10,9 @@ MLflow 3 keeps it as a *logged model* (``models:/m-<id>``) whose source run is t
 fine-tune's run, so ``runs:/<run id>/model`` finds it as well. It is logged through an
 explicit model id in this run's experiment: MLflow's fluent default would put it in
 experiment 0, because our runs are never the fluent "active run" (tracking/runs.py).
-A cache hit reuses the building run's model when that run is in this store, and logs
-its own copy when it is not (another store, or an entry built before models were logged).
+A logged model carries its fine-tune's fingerprint (tag ``transferlab.fingerprint``): a
+cache hit reuses the model this experiment holds of the entry, and logs one itself only
+when there is none (another store, or an entry built before models were logged).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 from importlib import metadata
 from pathlib import Path
 
-from pipelines.tracking.runs import Tracker
+from pipelines.tracking.runs import TAG_FINGERPRINT, TAG_TASK, Tracker
 
 log = logging.getLogger("transferlab")
 
@@ -47,10 +48,11 @@ def _requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in ("transformers", "torch", "tokenizers")]
 
 
-def log_finetuned_model(tracker: Tracker, run_id: str, hf_model: Path, task: str, label_names: list[str],
-                        card: str, trust_remote_code: bool = False) -> str | None:
-    """Log ``hf_model`` as run ``run_id``'s MLflow model; its ``models:/m-<id>`` URI, or None
-    where no transformers pipeline serves ``task`` (seq2seq). Tags the run with it."""
+def log_finetuned_model(tracker: Tracker, run_id: str, fp: str, hf_model: Path, task: str,
+                        label_names: list[str], card: str, trust_remote_code: bool = False) -> str | None:
+    """Log ``hf_model`` (the cache entry with fingerprint ``fp``) as run ``run_id``'s MLflow
+    model; its ``models:/m-<id>`` URI, or None where no transformers pipeline serves ``task``
+    (seq2seq). Tags the run with it."""
     import mlflow
     from huggingface_hub import ModelCard
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
@@ -63,7 +65,7 @@ def log_finetuned_model(tracker: Tracker, run_id: str, hf_model: Path, task: str
         return None
     pipe = inference_pipeline(hf_model, task, label_names, trust_remote_code)
     model = tracker.client.create_logged_model(tracker.experiment_id, name=ARTIFACT_NAME, source_run_id=run_id,
-                                               tags={"transferlab.task": task})
+                                               tags={TAG_TASK: task, TAG_FINGERPRINT: fp})
     # log_model resolves its client from the global tracking URI: ours for the call only.
     with _use_tracking_uri(tracker.uri):
         info = mlflow.transformers.log_model(pipe, name=ARTIFACT_NAME, task=name, model_id=model.model_id,
@@ -74,13 +76,14 @@ def log_finetuned_model(tracker: Tracker, run_id: str, hf_model: Path, task: str
     return str(info.model_uri)
 
 
-def logged_model(tracker: Tracker, run_id: str) -> str | None:
-    """The ``models:/m-<id>`` URI of the MLflow model ``run_id`` logged, if it is in this store."""
+def logged_model(tracker: Tracker, fp: str) -> str | None:
+    """The ``models:/m-<id>`` URI of an MLflow model this experiment holds of the fine-tune
+    with fingerprint ``fp`` (logged by the run that built it, or by an earlier hit)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        found = tracker.client.search_logged_models([tracker.experiment_id],
-                                                    filter_string=f"source_run_id='{run_id}'")
+        found = tracker.client.search_logged_models(
+            [tracker.experiment_id], filter_string=f"tags.`{TAG_FINGERPRINT}` = '{fp}'")
     except MlflowException:
         return None
     ready = [m for m in found if m.name == ARTIFACT_NAME and str(m.status) == "READY"]
