@@ -130,7 +130,9 @@ def test_mlflow_models_serve_answers_http(first: dict[str, Any], tmp_path: Path)
     from stack import free_port, start_process, stop, wait_http
 
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(first["ctx"].cfg)}
+    # MLflow starts the scoring server as `uvicorn` from PATH: the venv's bin, as in an activated venv.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(first["ctx"].cfg),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}/1", "--env-manager", "local",
            "-p", str(port), "-h", "127.0.0.1", "--workers", "1"]
     proc = start_process(cmd, tmp_path / "serve.log", env, cwd=tmp_path)

@@ -41,3 +41,38 @@ def inference_pipeline(hf_model: str | Path, task: str, label_names: list[str],
         config.id2label = dict(enumerate(label_names))
         config.label2id = {label: i for i, label in enumerate(label_names)}
     return pipe
+
+
+# The head a fine-tune's config names -> its finetune.task (a local HF folder given to `predict`).
+_HEAD_TASK = {"ForSequenceClassification": "classification", "ForTokenClassification": "token_classification"}
+
+
+def checkpoint_task(hf_model: str | Path) -> str | None:
+    """The ``finetune.task`` a saved fine-tune serves, from its config's ``architectures``."""
+    import json
+
+    try:
+        archs = json.loads((Path(hf_model) / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return None
+    return next((task for arch in archs for head, task in _HEAD_TASK.items() if arch.endswith(head)), None)
+
+
+def batch_size_for_device() -> int:
+    """Texts per forward pass: more on a GPU, where a batch costs about what one text does."""
+    import torch
+
+    return 64 if torch.cuda.is_available() else 16
+
+
+def as_rows(task: str, outputs: list[Any]) -> list[dict[str, Any]]:
+    """A transformers pipeline's answers as one ``{label, score}`` per text. Token
+    classification: the tags found, comma-joined, and their mean score."""
+    if task == "classification":
+        return [{"label": o["label"], "score": float(o["score"])} for o in outputs]
+    rows = []
+    for entities in outputs:
+        scores = [float(e["score"]) for e in entities]
+        rows.append({"label": ",".join(e.get("entity_group") or e["entity"] for e in entities),
+                     "score": sum(scores) / len(scores) if scores else None})
+    return rows
