@@ -123,6 +123,54 @@ def test_cache_hit_reuses_the_model_and_the_version(home: Path, first: dict[str,
     assert len(client.search_model_versions(f"name='{NAME}'")) == 1
 
 
+def _predict(*argv: str) -> int:
+    from pipelines.cli import main
+
+    return main(["predict", *argv])
+
+
+def test_predict_writes_label_and_score_per_row(first: dict[str, Any], tmp_path: Path) -> None:
+    data = tmp_path / "texts.csv"
+    data.write_text("id,body\n1,the first text to label\n2,\n3,\"and a second, with a comma\"\n")
+    out = tmp_path / "labels.jsonl"
+    home = f"paths.home={first['ctx'].cfg.paths.home}"
+    assert _predict(f"models:/{NAME}/1", str(data), "--output", str(out), "--text-column", "body", home) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in rows] == ["the first text to label", "and a second, with a comma"]  # no empty row
+    assert all(r["label"] in first["prep"].label_names and 0.0 < r["score"] <= 1.0 for r in rows)
+    # A fine-tune folder answers the same, with the dataset's label names from its cache entry.
+    folder = Path(first["tuned"][0].path) / "hf_model"
+    csv_out = tmp_path / "labels.csv"
+    assert _predict(str(folder), str(data), "--output", str(csv_out), "--text-column", "1", "--batch-size", "1") == 0
+    lines = csv_out.read_text().splitlines()
+    assert lines[0] == "text,label,score" and len(lines) == 3
+    assert [line.rsplit(",", 2)[1] for line in lines[1:]] == [r["label"] for r in rows]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["missing.csv"], "INPUT: file not found"),
+    (["texts.csv", "--text-column", "body"], "--text-column: column 'body' not in"),
+    (["texts.csv", "--output", "out.parquet"], "--output: "),
+])
+def test_predict_bad_input_is_one_line_and_writes_nothing(first: dict[str, Any], tmp_path: Path, args: list[str],
+                                                          message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "texts.csv").write_text("text\nsomething\n")
+    argv = [str(tmp_path / a) if a.endswith((".csv", ".parquet")) else a for a in args]
+    assert _predict(f"models:/{NAME}/1", *argv, f"paths.home={first['ctx'].cfg.paths.home}") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"transferlab: error: {message}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.csv"]
+
+
+def test_predict_unknown_model_is_one_line(first: dict[str, Any], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "texts.csv").write_text("text\nsomething\n")
+    assert _predict("models:/no-such-model/1", str(tmp_path / "texts.csv"),
+                    f"paths.home={first['ctx'].cfg.paths.home}") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("transferlab: error: MODEL_URI: cannot load models:/no-such-model/1")
+
+
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_http(first: dict[str, Any], tmp_path: Path) -> None:
     """``mlflow models serve -m models:/<name>/<version> --env-manager local`` on loopback
