@@ -247,14 +247,15 @@ def services_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # ``compare`` takes positionals on both sides of --max-runs N; argparse leaves the later ones over.
-    if extra and (args.command != "compare" or any(e.startswith("-") for e in extra)):
+    # ``compare`` and ``predict`` take positionals on both sides of their options; argparse leaves the later ones over.
+    if extra and (args.command not in ("compare", "predict") or any(e.startswith("-") for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("up", "serve"):
         return services_command(args)
     if args.command in ("cache", "doctor"):  # the state dir only: no Prefect, no torch
         return state_command(args)
     if args.command == "predict":  # the model and the file only: no Prefect
+        args.overrides += extra
         return predict(args)
     if args.command == "compare":  # reads MLflow only: no Prefect, no torch
         args.targets += extra

@@ -123,6 +123,23 @@ def test_cache_hit_reuses_the_model_and_the_version(home: Path, first: dict[str,
     assert len(client.search_model_versions(f"name='{NAME}'")) == 1
 
 
+def test_token_classification_model_answers_tags(tmp_path: Path) -> None:
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    cfg = resolve_init(compose(tiny_overrides(tmp_path, "finetune=token_classification", "finetune.max_epochs=1",
+                                              "finetune.inits=[pretrained]")))
+    ctx = StageContext.create(cfg)
+    prep = stages.prep(ctx)
+    tuned = stages.finetune(ctx, prep, stages.pretrain(ctx, prep), "pretrained")
+    assert tuned.mlflow_model
+    with _use_tracking_uri(tracking_uri(cfg)):
+        out = mlflow.pyfunc.load_model(tuned.mlflow_model).predict(pd.DataFrame({"text": TEXTS}))
+    assert len(out) == len(TEXTS)
+    assert {tag for tags in out for tag in tags.split(",") if tag} <= set(prep.label_names) - {"O"}
+
+
 def _predict(*argv: str) -> int:
     from pipelines.cli import main
 

@@ -34,8 +34,8 @@ def inference_pipeline(hf_model: str | Path, task: str, label_names: list[str],
     name = pipeline_task(task)
     if name is None:
         raise ValueError(f"no transformers pipeline serves finetune.task={task}")
-    pipe = pipeline(name, model=str(hf_model), tokenizer=str(hf_model), device="cpu",
-                    trust_remote_code=trust_remote_code)
+    pipe = pipeline(name, model=str(hf_model), tokenizer=str(hf_model), device="cpu",  # type: ignore[call-overload]
+                    trust_remote_code=trust_remote_code)  # (name is one of PIPELINE_TASK's literals)
     config = pipe.model.config
     if label_names and len(label_names) == config.num_labels:
         config.id2label = dict(enumerate(label_names))

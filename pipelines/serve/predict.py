@@ -60,7 +60,8 @@ def _mlflow_predictor(uri: str, tracking: str) -> Predictor:
         out = model.predict(pd.DataFrame({"text": texts}))
         if isinstance(out, pd.DataFrame) and {"label", "score"} <= set(out.columns):
             return [{"label": str(r.label), "score": float(r.score)} for r in out.itertuples()]
-        return [{"label": str(v), "score": None} for v in list(out)]  # token classification: tags per text
+        tags: list[Any] = list(out)  # token classification: the tags of each text, comma-joined
+        return [{"label": str(v), "score": None} for v in tags]
 
     return predict
 
