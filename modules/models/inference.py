@@ -20,6 +20,13 @@ from typing import Any
 PIPELINE_TASK = {"classification": "text-classification", "token_classification": "token-classification"}
 
 
+def call_options(task: str) -> dict[str, Any]:
+    """What every call of the task's pipeline passes. Token classification keeps ``O``: one
+    tag per token, so a sentence without entities answers its ``O`` tags, not an empty list
+    (which MLflow 3.17's pyfunc wrapper fails on with an IndexError)."""
+    return {"ignore_labels": []} if task == "token_classification" else {}
+
+
 def pipeline_task(task: str) -> str | None:
     """The transformers pipeline task for ``finetune.task``; None where none serves it (seq2seq)."""
     return PIPELINE_TASK.get(task)
@@ -67,7 +74,7 @@ def batch_size_for_device() -> int:
 
 def as_rows(task: str, outputs: list[Any]) -> list[dict[str, Any]]:
     """A transformers pipeline's answers as one ``{label, score}`` per text. Token
-    classification: the tags found, comma-joined, and their mean score."""
+    classification: the tag of each token, comma-joined, and their mean score."""
     if task == "classification":
         return [{"label": o["label"], "score": float(o["score"])} for o in outputs]
     rows = []

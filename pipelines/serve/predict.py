@@ -76,7 +76,7 @@ def _cached_label_names(path: Path) -> list[str]:
 
 
 def _folder_predictor(path: Path) -> Predictor:
-    from modules.models.inference import as_rows, checkpoint_task, inference_pipeline
+    from modules.models.inference import as_rows, call_options, checkpoint_task, inference_pipeline
 
     task = checkpoint_task(path)
     if task is None:
@@ -85,7 +85,7 @@ def _folder_predictor(path: Path) -> Predictor:
     pipe = inference_pipeline(path, task, _cached_label_names(path))
 
     def predict(texts: list[str]) -> list[dict[str, Any]]:
-        return as_rows(task, pipe(texts, batch_size=len(texts)))
+        return as_rows(task, pipe(texts, batch_size=len(texts), **call_options(task)))
 
     return predict
 

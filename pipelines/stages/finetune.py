@@ -209,17 +209,20 @@ def register_best(ctx: StageContext, prep_record: PrepRecord, pretrain_record: P
     best = max(servable, key=lambda r: r.metrics[metric])
     assert best.mlflow_model is not None
     tune_kg = best.produced()[0]
+    # scratch used no pretraining; a checkpoint init's pretraining happened elsewhere, unmeasured.
+    external = best.init not in ("pretrained", "scratch")
     pretrain_kg = pretrain_record.produced()[0] if best.init == "pretrained" else 0.0
     total = None if tune_kg is None or pretrain_kg is None else tune_kg + pretrain_kg
     tags = {TAG_TASK: best.task, "transferlab.labels": ",".join(best.label_names)[:5000], TAG_INIT: best.init,
             TAG_STRATEGY: str(best.strategy), "transferlab.test_metric": metric, metric: f"{best.metrics[metric]:.6g}",
             registry.TAG_DATA_FP: prep_record.fingerprint, "carbon/emissions_kg": _kg(total),
-            "carbon/finetune_kg": _kg(tune_kg), "carbon/pretrain_kg": _kg(pretrain_kg),
+            "carbon/finetune_kg": _kg(tune_kg),
+            "carbon/pretrain_kg": "not measured (external checkpoint)" if external else _kg(pretrain_kg),
             "transferlab.source_pipeline_run": ctx.parent_run_id or "", "transferlab.finetune_run": best.run_id}
     description = (f"{best.task} fine-tune (init {best.init}, strategy {best.strategy}), best of "
                    f"{', '.join(r.init for r in servable)} by {metric} = {best.metrics[metric]:.4g}; "
                    f"{best.train_examples} labeled examples; labels {', '.join(best.label_names)}; "
-                   f"carbon {_kg(total)} kg CO2e including pretraining.")
+                   f"carbon {_kg(total)} kg CO2e{' (fine-tuning only)' if external else ' including pretraining'}.")
     return registry.register_finetuned(ctx.tracker, name, best.mlflow_model, best.run_id, best.fingerprint, tags,
                                        description)
 

@@ -4,7 +4,7 @@
 what a user serves: ``mlflow models serve -m models:/<name>/<version>``,
 ``mlflow.pyfunc.load_model(...).predict(df)``. It is a pipeline of the task
 (``modules.models.inference``: text-classification answers ``label`` and ``score``,
-token-classification the tags of a sentence), with a signature and an input example.
+token-classification the tag of each token of a sentence, comma-joined), with a signature and an input example.
 
 MLflow 3 keeps it as a *logged model* (``models:/m-<id>``) whose source run is the
 fine-tune's run, so ``runs:/<run id>/model`` finds it as well. It is logged through an
@@ -39,7 +39,7 @@ def _signature(pipeline_task: str):
     if pipeline_task == "text-classification":
         return ModelSignature(inputs=text, outputs=Schema([ColSpec("string", name="label"),
                                                            ColSpec("double", name="score")]))
-    return ModelSignature(inputs=text, outputs=Schema([ColSpec("string")]))  # comma-joined tags per text
+    return ModelSignature(inputs=text, outputs=Schema([ColSpec("string")]))  # comma-joined tags per token
 
 
 def _requirements() -> list[str]:
@@ -57,7 +57,7 @@ def log_finetuned_model(tracker: Tracker, run_id: str, fp: str, hf_model: Path, 
     from huggingface_hub import ModelCard
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    from modules.models.inference import inference_pipeline, pipeline_task
+    from modules.models.inference import call_options, inference_pipeline, pipeline_task
 
     name = pipeline_task(task)
     if name is None:
@@ -71,7 +71,7 @@ def log_finetuned_model(tracker: Tracker, run_id: str, fp: str, hf_model: Path, 
         info = mlflow.transformers.log_model(pipe, name=ARTIFACT_NAME, task=name, model_id=model.model_id,
                                              run_id=run_id, signature=_signature(name),
                                              input_example=INPUT_EXAMPLE, pip_requirements=_requirements(),
-                                             model_card=ModelCard(card))
+                                             model_card=ModelCard(card), model_config=call_options(task) or None)
     tracker.set_tags(run_id, {TAG_MODEL: info.model_uri})
     return str(info.model_uri)
 
