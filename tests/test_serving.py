@@ -144,6 +144,27 @@ def test_token_classification_model_answers_tags(tmp_path: Path) -> None:
     assert tags and set(tags) <= set(prep.label_names)
 
 
+def test_seq2seq_model_is_a_pyfunc_wrapper_answering_text(tmp_path: Path) -> None:
+    """No transformers 5 pipeline serves seq2seq: the MLflow model is a python_function wrapper."""
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    cfg = resolve_init(compose(tiny_overrides(tmp_path, "finetune=seq2seq", "finetune.max_epochs=1",
+                                              "finetune.inits=[pretrained]")))
+    ctx = StageContext.create(cfg)
+    prep = stages.prep(ctx)
+    tuned = stages.finetune(ctx, prep, stages.pretrain(ctx, prep), "pretrained")
+    assert tuned.mlflow_model
+    outputs = ctx.tracker.client.get_run(tuned.run_id).outputs.model_outputs
+    assert [o.model_id for o in outputs] == [tuned.mlflow_model.removeprefix("models:/")]
+    with _use_tracking_uri(tracking_uri(cfg)):
+        model = mlflow.pyfunc.load_model(tuned.mlflow_model)
+        assert model.metadata.flavors.keys() == {"python_function"}
+        out = model.predict(pd.DataFrame({"text": TEXTS}))
+    assert len(out) == len(TEXTS) and all(isinstance(t, str) for t in out)
+
+
 def _predict(*argv: str) -> int:
     from pipelines.cli import main
 

@@ -8,7 +8,9 @@ the dataset's label names here: a served model answers ``positive``, not ``LABEL
 
 Seq2seq has no transformers pipeline to build: transformers 5 removed
 ``text2text-generation``, and ``text-generation`` neither loads an encoder-decoder nor
-adds the ``source <eos>`` prompt a causal fine-tune was trained on.
+adds the ``source <eos>`` prompt a causal fine-tune was trained on. :class:`TextGenerator`
+generates as the fine-tune's test did (modules/training/seq2seq.py), for MLflow's pyfunc
+wrapper and ``transferlab predict``.
 """
 
 from __future__ import annotations
@@ -83,3 +85,56 @@ def as_rows(task: str, outputs: list[Any]) -> list[dict[str, Any]]:
         rows.append({"label": ",".join(e.get("entity_group") or e["entity"] for e in entities),
                      "score": sum(scores) / len(scores) if scores else None})
     return rows
+
+
+class TextGenerator:
+    """A seq2seq fine-tune answering one target text per source text, decoded as its test
+    was: a causal LM continues ``source <eos>`` (the source cut to leave room for
+    ``max_target_length`` tokens), an encoder-decoder decodes from the source; greedy (or
+    ``num_beams``) up to ``max_target_length`` new tokens, cut at the first EOS."""
+
+    def __init__(self, hf_model: str | Path, max_length: int, max_target_length: int, num_beams: int = 1,
+                 trust_remote_code: bool = False) -> None:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+        config = AutoConfig.from_pretrained(str(hf_model), trust_remote_code=trust_remote_code)
+        self.causal = not config.is_encoder_decoder
+        auto = AutoModelForCausalLM if self.causal else AutoModelForSeq2SeqLM
+        self.model = auto.from_pretrained(str(hf_model), trust_remote_code=trust_remote_code).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(hf_model), trust_remote_code=trust_remote_code)
+        self.max_length, self.max_target_length, self.num_beams = max_length, max_target_length, num_beams
+
+    def _inputs(self, texts: list[str]) -> tuple[Any, Any]:
+        import torch
+
+        tok = self.tokenizer
+        if not self.causal:
+            enc = tok(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+            return enc["input_ids"], enc["attention_mask"]
+        eos = tok.eos_token_id
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        budget = max(self.max_length - self.max_target_length, 2)
+        prompts = [ids[: budget - 1] + [eos] for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+        width = max(len(p) for p in prompts)  # left padding: generation continues every prompt at its end
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        return ids, mask
+
+    def __call__(self, texts: list[str]) -> list[str]:
+        import torch
+
+        if not texts:
+            return []
+        tok = self.tokenizer
+        ids, mask = self._inputs(texts)
+        with torch.no_grad():
+            out = self.model.generate(  # type: ignore[operator]
+                input_ids=ids, attention_mask=mask, max_new_tokens=self.max_target_length, num_beams=self.num_beams,
+                do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        new = out[:, ids.shape[1]:] if self.causal else out[:, 1:]
+        answers = []
+        for row in new.tolist():
+            if tok.eos_token_id in row:
+                row = row[: row.index(tok.eos_token_id)]
+            answers.append(str(tok.decode(row, skip_special_tokens=True)).strip())
+        return answers

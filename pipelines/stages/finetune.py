@@ -245,8 +245,12 @@ def _mlflow_model(ctx: StageContext, run: StageRun, entry: CacheEntry, prep_labe
     card = (f"transferlab fine-tune for {built['task']} (init {built['init']}, strategy {built.get('strategy')}); "
             f"labels: {', '.join(labels)}; test metrics: {built['metrics']}; cache entry {entry.path}.")
     try:
+        ft = ctx.cfg.finetune
+        generation = {"max_length": ft.max_length, "max_target_length": ft.max_target_length,
+                      "num_beams": ft.num_beams}
         return mlflow_models.log_finetuned_model(ctx.tracker, run.run_id, built["fingerprint"], entry.path / "hf_model",
-                                                 built["task"], labels, card, ctx.cfg.model.trust_remote_code)
+                                                 built["task"], labels, card, ctx.cfg.model.trust_remote_code,
+                                                 generation)
     except Exception as exc:  # the fine-tune itself succeeded: its results stand
         log.warning("finetune[%s]: not logged as an MLflow model: %s", built["init"], exc)
         run.set_tags({mlflow_models.TAG_MODEL_ERROR: str(exc)[:500]})

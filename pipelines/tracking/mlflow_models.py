@@ -4,7 +4,9 @@
 what a user serves: ``mlflow models serve -m models:/<name>/<version>``,
 ``mlflow.pyfunc.load_model(...).predict(df)``. It is a pipeline of the task
 (``modules.models.inference``: text-classification answers ``label`` and ``score``,
-token-classification the tag of each token of a sentence, comma-joined), with a signature and an input example.
+token-classification the tag of each token of a sentence, comma-joined; seq2seq, which
+no transformers 5 pipeline serves, a pyfunc wrapper answering the target text:
+``seq2seq_pyfunc.py``), with a signature and an input example.
 
 MLflow 3 keeps it as a *logged model* (``models:/m-<id>``) whose source run is the
 fine-tune's run, so ``runs:/<run id>/model`` finds it as well. It is logged through an
@@ -39,7 +41,8 @@ def _signature(pipeline_task: str):
     if pipeline_task == "text-classification":
         return ModelSignature(inputs=text, outputs=Schema([ColSpec("string", name="label"),
                                                            ColSpec("double", name="score")]))
-    return ModelSignature(inputs=text, outputs=Schema([ColSpec("string")]))  # comma-joined tags per token
+    # token-classification: comma-joined tags per token; seq2seq: the target text
+    return ModelSignature(inputs=text, outputs=Schema([ColSpec("string")]))
 
 
 def _requirements() -> list[str]:
@@ -49,10 +52,11 @@ def _requirements() -> list[str]:
 
 
 def log_finetuned_model(tracker: Tracker, run_id: str, fp: str, hf_model: Path, task: str,
-                        label_names: list[str], card: str, trust_remote_code: bool = False) -> str | None:
+                        label_names: list[str], card: str, trust_remote_code: bool = False,
+                        generation: dict[str, int] | None = None) -> str:
     """Log ``hf_model`` (the cache entry with fingerprint ``fp``) as run ``run_id``'s MLflow
-    model; its ``models:/m-<id>`` URI, or None where no transformers pipeline serves ``task``
-    (seq2seq). Tags the run with it."""
+    model; its ``models:/m-<id>`` URI. Tags the run with it. ``generation`` (seq2seq):
+    ``max_length``, ``max_target_length`` and ``num_beams`` of the fine-tune."""
     import mlflow
     from huggingface_hub import ModelCard
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
@@ -60,18 +64,26 @@ def log_finetuned_model(tracker: Tracker, run_id: str, fp: str, hf_model: Path, 
     from modules.models.inference import call_options, inference_pipeline, pipeline_task
 
     name = pipeline_task(task)
-    if name is None:
-        log.info("finetune: no transformers pipeline serves finetune.task=%s; hf_model/ only, no MLflow model", task)
-        return None
-    pipe = inference_pipeline(hf_model, task, label_names, trust_remote_code)
     model = tracker.client.create_logged_model(tracker.experiment_id, name=ARTIFACT_NAME, source_run_id=run_id,
                                                tags={TAG_TASK: task, TAG_FINGERPRINT: fp})
     # log_model resolves its client from the global tracking URI: ours for the call only.
     with _use_tracking_uri(tracker.uri):
-        info = mlflow.transformers.log_model(pipe, name=ARTIFACT_NAME, task=name, model_id=model.model_id,
-                                             run_id=run_id, signature=_signature(name),
-                                             input_example=INPUT_EXAMPLE, pip_requirements=_requirements(),
-                                             model_card=ModelCard(card), model_config=call_options(task) or None)
+        if name is None:  # seq2seq: no transformers pipeline serves it, a pyfunc wrapper does
+            from pipelines.tracking.seq2seq_pyfunc import HF_MODEL, Seq2SeqModel
+
+            assert generation is not None, "seq2seq needs its generation settings"
+            info = mlflow.pyfunc.log_model(name=ARTIFACT_NAME, python_model=Seq2SeqModel(**generation,
+                                           trust_remote_code=trust_remote_code),
+                                           artifacts={HF_MODEL: str(hf_model)}, model_id=model.model_id,
+                                           signature=_signature("text2text-generation"),
+                                           input_example=INPUT_EXAMPLE, pip_requirements=_requirements())
+            link_model(tracker, run_id, str(info.model_uri))  # pyfunc's log_model takes no run id
+        else:
+            pipe = inference_pipeline(hf_model, task, label_names, trust_remote_code)
+            info = mlflow.transformers.log_model(pipe, name=ARTIFACT_NAME, task=name, model_id=model.model_id,
+                                                 run_id=run_id, signature=_signature(name),
+                                                 input_example=INPUT_EXAMPLE, pip_requirements=_requirements(),
+                                                 model_card=ModelCard(card), model_config=call_options(task) or None)
     tracker.set_tags(run_id, {TAG_MODEL: info.model_uri})
     return str(info.model_uri)
 
