@@ -20,6 +20,8 @@ when there is none (another store, or an entry built before models were logged).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -67,7 +69,7 @@ def log_finetuned_model(tracker: Tracker, run_id: str, fp: str, hf_model: Path, 
     model = tracker.client.create_logged_model(tracker.experiment_id, name=ARTIFACT_NAME, source_run_id=run_id,
                                                tags={TAG_TASK: task, TAG_FINGERPRINT: fp})
     # log_model resolves its client from the global tracking URI: ours for the call only.
-    with _use_tracking_uri(tracker.uri):
+    with _use_tracking_uri(tracker.uri), _failed_unless_logged(tracker, model.model_id):
         if name is None:  # seq2seq: no transformers pipeline serves it, a pyfunc wrapper does
             from pipelines.tracking.seq2seq_pyfunc import HF_MODEL, Seq2SeqModel
 
@@ -86,6 +88,21 @@ def log_finetuned_model(tracker: Tracker, run_id: str, fp: str, hf_model: Path, 
                                                  model_card=ModelCard(card), model_config=call_options(task) or None)
     tracker.set_tags(run_id, {TAG_MODEL: info.model_uri})
     return str(info.model_uri)
+
+
+@contextmanager
+def _failed_unless_logged(tracker: Tracker, model_id: str) -> Iterator[None]:
+    """A logged model whose files did not make it is marked FAILED, not left PENDING."""
+    try:
+        yield
+    except BaseException:
+        from mlflow.entities import LoggedModelStatus
+
+        try:
+            tracker.client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+        except Exception as exc:  # the store itself may be what failed
+            log.debug("logged model %s not marked FAILED: %s", model_id, exc)
+        raise
 
 
 def logged_model(tracker: Tracker, fp: str) -> str | None:

@@ -10,23 +10,24 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 
 HF_MODEL = "hf_model"  # the artifact key (and directory in the MLflow model)
 
 
-class Seq2SeqModel(mlflow.pyfunc.PythonModel):
+class Seq2SeqModel(PythonModel):
     """One target text per source text (the first column of the input)."""
 
     def __init__(self, max_length: int, max_target_length: int, num_beams: int, trust_remote_code: bool) -> None:
-        self.options = {"max_length": max_length, "max_target_length": max_target_length, "num_beams": num_beams,
-                        "trust_remote_code": trust_remote_code}
+        self.max_length, self.max_target_length, self.num_beams = max_length, max_target_length, num_beams
+        self.trust_remote_code = trust_remote_code
         self.generator: Any = None
 
     def load_context(self, context: Any) -> None:
         from modules.models.inference import TextGenerator
 
-        self.generator = TextGenerator(context.artifacts[HF_MODEL], **self.options)
+        self.generator = TextGenerator(context.artifacts[HF_MODEL], self.max_length, self.max_target_length,
+                                       self.num_beams, self.trust_remote_code)
 
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> list[str]:
         import pandas as pd
