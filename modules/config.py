@@ -177,6 +177,9 @@ class FinetuneConfig:
     # finetune.task=seq2seq: target tokens kept for training, and the generation budget.
     max_target_length: int = 32
     num_beams: int = 1  # 1: greedy decoding
+    # Model Registry name for the best neural init's MLflow model (by the task's headline test
+    # metric), registered by `transferlab run`; sweep points never register. null: do not register.
+    register_as: str | None = "${experiment_name}-${finetune.task}"
 
 
 @dataclass

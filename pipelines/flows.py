@@ -27,7 +27,7 @@ from pipelines.preflight import check_inputs
 from pipelines.runtime import lifecycle
 from pipelines.runtime.distributed import global_rank, is_rank_zero
 from pipelines.stages.common import StageContext
-from pipelines.stages.finetune import init_label
+from pipelines.stages.finetune import init_label, register_best
 from pipelines.stages.prep import prep_fingerprint
 from pipelines.stages.pretrain import pretrain_in_worker_rank
 from pipelines.stages.records import EvaluateRecord, FinetuneRecord, PrepRecord, PretrainRecord, StageRecord
@@ -178,6 +178,9 @@ def run_pipeline(cfg: TransferLabConfig, until: str = "evaluate") -> dict[str, A
                 tuned = [*tuned, distill_task(cfg, prep_record, pretrain_record, tuned, parent)]
             records += tuned
             summary["headline"] = headline(cfg.finetune.task, tuned)
+            registered = register_best(StageContext(cfg, tracker, parent), prep_record, pretrain_record, tuned)
+            if registered:
+                summary["registered_model"] = registered
         if until == "evaluate":
             records.append(ev := evaluate_task(cfg, prep_record, pretrain_record, tuned, parent))
             summary["report"] = ev.report

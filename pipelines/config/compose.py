@@ -230,13 +230,14 @@ def _unknown_keys(cfg: dict[str, Any], schema: dict[str, Any], prefix: str = "")
     return out
 
 
-def check_register_as(name: str | None) -> None:
-    """``pretrain.register_as`` must be a valid registered-model name (no '/' or ':').
+def check_register_as(name: str | None, key: str = "pretrain.register_as") -> None:
+    """``pretrain.register_as`` (or ``finetune.register_as``) must be a valid registered-model
+    name (no '/' or ':').
 
     Checked when composing, and again by the registry before registering (the stage may get
     a config that did not come through :func:`validate`)."""
     if name is not None and (not str(name).strip() or any(c in str(name) for c in "/:")):
-        raise UserError(f"bad value for 'pretrain.register_as': {name!r} (a registered-model name cannot be "
+        raise UserError(f"bad value for '{key}': {name!r} (a registered-model name cannot be "
                         "empty or contain '/' or ':'; null disables registration)")
 
 
@@ -315,6 +316,7 @@ def validate(cfg: TransferLabConfig) -> None:
         raise ConfigError(f"bad value for 'pretrain.max_steps': {pre.max_steps!r} (must be > 0; "
                           "0 only with model.init=<checkpoint>, to fine-tune it without pretraining)")
     check_register_as(cfg.pretrain.register_as)
+    check_register_as(cfg.finetune.register_as, "finetune.register_as")
     if cfg.data.num_topics < 2:
         raise ConfigError("bad value for 'data.num_topics': needs at least 2 classes")
     if model.n_embd % model.n_head:

@@ -88,6 +88,7 @@ class FinetuneRecord(CachedRecord):
     train_examples: int
     requested_examples: int | None
     label_names: list[str]
+    mlflow_model: str | None = None  # models:/m-<id>: the servable MLflow model (trained inits)
 
     @property
     def label(self) -> str:
