@@ -250,6 +250,8 @@ def main() -> None:
     ap.add_argument("--search-trials", type=int, default=3, help="finetune.search_trials for pretrained and scratch")
     ap.add_argument("--val-fraction", type=float, default=0.06, help="TREC/SUBJ: share of train cut for validation")
     ap.add_argument("--val-rows", type=int, default=500, help="SST-2: first N rows of dev.tsv as validation")
+    ap.add_argument("--parts", nargs="+", default=["own", "minilm", "dapt"], choices=["own", "minilm", "dapt"],
+                    help="which sweeps to run per dataset (e.g. only dapt, adding to an earlier run's --home)")
     ap.add_argument("--floor-budget", type=int, default=256)
     ap.add_argument("--home", type=Path, default=None)
     ap.add_argument("--pretrained", default=None, help="reuse this export (a model.init reference) instead of "
@@ -267,9 +269,10 @@ def main() -> None:
     started = time.perf_counter()
     if not args.collect_only:
         base = ["experiment=real_small", *args.overrides]
-        if args.pretrained:
-            export = args.pretrained
-            commands.append(f"# pretrained export reused: {export}")
+        if args.pretrained or "own" not in args.parts:
+            export = args.pretrained or ""  # unused without the own sweep
+            if args.pretrained:
+                commands.append(f"# pretrained export reused: {export}")
         else:
             run(home, "pretrain", [*base, *corpus_overrides(data, list(DATASETS))], commands)
             export = f"runs:/{newest(home, 'pipeline', 'pretrain').info.run_id}/hf_model"
@@ -279,9 +282,10 @@ def main() -> None:
             own = [*base, *data_ov, f"model.init={export}", "pretrain.max_steps=0", "tokenizer.kind=auto", budgets,
                    f"sweep.seeds=[{','.join(map(str, args.seeds))}]", "finetune.inits=[pretrained,scratch,tfidf]",
                    f"finetune.search_trials={args.search_trials}", f"tracking.run_name=real-{ds}-own"]
-            run(home, "sweep", own, commands)
-            parents[ds].append((newest(home, "sweep", name=f"real-{ds}-own").info.run_id, "own"))
-            if args.minilm_seeds:
+            if "own" in args.parts:
+                run(home, "sweep", own, commands)
+                parents[ds].append((newest(home, "sweep", name=f"real-{ds}-own").info.run_id, "own"))
+            if args.minilm_seeds and "minilm" in args.parts:
                 # MiniLM tunes at its checkpoint rate (5e-5), not over the small models' search range.
                 mini = [*base, *data_ov, f"model.init={minilm_dir()}", "pretrain.max_steps=0", "tokenizer.kind=auto",
                         budgets, f"sweep.seeds=[{','.join(map(str, args.minilm_seeds))}]",
@@ -289,7 +293,7 @@ def main() -> None:
                         f"finetune.max_epochs={args.minilm_epochs}", f"tracking.run_name=real-{ds}-minilm"]
                 run(home, "sweep", mini, commands)
                 parents[ds].append((newest(home, "sweep", name=f"real-{ds}-minilm").info.run_id, "minilm"))
-            if args.dapt_steps > 0 and args.minilm_seeds:
+            if args.dapt_steps > 0 and args.minilm_seeds and "dapt" in args.parts:
                 dapt = [*base, *data_ov, f"model.init={minilm_dir()}", f"pretrain.max_steps={args.dapt_steps}",
                         "tokenizer.kind=auto", "finetune.search_trials=0", "pretrain.lr=1e-4",
                         f"sweep.budgets=[{','.join(map(str, args.dapt_budgets))}]",

@@ -186,6 +186,32 @@ class FinetuneConfig:
     # finetune.task=seq2seq: target tokens kept for training, and the generation budget.
     max_target_length: int = 32
     num_beams: int = 1  # 1: greedy decoding
+    # Model Registry name for the best neural init's MLflow model (by the task's headline test
+    # metric), registered by `transferlab run`; sweep points never register. null: do not register.
+    register_as: str | None = "${experiment_name}-${finetune.task}"
+
+
+@dataclass
+class DistillConfig:
+    # Distillation (the `distill` stage, finetune.task=classification only): a student learns
+    # from a teacher's soft labels on the labeled budget plus unlabeled text; docs/tasks.md.
+    # The teacher, a fine-tuned classifier: an entry of finetune.inits (that fine-tune of this
+    # run, e.g. pretrained), or a fine-tuned checkpoint (local HF dir, runs:/, models:/).
+    # null: no distill stage.
+    teacher: str | None = None
+    # pretrained: the pipeline's own pretrained model; or a model.init-style checkpoint.
+    student: str = "pretrained"
+    # Labeled rows: alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * cross-entropy;
+    # unlabeled rows: the KL term alone.
+    alpha: float = 0.5
+    temperature: float = 2.0
+    # Unlabeled texts: drawn from the labeled pool outside the finetune.train_examples subset,
+    # labels dropped. null: all of them; 0: the labeled budget only.
+    unlabeled: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.teacher is not None
 
 
 @dataclass

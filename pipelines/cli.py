@@ -63,6 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
             "(MLFLOW_TRACKING_URI or tracking.uri): the worker of a shared setup")
     _serve_options(sub.add_parser("serve", help=text, description=text))
     _state_commands(sub)
+    text = ("label every text of a csv/tsv/jsonl/txt file with a fine-tuned model (docs/serving.md): "
+            "a label and a score per row")
+    p = sub.add_parser("predict", help=text, description=text)
+    p.add_argument("model_uri", metavar="MODEL_URI",
+                   help="models:/<name>/<version>, runs:/<run id>/model, or a local fine-tune folder (hf_model/)")
+    p.add_argument("input", metavar="INPUT",
+                   help="a csv, tsv (with a header), jsonl or txt file, read as data=local_* reads one")
+    p.add_argument("--output", metavar="FILE", help="write here (.csv, .tsv or .jsonl) instead of CSV on stdout")
+    p.add_argument("--text-column", default="text", help="the column holding the texts: a name or a 0-based "
+                                                         "position (default text; txt files: each line)")
+    p.add_argument("--batch-size", type=int, help="texts per forward pass (default: 16 on CPU, 64 on a GPU)")
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=STORE_HELP + " and its MLflow store")
     return parser
 
 
@@ -112,6 +124,19 @@ def state_command(args: argparse.Namespace) -> int:
         return cache_admin.prune_command(args.overrides, args.older_than, args.max_size, args.stage,
                                          args.orphans_older_than, args.yes, sys.stdout, sys.stderr)
     except UserError as exc:
+        print(f"transferlab: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def predict(args: argparse.Namespace) -> int:
+    from pipelines.serve.predict import predict_command
+
+    try:
+        if args.batch_size is not None and args.batch_size < 1:
+            raise UserError(f"bad value for --batch-size: {args.batch_size} (at least 1)")
+        return predict_command(args.model_uri, args.input, args.output, args.text_column, args.overrides,
+                               args.batch_size)
+    except (UserError, DataError) as exc:
         print(f"transferlab: error: {exc}", file=sys.stderr)
         return 2
 
@@ -173,6 +198,9 @@ def print_summary(summary: dict[str, Any], out: Any = None) -> None:
         w(f"  CO2e total      {_fmt_g(summary['totals']['carbon/emissions_kg'])}\n")
     if summary.get("report"):
         w(f"  report          {summary['report']}\n")
+    if summary.get("registered_model"):  # finetune.register_as: the best trained init, servable
+        w(f"  serve it        MLFLOW_TRACKING_URI={summary['tracking_uri']} mlflow models serve "
+          f"-m {summary['registered_model']['uri']} --env-manager local\n")
     uri = summary["tracking_uri"]
     w(f"  MLflow          {uri}  (experiment '{summary['experiment']}', parent run {summary['parent_run_id']})\n")
     if uri.startswith("sqlite:"):
@@ -219,13 +247,16 @@ def services_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # ``compare`` takes positionals on both sides of --max-runs N; argparse leaves the later ones over.
-    if extra and (args.command != "compare" or any(e.startswith("-") for e in extra)):
+    # ``compare`` and ``predict`` take positionals on both sides of their options; argparse leaves the later ones over.
+    if extra and (args.command not in ("compare", "predict") or any(e.startswith("-") for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("up", "serve"):
         return services_command(args)
     if args.command in ("cache", "doctor"):  # the state dir only: no Prefect, no torch
         return state_command(args)
+    if args.command == "predict":  # the model and the file only: no Prefect
+        args.overrides += extra
+        return predict(args)
     if args.command == "compare":  # reads MLflow only: no Prefect, no torch
         args.targets += extra
         try:

@@ -27,7 +27,7 @@ from pipelines.preflight import check_inputs
 from pipelines.runtime import lifecycle
 from pipelines.runtime.distributed import global_rank, is_rank_zero
 from pipelines.stages.common import StageContext
-from pipelines.stages.finetune import init_label
+from pipelines.stages.finetune import init_label, register_best
 from pipelines.stages.prep import prep_fingerprint
 from pipelines.stages.pretrain import pretrain_in_worker_rank
 from pipelines.stages.records import EvaluateRecord, FinetuneRecord, PrepRecord, PretrainRecord, StageRecord
@@ -65,6 +65,12 @@ def pretrain_task(cfg: TransferLabConfig, prep_record: PrepRecord, parent_run_id
 def finetune_task(cfg: TransferLabConfig, prep_record: PrepRecord, pretrain_record: PretrainRecord, init: str,
                   parent_run_id: str) -> FinetuneRecord:
     return stages.finetune(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, init)
+
+
+@_task("distill")
+def distill_task(cfg: TransferLabConfig, prep_record: PrepRecord, pretrain_record: PretrainRecord,
+                 finetune_records: list[FinetuneRecord], parent_run_id: str) -> FinetuneRecord:
+    return stages.distill(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, finetune_records)
 
 
 @_task("evaluate")
@@ -168,8 +174,13 @@ def run_pipeline(cfg: TransferLabConfig, until: str = "evaluate") -> dict[str, A
         if until in ("finetune", "evaluate"):
             tuned = [finetune_task.with_options(task_run_name=f"finetune[{init_label(init)}]")(
                 cfg, prep_record, pretrain_record, init, parent) for init in cfg.finetune.inits]
+            if cfg.distill.enabled:  # a student of one of them: one more init in the summary and the report
+                tuned = [*tuned, distill_task(cfg, prep_record, pretrain_record, tuned, parent)]
             records += tuned
             summary["headline"] = headline(cfg.finetune.task, tuned)
+            registered = register_best(StageContext(cfg, tracker, parent), prep_record, pretrain_record, tuned)
+            if registered:
+                summary["registered_model"] = registered
         if until == "evaluate":
             records.append(ev := evaluate_task(cfg, prep_record, pretrain_record, tuned, parent))
             summary["report"] = ev.report
@@ -201,7 +212,7 @@ def _publish_summary(cfg: TransferLabConfig, summary: dict[str, Any]) -> None:
 
 @flow(name="transfer_learning")
 def transfer_learning(overrides: list[str] | None = None) -> dict[str, Any]:
-    """The whole pipeline: prep -> pretrain -> finetune (each of finetune.inits) -> evaluate."""
+    """The whole pipeline: prep -> pretrain -> finetune (each of finetune.inits) [-> distill] -> evaluate."""
     return run_pipeline(compose(overrides or []), "evaluate")
 
 

@@ -36,7 +36,7 @@ def check_inputs(cfg: TransferLabConfig, until: str = "prep", sweep: bool | None
             if init not in BUILTIN_INITS:
                 check_checkpoint_ref(cfg, init, "finetune.inits")
                 _check_local_family(cfg, init)
-    if until in NEEDS_LABELS:
+        _check_distill_refs(cfg)
         _check_lora_targets(cfg)
     data = cfg.data
     if until in NEEDS_LABELS and not has_labels(data):
@@ -128,6 +128,19 @@ def _check_local_family(cfg: TransferLabConfig, init: str) -> None:
     config = read_config(Path(init).expanduser().resolve())
     check_task_family(cfg.finetune.task, family_of(config, init),
                       f"the {init_label(init)} checkpoint in finetune.inits")
+
+
+def _check_distill_refs(cfg: TransferLabConfig) -> None:
+    """distill.teacher / distill.student checkpoints (not this run's inits): they exist, no downloads."""
+    from pipelines.checkpoint_refs import check_checkpoint_ref
+
+    dc = cfg.distill
+    if not dc.enabled:
+        return
+    if dc.teacher not in cfg.finetune.inits:
+        check_checkpoint_ref(cfg, str(dc.teacher), "distill.teacher")
+    if dc.student != "pretrained":
+        check_checkpoint_ref(cfg, dc.student, "distill.student")
 
 
 def _prep_record(cfg: TransferLabConfig) -> dict[str, Any] | None:

@@ -213,3 +213,40 @@ def _close_assistant(page: Page) -> None:
     panel_close = page.get_by_role("button", name="Close", exact=True)
     if panel_close.count() and page.get_by_text("MLflow Assistant").count():
         panel_close.first.click()
+
+
+def mlflow_runs_table(
+    page: Page,
+    link: str,
+    parent_run_name: str,
+    child_run_name: str,
+    *,
+    columns: tuple[str, ...] = ("test/accuracy", "test/accuracy_gain"),
+    screenshot: Path | None = None,
+) -> str:
+    """Open `link` (the experiment link `up` prints and the run summary carries) as a newcomer.
+
+    Waits for the runs table in MLflow's model-training layout: the parent run's row, the
+    saved view's `columns`, and, once the row is expanded, `child_run_name`; fails if MLflow
+    3's GenAI overview ("Detect Issues", traces) shows instead. Returns the URL it settled on.
+    `screenshot` (if given) shows the table with the parent expanded.
+    """
+    failure_shot = _failure_shot(screenshot)
+    try:
+        page.goto(link)
+        page.get_by_role("heading", name="Runs", exact=True).wait_for()
+        parent = page.get_by_role("link", name=parent_run_name, exact=True)
+        parent.first.wait_for()
+        for column in columns:
+            page.get_by_text(column, exact=True).first.wait_for()
+        if "/overview" in page.url or page.get_by_text("Detect Issues").count():
+            raise _fail(page, failure_shot, f"MLflow showed its GenAI overview for {link}: {page.url}")
+        page.get_by_role("gridcell").filter(has=parent).get_by_role("button").first.click()
+        page.get_by_role("link", name=child_run_name, exact=True).first.wait_for()
+        _close_assistant(page)
+    except Error as exc:
+        raise _fail(page, failure_shot, f"MLflow runs table at {link}: {exc}") from exc
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot))
+    return page.url

@@ -378,7 +378,7 @@ def check_transferlab(command: Command, argv: list[str]) -> None:
     try:
         with contextlib.redirect_stderr(stderr):
             args, extra = parser.parse_known_args(argv)
-            if extra and (args.command != "compare" or any(e.startswith("-") for e in extra)):
+            if extra and (args.command not in ("compare", "predict") or any(e.startswith("-") for e in extra)):
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit:
         raise DocProblem(f"{command.where()}: `transferlab {' '.join(argv)}`: "

@@ -53,6 +53,7 @@ CASES = [
      "'finetune.lora_target_modules': 'qkv'", "cli"),
     ("duplicate-inits", ["finetune.inits=[pretrained,pretrained]"], "finetune.inits", "main"),
     ("register-name", ["pretrain.register_as=a/b"], "pretrain.register_as", "main"),
+    ("finetune-register-name", ["finetune.register_as=a:b"], "finetune.register_as", "main"),
     # Numeric ranges.
     ("devices-zero", ["trainer.devices=0"], "'trainer.devices': 0", "main"),
     ("num-nodes", ["trainer.num_nodes=0"], "'trainer.num_nodes': 0", "main"),

@@ -3,6 +3,8 @@
 Drives Debian's headless chromium through Playwright (tests/browser.py holds the UI steps)
 against a real `transferlab up` (tiny config, free ports, state in tmp_path): the custom run
 is the real pipeline, and the metric the MLflow UI must show is read back through the API.
+The experiment link `up` prints (also in the run's summary) must open MLflow's runs table
+with the pipeline's parent run, not MLflow 3.17's GenAI overview.
 
 Screenshots go to $TRANSFERLAB_TEST_ARTIFACTS (default <repo>/test-artifacts/); with
 TRANSFERLAB_UPDATE_DOCS=1 the served pipeline is the built-in default (a few minutes, real
@@ -12,6 +14,7 @@ numbers) and the screenshots are also copied to docs/ for the README and docs/op
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import time
@@ -29,7 +32,14 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ is not a package
 
-from browser import UiStepError, launch_browser, mlflow_show_metric, new_page, prefect_custom_run  # noqa: E402
+from browser import (  # noqa: E402
+    UiStepError,
+    launch_browser,
+    mlflow_runs_table,
+    mlflow_show_metric,
+    new_page,
+    prefect_custom_run,
+)
 from stack import TransferlabUp  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -47,6 +57,8 @@ class UiStack:
 
     prefect_url: str
     mlflow_url: str
+    runs_link: str
+    """The link to the experiment's runs table that `up` printed."""
     logs: tuple[Path, ...] = ()
     """Server logs, whose tails a failing UI step appends to its message."""
 
@@ -67,7 +79,9 @@ def ui_stack(tmp_path: Path) -> Iterator[UiStack]:
     served = [] if os.environ.get("TRANSFERLAB_UPDATE_DOCS") == "1" else TINY
     log = tmp_path / "up.log"
     with TransferlabUp(tmp_path / "home", served, log, timeout=START_TIMEOUT_S) as up:
-        yield UiStack(up.prefect_url, up.mlflow_url, logs=(log,))
+        printed = re.search(r"runs of experiment transferlab: (\S+)", up.output())
+        assert printed, up.output()[-2000:]
+        yield UiStack(up.prefect_url, up.mlflow_url, printed.group(1), logs=(log,))
         assert up.interrupt() == 0, up.output()[-2000:]  # Ctrl-C stops it cleanly
 
 
@@ -109,6 +123,7 @@ def test_custom_run_in_prefect_ui_then_metric_in_mlflow_ui(ui_stack: UiStack) ->
 
     shots = _artifacts_dir()
     prefect_shot, mlflow_shot = shots / "prefect_ui_run.png", shots / "mlflow_ui_run.png"
+    runs_shot = shots / "mlflow_ui_runs.png"
     timings: dict[str, float] = {}
     with sync_playwright() as playwright:
         browser = launch_browser(playwright)
@@ -146,12 +161,26 @@ def test_custom_run_in_prefect_ui_then_metric_in_mlflow_ui(ui_stack: UiStack) ->
                 screenshot=mlflow_shot,
             )
             timings["mlflow"] = time.monotonic() - start
+
+            # The link a newcomer gets (from `up` and the run's summary) opens the runs table in
+            # MLflow's model-training layout, not 3.17's GenAI overview; a fresh page has no
+            # stored workflow type, as a first visit.
+            artifact = httpx.post(f"{ui_stack.prefect_api}/artifacts/filter", timeout=30, json={
+                "artifacts": {"flow_run_id": {"any_": [run_id]}, "key": {"any_": ["transferlab-summary"]}}}).json()
+            assert artifact and ui_stack.runs_link in artifact[0]["data"], (ui_stack.runs_link, artifact)
+            start = time.monotonic()
+            landed = mlflow_runs_table(new_page(browser), ui_stack.runs_link, parent.info.run_name,
+                                       child.info.run_name, screenshot=runs_shot)
+            timings["mlflow_runs"] = time.monotonic() - start
         finally:
             browser.close()
     assert float(shown) == pytest.approx(accuracy, abs=1e-3), (shown, accuracy)
     assert prefect_shot.stat().st_size > 10_000 and mlflow_shot.stat().st_size > 10_000
+    assert "/runs?" in landed and "workflowType=machine_learning" in landed, landed
+    assert runs_shot.stat().st_size > 10_000
     print(f"UI step timings: {timings}")
     if os.environ.get("TRANSFERLAB_UPDATE_DOCS") == "1":
         # The completed run with its stage graph and summary artifact reads best in the README.
         shutil.copyfile(prefect_shot.with_name("prefect_ui_run_summary.png"), REPO / "docs" / "prefect_ui_run.png")
         shutil.copyfile(mlflow_shot, REPO / "docs" / "mlflow_ui_run.png")
+        shutil.copyfile(runs_shot, REPO / "docs" / "mlflow_ui_runs.png")

@@ -95,6 +95,13 @@ def test_flow_summary_points_at_the_report_and_store(flow_home: tuple[Path, dict
     report = Path(summary["report"]).read_text()
     assert f"| tfidf | {summary['headline']['by_init']['tfidf']:.4f} |" in report
     assert "| *majority class* | " in report and "classical baseline (`tfidf`)" in report
+    # finetune.register_as (default on): the best trained init is registered, servable.
+    by_init = summary["headline"]["by_init"]
+    best = max(("pretrained", "scratch"), key=lambda init: by_init[init])  # tfidf has no MLflow model
+    assert summary["registered_model"]["uri"] == "models:/quickstart-classification/1"
+    client, _ = _runs(home)
+    tags = client.get_model_version("quickstart-classification", "1").tags
+    assert tags["transferlab.init"] == best and tags["transferlab.source_pipeline_run"] == summary["parent_run_id"]
 
 
 def test_second_flow_run_reuses_every_stage(flow_home: tuple[Path, dict[str, Any]]) -> None:
@@ -106,6 +113,7 @@ def test_second_flow_run_reuses_every_stage(flow_home: tuple[Path, dict[str, Any
     assert hits == {"prep": True, "pretrain": True, "finetune[pretrained]": True, "finetune[scratch]": True,
                     "finetune[tfidf]": True, "evaluate": False}
     assert second["headline"] == first["headline"]  # the reused fine-tunes' own test metrics
+    assert second["registered_model"]["version"] == "1" and second["registered_model"]["new"] is False
     _, runs = _runs(home)
     children = _children(runs, second["parent_run_id"])
     cache_tags = {(r.data.tags["transferlab.stage"], r.data.tags.get("transferlab.init")):

@@ -77,6 +77,13 @@ def test_sweep_runs_every_point_side_by_side_and_clamps_the_big_budget(sweep_hom
     assert len(clamped) == 6
     assert all(r.data.tags["transferlab.train_examples_clamped"] == "500->120" for r in clamped)
     assert all(r.data.metrics["data/train_examples"] == 120 for r in clamped)
+    # Each trained point logs its MLflow model; no point registers one (finetune.register_as is for runs).
+    assert all(r.data.tags.get("transferlab.mlflow_model", "").startswith("models:/m-") for r in tunes
+               if r.data.tags["transferlab.init"] != "tfidf")
+    from mlflow.tracking import MlflowClient
+
+    registered = [m.name for m in MlflowClient(f"sqlite:///{home / 'mlflow.db'}").search_registered_models()]
+    assert not [name for name in registered if name.endswith("-classification")], registered
 
 
 def test_report_numbers_are_the_runs_numbers(sweep_home: tuple[Path, dict[str, Any]]) -> None:

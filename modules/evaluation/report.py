@@ -83,3 +83,22 @@ def render_report(
     lines += ["", *notes] if notes else []
     lines += [""] + [f"![{name}]({name})" for name in images] + [""]
     return "\n".join(lines)
+
+
+def distillation_note(results: dict[str, dict[str, float]], teacher: str, student: str, headline: str,
+                      labeled: int, unlabeled: int, alpha: float, temperature: float,
+                      parameters: tuple[int | None, int | None] = (None, None)) -> str:
+    """The report's line on the ``distilled`` init: what it learned from, how much of the
+    teacher's test score it keeps (when the teacher is one of this run's inits), and with how
+    many of its parameters (``parameters``: student's, teacher's; non-embedding)."""
+    line = (f"`distilled`: the student ({student}) trained on the soft labels of the teacher `{teacher}` "
+            f"(distill.alpha {alpha:g}, temperature {temperature:g}) on {labeled} labeled + {unlabeled} unlabeled "
+            "texts.")
+    ours, theirs = results.get("distilled", {}).get(headline), results.get(teacher, {}).get(headline)
+    if ours is not None and theirs:
+        line += f" It keeps {100 * ours / theirs:.1f}% of the teacher's test {headline}."
+    ours_n, theirs_n = parameters
+    if ours_n and theirs_n:
+        line += (f" Parameters (non-embedding): student {ours_n:,}, teacher {theirs_n:,} "
+                 f"({theirs_n / ours_n:.2g}x the student's).")
+    return line

@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 # Light modules (no torch), so validation stays instant.
-from modules.config import DataConfig, FinetuneConfig, TrainerConfig
+from modules.config import DataConfig, DistillConfig, FinetuneConfig, TrainerConfig
 from modules.data.tokenizer_kinds import ALPHABET, SPECIAL_TOKENS, TOKENIZER_KINDS, min_vocab_size, trained_kind
 from modules.models.choices import ARCHS, BUILTIN_INITS, FAMILIES, STRATEGIES
 from modules.models.sizes import layer_count
@@ -230,13 +230,14 @@ def _unknown_keys(cfg: dict[str, Any], schema: dict[str, Any], prefix: str = "")
     return out
 
 
-def check_register_as(name: str | None) -> None:
-    """``pretrain.register_as`` must be a valid registered-model name (no '/' or ':').
+def check_register_as(name: str | None, key: str = "pretrain.register_as") -> None:
+    """``pretrain.register_as`` (or ``finetune.register_as``) must be a valid registered-model
+    name (no '/' or ':').
 
     Checked when composing, and again by the registry before registering (the stage may get
     a config that did not come through :func:`validate`)."""
     if name is not None and (not str(name).strip() or any(c in str(name) for c in "/:")):
-        raise UserError(f"bad value for 'pretrain.register_as': {name!r} (a registered-model name cannot be "
+        raise UserError(f"bad value for '{key}': {name!r} (a registered-model name cannot be "
                         "empty or contain '/' or ':'; null disables registration)")
 
 
@@ -305,6 +306,7 @@ def validate(cfg: TransferLabConfig) -> None:
         raise ConfigError(f"bad value for 'finetune.search_lr_min': {ft.search_lr_min!r} must be below "
                           f"finetune.search_lr_max={ft.search_lr_max!r} (the learning-rate range searched)")
     _check_trainer(cfg.trainer)
+    check_distill(cfg.distill, cfg.finetune, cfg.sweep.enabled)
     if scratch:
         _check_vocab(cfg)
     if cfg.cache.wait_timeout_s < 0:
@@ -314,6 +316,7 @@ def validate(cfg: TransferLabConfig) -> None:
         raise ConfigError(f"bad value for 'pretrain.max_steps': {pre.max_steps!r} (must be > 0; "
                           "0 only with model.init=<checkpoint>, to fine-tune it without pretraining)")
     check_register_as(cfg.pretrain.register_as)
+    check_register_as(cfg.finetune.register_as, "finetune.register_as")
     if cfg.data.num_topics < 2:
         raise ConfigError("bad value for 'data.num_topics': needs at least 2 classes")
     if model.n_embd % model.n_head:
@@ -327,6 +330,43 @@ def validate(cfg: TransferLabConfig) -> None:
                 f"bad value for '{key}': {_value(cfg, key)} exceeds "
                 f"model.max_positions={model.max_positions}"
             )
+
+
+# Inits that train no network classifier: nothing to distill from, nothing to distill into.
+UNTRAINED_INITS = ("zero_shot", "tfidf")
+
+
+def check_distill(distill: DistillConfig, ft: FinetuneConfig, sweep: bool = False) -> None:
+    """The distill keys: ranges always; teacher and student once a teacher turns distillation on."""
+    if not 0.0 <= distill.alpha <= 1.0:
+        raise ConfigError(f"bad value for 'distill.alpha': {distill.alpha!r} (must be in [0, 1]: the KL term's "
+                          "share on labeled rows)")
+    if distill.temperature <= 0:
+        raise ConfigError(f"bad value for 'distill.temperature': {distill.temperature!r} (must be > 0)")
+    if distill.unlabeled is not None and distill.unlabeled < 0:
+        raise ConfigError(f"bad value for 'distill.unlabeled': {distill.unlabeled!r} (a count >= 0 of unlabeled "
+                          "texts; null: all of the labeled pool outside finetune.train_examples)")
+    teacher, student = distill.teacher, distill.student
+    if teacher is None:
+        return
+    if not str(teacher).strip():
+        raise ConfigError("bad value for 'distill.teacher': '' (an entry of finetune.inits, or a fine-tuned "
+                          "checkpoint: a local dir, runs:/ or models:/ URI; null: no distillation)")
+    if ft.task != "classification":
+        raise ConfigError(f"bad value for 'distill.teacher': distillation serves finetune.task=classification only "
+                          f"(task is {ft.task!r}); set distill.teacher=null")
+    if sweep:
+        raise ConfigError("bad value for 'distill.teacher': the sweep does not distill (yet); run distillation "
+                          "with `transferlab run`, or set distill.teacher=null")
+    if teacher in UNTRAINED_INITS:
+        raise ConfigError(f"bad value for 'distill.teacher': {teacher!r} trains no network classifier to distill "
+                          "from (use a fine-tuned init such as pretrained, or a fine-tuned checkpoint)")
+    if teacher in BUILTIN_INITS and teacher not in ft.inits:
+        raise ConfigError(f"bad value for 'distill.teacher': {teacher!r} is not in finetune.inits {ft.inits!r} "
+                          "(a teacher from this run must be one of its fine-tunes)")
+    if not str(student).strip() or student in ("scratch", *UNTRAINED_INITS):
+        raise ConfigError(f"bad value for 'distill.student': {student!r} (pretrained: this pipeline's pretrained "
+                          "model, or a model.init-style checkpoint: a local dir, hub id, runs:/ or models:/ URI)")
 
 
 def _check_ranges(cfg: TransferLabConfig) -> None:

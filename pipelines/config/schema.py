@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 
 from modules.config import (
     DataConfig,
+    DistillConfig,
     EvaluateConfig,
     FinetuneConfig,
     ModelConfig,
@@ -90,6 +91,7 @@ class TransferLabConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

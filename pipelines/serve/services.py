@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import secrets
 import signal
@@ -30,6 +31,8 @@ from typing import IO
 
 from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import UserError
+
+log = logging.getLogger("transferlab")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PREFECT_PORT = 4200
@@ -427,9 +430,11 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
         run_env(mlflow_url, overrides, str(home), data_dirs, limits)
         reap_quietly(home, prefect=True)  # runs a killed up/run left Running: KILLED / Crashed
 
+        experiment_id = open_experiment(mlflow_url, cfg.tracking.experiment)
+
         def ready() -> None:
             threading.Thread(target=_watch, args=(services, dead, stopping), daemon=True).start()
-            out.write(ready_message(prefect_url, mlflow_url, cfg, home, overrides))
+            out.write(ready_message(prefect_url, mlflow_url, cfg, home, overrides, experiment_id))
             out.flush()
 
         serve_deployments(limit, ready)
@@ -452,8 +457,29 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
     return 0
 
 
-def ready_message(prefect_url: str, mlflow_url: str, cfg: TransferLabConfig, home: Path, overrides: list[str]) -> str:
+def open_experiment(mlflow_url: str, experiment: str) -> str | None:
+    """The id of the served runs' experiment, created (with its tags) if new, for ``up``'s link.
+
+    Only a link depends on it: a server that refuses is left to the first run to report.
+    """
+    from pipelines.tracking.runs import Tracker
+
+    try:
+        return Tracker(mlflow_url, experiment).experiment_id
+    except Exception as exc:
+        log.warning("no link to MLflow experiment %r: %s", experiment, exc)
+        return None
+
+
+def ready_message(prefect_url: str, mlflow_url: str, cfg: TransferLabConfig, home: Path, overrides: list[str],
+                  experiment_id: str | None = None) -> str:
+    """What ``up`` prints once ready. The MLflow link opens the experiment's runs table in MLflow's
+    model-training layout (a bare ``#/experiments/<id>`` opens 3.17's GenAI overview)."""
+    from pipelines.tracking.ui_links import experiment_url
+
     defaults = " ".join(overrides) if overrides else "none (the built-in default)"
+    runs = (f"      runs of experiment {cfg.tracking.experiment}: {experiment_url(mlflow_url, experiment_id)}\n"
+            if experiment_id else f"      Experiments -> {cfg.tracking.experiment}\n")
     return (
         f"transferlab: ready\n"
         f"  Prefect UI  {prefect_url}\n"
@@ -461,7 +487,8 @@ def ready_message(prefect_url: str, mlflow_url: str, cfg: TransferLabConfig, hom
         f"      label_budget or overrides (e.g. finetune.max_epochs=3) -> Submit; the run page shows its logs,\n"
         f"      and its Artifacts tab the key metrics with a link to MLflow.\n"
         f"  MLflow UI   {mlflow_url}\n"
-        f"      Experiments -> {cfg.tracking.experiment} -> the pipeline run (its stages are nested runs)\n"
+        f"{runs}"
+        f"      each pipeline run is a row; its expander lists its stages (nested runs)\n"
         f"  state       {home}    service defaults: {defaults}\n"
         f"  Ctrl-C stops everything.\n"
     )

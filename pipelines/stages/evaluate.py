@@ -20,7 +20,15 @@ from typing import Any
 
 from pipelines.config.schema import TransferLabConfig
 from pipelines.stages.common import StageContext, run_fields, tracked_stage
-from pipelines.stages.records import EvaluateRecord, FinetuneRecord, PrepRecord, PretrainRecord, StageRecord
+from pipelines.stages.finetune import init_label
+from pipelines.stages.records import (
+    DistillRecord,
+    EvaluateRecord,
+    FinetuneRecord,
+    PrepRecord,
+    PretrainRecord,
+    StageRecord,
+)
 
 log = logging.getLogger("transferlab")
 
@@ -37,7 +45,7 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
     from modules.evaluation.metrics import confusion
     from modules.evaluation.perplexity import lm_perplexity
     from modules.evaluation.plots import comparison_png, confusion_matrix_png
-    from modules.evaluation.report import render_report
+    from modules.evaluation.report import distillation_note, render_report
     from modules.tasks import get_task
 
     cfg = ctx.cfg
@@ -84,12 +92,19 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
                        chance=task.chance(label_names) if majority is None else majority[headline],
                        chance_label="chance" if majority is None else "majority class")
         images.insert(0, "comparison.png")
+        notes = [f"Labeled training examples: {cfg.finetune.train_examples}; seed {cfg.seed}. "
+                 "CO2 of a cached stage is what building its output cost when it ran."]
+        for rec in finetune_records:
+            if isinstance(rec, DistillRecord):
+                notes.append(distillation_note(results, rec.teacher, init_label(cfg.distill.student), headline,
+                                               rec.train_examples, rec.unlabeled_examples, cfg.distill.alpha,
+                                               cfg.distill.temperature,
+                                               (rec.parameters, rec.teacher_parameters)))
         report = render_report(
             f"transferlab report: {cfg.experiment_name} "
             f"({cfg.model.name}, {cfg.data.name}, {task.name})",
             results, lm, rows, images, columns=task.report_columns, majority=majority,
-            notes=[f"Labeled training examples: {cfg.finetune.train_examples}; seed {cfg.seed}. "
-                   "CO2 of a cached stage is what building its output cost when it ran."],
+            notes=notes,
         )
         (out / "report.md").write_text(report)
         for name in ["report.md", *images]:

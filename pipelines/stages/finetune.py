@@ -81,7 +81,9 @@ def finetune_fingerprint(cfg: TransferLabConfig, prep_record: PrepRecord, identi
                                         "finetune": {"task": cfg.finetune.task,
                                                      "train_examples": cfg.finetune.train_examples}})
     ft = asdict(cfg.finetune)
-    keys = {k: v for k, v in ft.items() if k != "inits" and not k.startswith(("zero_shot", "search_"))}
+    # inits and register_as say what runs and where it is published, not what a fine-tune computes.
+    keys = {k: v for k, v in ft.items()
+            if k not in ("inits", "register_as") and not k.startswith(("zero_shot", "search_"))}
     if cfg.finetune.strategy != "lora":  # the adapter's knobs change nothing else: old entries stay valid
         keys = {k: v for k, v in keys.items() if not k.startswith("lora_")}
     if cfg.finetune.monitor == "val/loss":  # the default, as before the key existed: old entries stay valid
@@ -138,12 +140,16 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
             result = _train(ctx, run, prep_record, source, family, init, out)
         return {**result, "init": label, "task": task}
 
+    served: dict[str, str | None] = {}  # log_entry's MLflow model URI, for make_record
+
     def log_entry(run: StageRun, entry: CacheEntry) -> None:
         built = entry.record
         if not entry.hit and init not in ("zero_shot", TFIDF):
             run.log_artifact(entry.path / "hf_model", "hf_model")
             if (entry.path / "adapter").is_dir():  # strategy=lora
                 run.log_artifact(entry.path / "adapter", "adapter")
+        if init not in ("zero_shot", TFIDF):
+            served["uri"] = _mlflow_model(ctx, run, entry, prep_record.label_names)
         run.log_metrics(built["metrics"])  # all test metrics (per class too); a reused point reads complete in the UI
         counts = {"data/train_examples": built["train_examples"],
                   "model/trainable_parameters": built["trainable_parameters"]}
@@ -174,11 +180,89 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
                               predictions=str(entry.path / built["predictions_file"]), metrics=built["metrics"],
                               train_examples=built["train_examples"],
                               requested_examples=built.get("requested_examples"),
-                              label_names=built.get("label_names") or prep_record.label_names)
+                              label_names=built.get("label_names") or prep_record.label_names,
+                              mlflow_model=served.get("uri"))
 
     fp = finetune_fingerprint(cfg, prep_record, identity, init)
     return cached_stage(ctx, CachedStage("finetune", fp, build, make_record, log_entry, label=f"finetune[{label}]",
                                          run_name=f"finetune-{label}", tags=tags))
+
+
+def _kg(value: float | None) -> str:
+    return "missing" if value is None else f"{value:.6g}"
+
+
+def register_best(ctx: StageContext, prep_record: PrepRecord, pretrain_record: PretrainRecord,
+                  tuned: list[FinetuneRecord]) -> dict[str, Any] | None:
+    """Register the best trained init's MLflow model under ``finetune.register_as`` (by the
+    task's headline test metric; tfidf and zero_shot have no MLflow model and do not compete).
+
+    Tagged with what a user deciding to deploy it asks: task, labels, init, strategy, the
+    test metric, the data fingerprint, what building it emitted (``carbon/emissions_kg``:
+    the fine-tune plus, for ``pretrained``, the pretraining it started from; each part in
+    its own tag) and the pipeline run it came from. Returns the registry's answer, or None
+    (registration off, or no trained init with an MLflow model).
+    """
+    from modules.tasks import HEADLINE
+    from pipelines.tracking import registry
+
+    name = ctx.cfg.finetune.register_as
+    if not name:
+        return None
+    metric = f"test/{HEADLINE[ctx.cfg.finetune.task]}"
+    servable = [r for r in tuned if r.mlflow_model and r.metrics.get(metric) is not None]
+    if not servable:
+        log.info("finetune: no fine-tune with an MLflow model; nothing registered under %s", name)
+        return None
+    best = max(servable, key=lambda r: r.metrics[metric])
+    assert best.mlflow_model is not None
+    tune_kg = best.produced()[0]
+    # scratch used no pretraining; a checkpoint init's pretraining happened elsewhere, unmeasured.
+    external = best.init not in ("pretrained", "scratch")
+    pretrain_kg = pretrain_record.produced()[0] if best.init == "pretrained" else 0.0
+    total = None if tune_kg is None or pretrain_kg is None else tune_kg + pretrain_kg
+    tags = {TAG_TASK: best.task, "transferlab.labels": ",".join(best.label_names)[:5000], TAG_INIT: best.init,
+            TAG_STRATEGY: str(best.strategy), "transferlab.test_metric": metric, metric: f"{best.metrics[metric]:.6g}",
+            registry.TAG_DATA_FP: prep_record.fingerprint, "carbon/emissions_kg": _kg(total),
+            "carbon/finetune_kg": _kg(tune_kg),
+            "carbon/pretrain_kg": "not measured (external checkpoint)" if external else _kg(pretrain_kg),
+            "transferlab.source_pipeline_run": ctx.parent_run_id or "", "transferlab.finetune_run": best.run_id}
+    description = (f"{best.task} fine-tune (init {best.init}, strategy {best.strategy}), best of "
+                   f"{', '.join(r.init for r in servable)} by {metric} = {best.metrics[metric]:.4g}; "
+                   f"{best.train_examples} labeled examples; labels {', '.join(best.label_names)}; "
+                   f"carbon {_kg(total)} kg CO2e{' (fine-tuning only)' if external else ' including pretraining'}.")
+    return registry.register_finetuned(ctx.tracker, name, best.mlflow_model, best.run_id, best.fingerprint, tags,
+                                       description)
+
+
+def _mlflow_model(ctx: StageContext, run: StageRun, entry: CacheEntry, prep_labels: list[str]) -> str | None:
+    """The fine-tune's servable MLflow model (pipelines/tracking/mlflow_models.py): a build logs
+    it; a hit reuses the one this experiment holds of the entry, else logs its own.
+
+    A model that cannot be logged costs the fine-tune nothing: its metrics, predictions and
+    ``hf_model/`` stand; the run says why in ``transferlab.mlflow_model_error``."""
+    from pipelines.tracking import mlflow_models
+
+    built = entry.record
+    if entry.hit:
+        uri = mlflow_models.logged_model(ctx.tracker, built["fingerprint"])
+        if uri:
+            mlflow_models.link_model(ctx.tracker, run.run_id, uri)
+            return uri
+    labels = built.get("label_names") or prep_labels
+    card = (f"transferlab fine-tune for {built['task']} (init {built['init']}, strategy {built.get('strategy')}); "
+            f"labels: {', '.join(labels)}; test metrics: {built['metrics']}; cache entry {entry.path}.")
+    try:
+        ft = ctx.cfg.finetune
+        generation = {"max_length": ft.max_length, "max_target_length": ft.max_target_length,
+                      "num_beams": ft.num_beams}
+        return mlflow_models.log_finetuned_model(ctx.tracker, run.run_id, built["fingerprint"], entry.path / "hf_model",
+                                                 built["task"], labels, card, ctx.cfg.model.trust_remote_code,
+                                                 generation)
+    except Exception as exc:  # the fine-tune itself succeeded: its results stand
+        log.warning("finetune[%s]: not logged as an MLflow model: %s", built["init"], exc)
+        run.set_tags({mlflow_models.TAG_MODEL_ERROR: str(exc)[:500]})
+        return None
 
 
 def _train(ctx: StageContext, run: StageRun, prep_record: PrepRecord, source: Path, family: str, init: str,

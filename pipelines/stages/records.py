@@ -88,6 +88,7 @@ class FinetuneRecord(CachedRecord):
     train_examples: int
     requested_examples: int | None
     label_names: list[str]
+    mlflow_model: str | None = None  # models:/m-<id>: the servable MLflow model (trained inits)
 
     @property
     def label(self) -> str:
@@ -96,6 +97,22 @@ class FinetuneRecord(CachedRecord):
     def test_scores(self) -> dict[str, float]:
         """The task's test metrics without the ``test/`` prefix (``Task.score``'s keys)."""
         return {k.removeprefix("test/"): v for k, v in self.metrics.items() if k.startswith("test/")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillRecord(FinetuneRecord):
+    """A distilled student: to the report and the summary one more init (``distilled``),
+    made by its own stage."""
+
+    stage: ClassVar[str] = "distill"
+    teacher: str  # the teacher's init label ("pretrained", "checkpoint:<name>")
+    unlabeled_examples: int  # unlabeled texts it trained on, beside train_examples labeled ones
+    parameters: int | None = None  # the student's non-embedding parameters (record.json "parameters")
+    teacher_parameters: int | None = None
+
+    @property
+    def label(self) -> str:
+        return "distill"
 
 
 @dataclass(frozen=True, kw_only=True)

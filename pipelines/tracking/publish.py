@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from pipelines.config.schema import TransferLabConfig
+from pipelines.tracking.ui_links import experiment_url, run_url
 
 log = logging.getLogger("transferlab")
 
@@ -23,10 +24,12 @@ def mlflow_ui_base(cfg: TransferLabConfig, uri: str) -> str | None:
 
 
 def run_link(cfg: TransferLabConfig, uri: str, experiment_id: str, run_id: str) -> str:
-    """Markdown naming the parent run: a link into the MLflow UI, or the store and run id."""
+    """Markdown naming the parent run: links into the MLflow UI (the run, and the experiment's
+    runs table), or the store and run id. The links open MLflow's model-training layout."""
     base = mlflow_ui_base(cfg, uri)
     if base:
-        return f"[MLflow parent run `{run_id}`]({base}/#/experiments/{experiment_id}/runs/{run_id})"
+        return (f"[MLflow parent run `{run_id}`]({run_url(base, experiment_id, run_id)}) · "
+                f"[all runs]({experiment_url(base, experiment_id)})")
     from pipelines.tracking.runs import redact
 
     return f"MLflow store `{redact(uri)}`, parent run `{run_id}` (open it with `mlflow ui --backend-store-uri ...`)"

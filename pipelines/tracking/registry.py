@@ -1,6 +1,7 @@
-"""Register the pretrained export in the MLflow Model Registry (``pretrain.register_as``).
+"""Register the pretrained export (``pretrain.register_as``) and the best fine-tune
+(``finetune.register_as``) in the MLflow Model Registry.
 
-A model version points at the pretrain run's ``hf_model/`` artifact (a plain
+A pretrained export's version points at the pretrain run's ``hf_model/`` artifact (a plain
 ``save_pretrained`` directory: safetensors + tokenizer), so ``model.init=models:/<name>/<v>``
 downloads exactly what fine-tuning needs. MLflow 3 also supports versions backed by
 "logged models", but a plain source works with the sqlite/file stores: the store keeps
@@ -9,6 +10,9 @@ downloads exactly what fine-tuning needs. MLflow 3 also supports versions backed
 
 One version per pretrain fingerprint: a cache hit (or a rebuilt identical output) whose
 fingerprint already has a version registers nothing new.
+
+A fine-tune's version is backed by its MLflow model (``models:/m-<id>``, the
+``transformers`` flavor), so ``mlflow models serve -m models:/<name>/<version>`` serves it.
 """
 
 from __future__ import annotations
@@ -53,6 +57,20 @@ def find_version(client, name: str, fp: str):
     return None
 
 
+def ensure_registered_model(client, name: str, description: str) -> None:
+    """Create registered model ``name`` unless it exists."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        try:
+            client.create_registered_model(name, description=description)
+        except MlflowException as exc:  # another run (another seed, say) created it since we looked
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+
 def register_export(
     tracker,
     cfg: TransferLabConfig,
@@ -75,17 +93,7 @@ def register_export(
         return None
     check_register_as(name)
     client = tracker.client
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        try:
-            client.create_registered_model(
-                name, description=f"transferlab pretrained exports ({cfg.experiment_name})")
-        except MlflowException as exc:  # another run (another seed, say) created it since we looked
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
+    ensure_registered_model(client, name, f"transferlab pretrained exports ({cfg.experiment_name})")
     existing = find_version(client, name, fp)
     if existing is not None:
         log.info("pretrain: %s version %s already holds fingerprint %s; registering nothing new", name,
@@ -146,3 +154,32 @@ def source_carbon(tracker, run_id: str) -> dict[str, float | None]:
     except MlflowException:
         return {"emissions_kg": None, "energy_kwh": None}
     return {"emissions_kg": metrics.get("carbon/emissions_kg"), "energy_kwh": metrics.get("carbon/energy_kwh")}
+
+
+def register_finetuned(tracker, name: str, model_uri: str, stage_run_id: str, fp: str, tags: dict[str, str],
+                       description: str) -> dict[str, Any]:
+    """Register a fine-tune's MLflow model (``models:/m-<id>``, tracking/mlflow_models.py) under
+    ``finetune.register_as``: one version per fine-tune fingerprint, as for pretrained exports.
+
+    ``stage_run_id`` is the fine-tune run that logged (or, on a cache hit, reused) the model;
+    it gets the ``transferlab.registered_model`` tag. Returns ``{"name", "version", "new", "uri"}``.
+    """
+    check_register_as(name, "finetune.register_as")
+    client = tracker.client
+    ensure_registered_model(client, name, "transferlab fine-tuned models, servable: "
+                                          f"mlflow models serve -m models:/{name}/<version>")
+    existing = find_version(client, name, fp)
+    if existing is not None:
+        log.info("finetune: %s version %s already holds fingerprint %s; registering nothing new", name,
+                 existing.version, fp)
+        version, new = existing.version, False
+    else:
+        model_id = model_uri.removeprefix("models:/")
+        source_run = client.get_logged_model(model_id).source_run_id
+        mv = client.create_model_version(name, source=model_uri, run_id=source_run,
+                                         tags={TAG_FINGERPRINT: fp, **tags}, description=description,
+                                         model_id=model_id)
+        version, new = mv.version, True
+        log.info("finetune: registered %s version %s (models:/%s/%s)", name, version, name, version)
+    tracker.set_tags(stage_run_id, {TAG_REGISTERED: f"{name}/{version}"})
+    return {"name": name, "version": str(version), "new": new, "uri": f"models:/{name}/{version}"}

@@ -18,6 +18,7 @@ from typing import Any
 
 from pipelines.config.compose import flatten, to_yaml
 from pipelines.config.schema import TransferLabConfig
+from pipelines.tracking.ui_links import runs_view_tag
 
 log = logging.getLogger("transferlab")
 
@@ -34,13 +35,20 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 TAG_EARLIER_PARENTS = "transferlab.earlier_parent_runs"  # comma-separated, oldest first
 TAG_ATTEMPTS = "transferlab.attempts"
-# MLflow 3's UI opens an experiment without this tag in its GenAI (traces) layout; ours are
-# model training: runs, params, metrics.
+# What the experiment is: model training (runs, params, metrics), not a GenAI app. MLflow 3.17's
+# UI picks its layout from the browser's workflow type instead (see pipelines.tracking.ui_links),
+# but the tag still says it to other clients and to MLflow versions that read it.
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 
 MAX_PARAM_CHARS = 500
 _SECRET_IN_URI = re.compile(r"(://)([^/@:]+):([^/@]+)@")
+
+
+def experiment_tags() -> dict[str, str]:
+    """Tags transferlab's experiments carry: the kind, and the runs-table view its UI links open."""
+    view_key, view = runs_view_tag()
+    return {TAG_EXPERIMENT_KIND: MODEL_TRAINING, view_key: view}
 
 
 def tracking_uri(cfg: TransferLabConfig) -> str:
@@ -141,7 +149,7 @@ class Tracker:
             location = self.artifact_location if self.uri.startswith("sqlite:") else None
             try:
                 self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=location,
-                                                                   tags={TAG_EXPERIMENT_KIND: MODEL_TRAINING})
+                                                                   tags=experiment_tags())
                 return
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -149,11 +157,14 @@ class Tracker:
                 # Another run created it since we looked (runs started together on a new store).
                 exp = self.client.get_experiment_by_name(self.experiment)
         self.experiment_id = exp.experiment_id
-        if TAG_EXPERIMENT_KIND not in exp.tags:  # created before this tag, or by someone else
+        # Created before these tags, or by someone else. A saved view a user changed in the UI is theirs.
+        for key, value in experiment_tags().items():
+            if key in exp.tags:
+                continue
             try:
-                self.client.set_experiment_tag(self.experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING)
+                self.client.set_experiment_tag(self.experiment_id, key, value)
             except Exception as exc:  # e.g. no EDIT permission on a shared server: only a UI nicety
-                log.debug("experiment kind tag not set: %s", exc)
+                log.debug("experiment tag %s not set: %s", key, exc)
 
     @classmethod
     def from_config(cls, cfg: TransferLabConfig) -> Tracker:
