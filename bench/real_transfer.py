@@ -203,9 +203,11 @@ def pretrain_line(home: Path) -> str:
     """The one shared pretraining's cost and final LM quality, from its MLflow run."""
     c = client(home)
     exp = c.get_experiment_by_name("transferlab")
-    # The sweeps' own pretrain stages pass the export through (max_steps=0): no val/loss.
+    # The sweeps' own pretrain stages pass the export through (max_steps=0): no val/loss. MiniLM's
+    # continued pretraining (--dapt-steps) trains, but from a checkpoint (model.init set).
     trained = [r for r in c.search_runs([exp.experiment_id], "tags.`transferlab.stage` = 'pretrain'", max_results=100)
-               if "val/loss" in r.data.metrics and r.data.tags.get("transferlab.cache") != "hit"]
+               if "val/loss" in r.data.metrics and r.data.tags.get("transferlab.cache") != "hit"
+               and r.data.params.get("model.init") in (None, "None", "scratch")]
     if not trained:
         return "No pretraining run in this state dir (an export was reused)."
     m = trained[0].data.metrics
