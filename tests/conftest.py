@@ -73,6 +73,16 @@ def tiny_cfg(tmp_path: Path) -> TransferLabConfig:
     return compose(tiny_overrides(tmp_path))
 
 
+@pytest.fixture(scope="module", params=["bart", "bert", "gpt2"])
+def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """(arch, folder): a tiny LM of each architecture saved as a pretrained export, once per
+    arch and test module (tests/tiny_exports.py), for the fine-tuning strategy tests."""
+    from tiny_exports import export_tiny_lm
+
+    arch = request.param
+    return arch, export_tiny_lm(arch, tmp_path_factory.mktemp(arch))
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One temporary Prefect server and database for the whole test session."""

@@ -3,7 +3,6 @@ stage-level linear probe that leaves the pretrained body bit-identical."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,36 +10,17 @@ import pytest
 import torch
 from conftest import tiny_overrides
 from safetensors.torch import load_file
+from tiny_exports import HEAD
 
-from modules.config import ModelConfig
-from modules.data.synthetic import generate
-from modules.data.tokenization import train_tokenizer
-from modules.models.factory import build_classifier, build_lm, lm_config
+from modules.models.factory import build_classifier
 from modules.models.freeze import StrategyError, apply_strategy
 from modules.training.learning_rates import STRATEGY_LR
 from pipelines.config.compose import compose
 from pipelines.errors import ConfigError
 
-DATA = generate(seed=5, corpus_documents=120, labeled_train=8, labeled_val=4, labeled_test=4, words_per_topic=8,
-                neutral_words=40)
-MODEL = ModelConfig(name="test", arch="gpt2", family="causal", n_layer=2, n_embd=32, n_head=2, n_inner=64,
-                    max_positions=64, dropout=0.1, n_decoder_layer=None)
-FAMILY = {"gpt2": "causal", "bert": "masked", "bart": "seq2seq"}
-# Per arch: the head (always trains) and, for partial k=1, the top layer (+ final norm).
-HEAD = {"gpt2": ("score.",), "bert": ("classifier.", "bert.pooler."), "bart": ("classification_head.",)}
+# Per arch, for partial k=1: the top layer (+ final norm).
 TOP = {"gpt2": ("transformer.h.1.", "transformer.ln_f."), "bert": ("bert.encoder.layer.1.",),
        "bart": ("model.decoder.layers.1.",)}  # BART: encoder 0-1 then decoder 0-1; the decoder is on top
-
-
-@pytest.fixture(scope="module", params=sorted(FAMILY))
-def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    """A tiny LM of each arch built by the factory and saved as a pretrained export."""
-    arch = request.param
-    tok = train_tokenizer(DATA.corpus["train"], "bpe", 300, family=FAMILY[arch])
-    lm = build_lm(lm_config(replace(MODEL, arch=arch), tok), FAMILY[arch])
-    out = tmp_path_factory.mktemp(arch)
-    lm.save_pretrained(str(out))
-    return arch, out
 
 
 def _trainable(model: torch.nn.Module) -> set[str]:

@@ -12,33 +12,16 @@ import pytest
 import torch
 from conftest import tiny_overrides
 from safetensors.torch import load_file
+from tiny_exports import HEAD
 
-from modules.config import FinetuneConfig, ModelConfig
-from modules.data.synthetic import generate
-from modules.data.tokenization import train_tokenizer
-from modules.models.factory import build_classifier, build_lm, lm_config
+from modules.config import FinetuneConfig
+from modules.models.factory import build_classifier
 from modules.models.freeze import StrategyError, apply_strategy
 from modules.models.lora import LoraSettings, apply_lora, default_targets
 from pipelines.config.compose import compose
 from pipelines.errors import ConfigError
 
-DATA = generate(seed=5, corpus_documents=120, labeled_train=8, labeled_val=4, labeled_test=4, words_per_topic=8,
-                neutral_words=40)
-MODEL = ModelConfig(name="test", arch="gpt2", family="causal", n_layer=2, n_embd=32, n_head=2, n_inner=64,
-                    max_positions=64, dropout=0.1, n_decoder_layer=None)
-FAMILY = {"gpt2": "causal", "bert": "masked", "bart": "seq2seq"}
 TARGETS = {"gpt2": ("c_attn",), "bert": ("query", "value"), "bart": ("q_proj", "v_proj")}
-HEAD = {"gpt2": ("score.",), "bert": ("classifier.", "bert.pooler."), "bart": ("classification_head.",)}
-
-
-@pytest.fixture(scope="module", params=sorted(FAMILY))
-def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    arch = request.param
-    tok = train_tokenizer(DATA.corpus["train"], "bpe", 300, family=FAMILY[arch])
-    lm = build_lm(lm_config(replace(MODEL, arch=arch), tok), FAMILY[arch])
-    out = tmp_path_factory.mktemp(arch)
-    lm.save_pretrained(str(out))
-    return arch, out
 
 
 def test_auto_targets_the_attention_projections_and_the_head_trains(exported: tuple[str, Path]) -> None:
