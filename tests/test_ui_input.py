@@ -127,6 +127,11 @@ def _attack_overrides(site: dict[str, Path]) -> list[tuple[str, list[str], str]]
         ("init-file-url", ["model.init=file:///etc"], "model.init"),
         ("init-outside", [f"model.init={sib}"], "model.init"),
         ("tokenizer-outside", ["tokenizer.kind=pretrained", "tokenizer.path=../../../../etc"], "tokenizer.path"),
+        ("distill-teacher-outside", [f"distill.teacher={sib}"], "distill.teacher"),
+        ("distill-teacher-traversal", ["distill.teacher='runs:/0123abcd/../../../../etc'"], "distill.teacher"),
+        ("distill-student-outside", ["distill.teacher=pretrained", "distill.student=../../../../etc"],
+         "distill.student"),
+        ("distill-student-file-url", ["distill.teacher=pretrained", "distill.student=file:///etc"], "distill.student"),
         ("tokenizer-hub-traversal", ["tokenizer.kind=pretrained", "tokenizer.path=a..b"], "tokenizer.path"),
         # limits (defaults; the operator raises them with --max)
         ("max-steps-float", ["pretrain.max_steps=1e12"], "pretrain.max_steps"),

@@ -21,6 +21,7 @@ nothing):
   started with), ``tracking.ui_url`` (the link in every run's summary),
   ``model.trust_remote_code`` (runs code from a checkpoint), ``model.init_path`` (filled in
   by transferlab);
+- a ``distill.teacher``/``distill.student`` checkpoint is checked like ``model.init``;
 - after composing and validating: the operator's limits (``pipelines.config.limits``); ``paths.home``
   without glob characters and inside the service's state dir; every local file or dir the
   run would read (data files, each match of a glob, a tokenizer or checkpoint dir) resolved
@@ -241,6 +242,16 @@ def _inside(path: str, roots: list[Path]) -> bool:
     return all(_readable(Path(os.path.realpath(m)), roots) for m in glob.iglob(expanded, recursive=True))
 
 
+def _distill_refs(cfg: TransferLabConfig) -> list[tuple[str, str]]:
+    """(key, reference) of a distillation teacher or student that is a checkpoint, not one of
+    this run's inits (those are checked as ``finetune.inits``) or the pretrained export."""
+    d = cfg.distill
+    if not d.enabled:
+        return []
+    return [(key, str(ref)) for key, ref in (("distill.teacher", d.teacher), ("distill.student", d.student))
+            if ref and ref != "pretrained" and ref not in cfg.finetune.inits]
+
+
 def _local_refs(cfg: TransferLabConfig) -> list[tuple[str, str]]:
     """(key, local path) for everything the run would read from the server's disk."""
     from modules.models.choices import BUILTIN_INITS
@@ -257,6 +268,7 @@ def _local_refs(cfg: TransferLabConfig) -> list[tuple[str, str]]:
     if kind_of(cfg.model.init) == "local":
         out.append(("model.init", cfg.model.init))
     out += [("finetune.inits", i) for i in cfg.finetune.inits if i not in BUILTIN_INITS and kind_of(i) == "local"]
+    out += [(key, ref) for key, ref in _distill_refs(cfg) if kind_of(ref) == "local"]
     return out
 
 
@@ -266,6 +278,7 @@ def _checkpoint_refs(cfg: TransferLabConfig) -> list[tuple[str, str]]:
 
     refs = [("model.init", cfg.model.init or "scratch"), ("tokenizer.path", cfg.tokenizer.path)]
     refs += [("finetune.inits", i) for i in cfg.finetune.inits if i not in BUILTIN_INITS]
+    refs += _distill_refs(cfg)
     return [(k, str(v)) for k, v in refs if v and v != "scratch"]
 
 
