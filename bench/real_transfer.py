@@ -219,7 +219,10 @@ def pretrain_line(home: Path) -> str:
 
 def section(results: dict[str, list[Row]], chances: dict[str, float], commands: list[str], pngs: dict[str, str],
             budget: int, pretrain: str) -> str:
-    out = [BEGIN, "", "Produced by:", "", "```text", *commands, "```", "", pretrain, ""]
+    # A record of what ran, not a block to paste: commented, so the docs check (which runs the
+    # commands of bash/console blocks) leaves it alone.
+    shown = [c if c.startswith("#") else f"# {c}" for c in commands]
+    out = [BEGIN, "", "Produced by:", "", "```text", *shown, "```", "", pretrain, ""]
     for ds, rows in results.items():
         out += [f"#### {ds}", "", table(rows, chances[ds]), "", verdict(rows, budget), ""]
         if ds in pngs:
