@@ -210,6 +210,13 @@ def test_a_teacher_over_other_classes_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
     with pytest.raises(UserError, match="not a fine-tuned sequence classifier"):
         check_teacher(tmp_path, ["neg", "pos"])
+    # transformers writes no label map for two classes: a binary teacher (SST-2's) must pass, and
+    # must not pass for a three-class task.
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert",
+                                                      "architectures": ["BertForSequenceClassification"]}))
+    check_teacher(tmp_path, ["neg", "pos"])
+    with pytest.raises(UserError, match="the teacher predicts 2 classes, the task has 3"):
+        check_teacher(tmp_path, ["a", "b", "c"])
 
 
 # ---------------------------------------------------------------------------- the flow

@@ -77,7 +77,8 @@ def check_teacher(teacher_dir: Path, label_names: list[str]) -> None:
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise UserError(f"bad value for '{teacher}': {teacher_dir} is not a fine-tuned sequence classifier "
                         f"(architectures {architectures}); name a fine-tuned init or checkpoint")
-    n = len(config.get("id2label") or {}) or config.get("num_labels")
+    # transformers saves no label map for the default two classes (LABEL_0, LABEL_1): absent means 2.
+    n = len(config.get("id2label") or {}) or config.get("num_labels") or 2
     if n != len(label_names):
         raise UserError(f"bad value for '{teacher}': the teacher predicts {n} classes, the task has "
                         f"{len(label_names)} ({', '.join(label_names)})")
