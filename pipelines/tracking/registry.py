@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -92,14 +93,8 @@ def register_export(
     if not name:
         return None
     check_register_as(name)
-    client = tracker.client
-    ensure_registered_model(client, name, f"transferlab pretrained exports ({cfg.experiment_name})")
-    existing = find_version(client, name, fp)
-    if existing is not None:
-        log.info("pretrain: %s version %s already holds fingerprint %s; registering nothing new", name,
-                 existing.version, fp)
-        version, new = existing.version, False
-    else:
+
+    def create(client: Any) -> Any:
         stats = _stats(prep_record)
         tokenizer = f"{stats.get('tokenizer_kind', cfg.tokenizer.kind)}/{stats.get('vocab_size', '?')}"
         model = cfg.model
@@ -119,10 +114,28 @@ def register_export(
             f"data {cfg.data.name} (prep fingerprint {prep_record.fingerprint}), tokenizer {tokenizer}; "
             f"carbon {_fmt(carbon.get('emissions_kg'), ' kg CO2e')}, {_fmt(carbon.get('energy_kwh'), ' kWh')}."
         )
-        mv = client.create_model_version(name, source=f"runs:/{source_run_id}/hf_model", run_id=source_run_id,
-                                         tags=tags, description=description)
-        version, new = mv.version, True
-        log.info("pretrain: registered %s version %s (models:/%s/%s)", name, version, name, version)
+        return client.create_model_version(name, source=f"runs:/{source_run_id}/hf_model", run_id=source_run_id,
+                                           tags=tags, description=description)
+
+    return _register_once(tracker, "pretrain", name, fp, f"transferlab pretrained exports ({cfg.experiment_name})",
+                          stage_run_id, create)
+
+
+def _register_once(tracker, stage: str, name: str, fp: str, about: str, stage_run_id: str,
+                   create: Callable[[Any], Any]) -> dict[str, Any]:
+    """One version of registered model ``name`` (created with description ``about`` if new) per
+    fingerprint ``fp``: the one that holds it already, else ``create(client)``'s. Tags the
+    stage run with ``transferlab.registered_model``; returns ``{"name", "version", "new", "uri"}``."""
+    client = tracker.client
+    ensure_registered_model(client, name, about)
+    existing = find_version(client, name, fp)
+    if existing is not None:
+        log.info("%s: %s version %s already holds fingerprint %s; registering nothing new", stage, name,
+                 existing.version, fp)
+        version, new = existing.version, False
+    else:
+        version, new = create(client).version, True
+        log.info("%s: registered %s version %s (models:/%s/%s)", stage, name, version, name, version)
     tracker.set_tags(stage_run_id, {TAG_REGISTERED: f"{name}/{version}"})
     return {"name": name, "version": str(version), "new": new, "uri": f"models:/{name}/{version}"}
 
@@ -165,21 +178,13 @@ def register_finetuned(tracker, name: str, model_uri: str, stage_run_id: str, fp
     it gets the ``transferlab.registered_model`` tag. Returns ``{"name", "version", "new", "uri"}``.
     """
     check_register_as(name, "finetune.register_as")
-    client = tracker.client
-    ensure_registered_model(client, name, "transferlab fine-tuned models, servable: "
-                                          f"mlflow models serve -m models:/{name}/<version>")
-    existing = find_version(client, name, fp)
-    if existing is not None:
-        log.info("finetune: %s version %s already holds fingerprint %s; registering nothing new", name,
-                 existing.version, fp)
-        version, new = existing.version, False
-    else:
+
+    def create(client: Any) -> Any:
         model_id = model_uri.removeprefix("models:/")
         source_run = client.get_logged_model(model_id).source_run_id
-        mv = client.create_model_version(name, source=model_uri, run_id=source_run,
-                                         tags={TAG_FINGERPRINT: fp, **tags}, description=description,
-                                         model_id=model_id)
-        version, new = mv.version, True
-        log.info("finetune: registered %s version %s (models:/%s/%s)", name, version, name, version)
-    tracker.set_tags(stage_run_id, {TAG_REGISTERED: f"{name}/{version}"})
-    return {"name": name, "version": str(version), "new": new, "uri": f"models:/{name}/{version}"}
+        return client.create_model_version(name, source=model_uri, run_id=source_run,
+                                           tags={TAG_FINGERPRINT: fp, **tags}, description=description,
+                                           model_id=model_id)
+
+    return _register_once(tracker, "finetune", name, fp, "transferlab fine-tuned models, servable: "
+                          f"mlflow models serve -m models:/{name}/<version>", stage_run_id, create)
