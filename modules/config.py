@@ -218,6 +218,14 @@ class DistillConfig:
 class EvaluateConfig:
     batch_size: int = 64
     perplexity_batches: int = 50  # validation batches used for the pretrained LM's perplexity
+    # What using each fine-tuned model costs (modules/evaluation/inference_cost.py): test texts
+    # predicted in batches (inference/examples_per_sec, ms_per_example_batched, emissions_g_per_1k)
+    # and one at a time (inference/ms_per_example_batch1). 0: not measured.
+    inference_examples: int = 256
+    inference_batch1_examples: int = 32
+    # The dtype predictions run in, for these figures and `transferlab predict`: auto (bf16 where
+    # the device runs it natively), bf16 or fp32.
+    inference_precision: str = "auto"
 
 
 @dataclass

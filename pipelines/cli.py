@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default="text", help="the column holding the texts: a name or a 0-based "
                                                          "position (default text; txt files: each line)")
     p.add_argument("--batch-size", type=int, help="texts per forward pass (default: 16 on CPU, 64 on a GPU)")
+    p.add_argument("--precision", default="auto", help="auto (bf16 where the CPU or GPU runs it natively, else "
+                                                       "fp32), bf16 or fp32; seq2seq models served by pyfunc run fp32")
     p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=STORE_HELP + " and its MLflow store")
     return parser
 
@@ -135,7 +137,7 @@ def predict(args: argparse.Namespace) -> int:
         if args.batch_size is not None and args.batch_size < 1:
             raise UserError(f"bad value for --batch-size: {args.batch_size} (at least 1)")
         return predict_command(args.model_uri, args.input, args.output, args.text_column, args.overrides,
-                               args.batch_size)
+                               args.batch_size, args.precision)
     except (UserError, DataError) as exc:
         print(f"transferlab: error: {exc}", file=sys.stderr)
         return 2
@@ -191,6 +193,10 @@ def print_summary(summary: dict[str, Any], out: Any = None) -> None:
         gain = pretraining_gain(by_init)
         tail = "" if gain is None else f"   ({gain:+.1f} points from pretraining)"
         w(f"  {'test ' + headline['metric']:<15} {parts}{tail}\n")
+    if summary.get("inference"):  # what using each trained model costs (docs/serving.md)
+        w("  inference       " + " | ".join(
+            f"{init} {c['ms_per_example_batch1']:.2f} ms/text, {c['examples_per_sec']:,.0f} texts/s"
+            for init, c in summary["inference"].items()) + "   (batch 1; batched)\n")
     w("  CO2e per stage  " + " | ".join(
         f"{s['stage']} {_fmt_g(s['emissions_kg'])}{' (cache hit)' if s['cache_hit'] else ''}"
         for s in summary["stages"]) + "\n")

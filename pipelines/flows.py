@@ -178,6 +178,7 @@ def run_pipeline(cfg: TransferLabConfig, until: str = "evaluate") -> dict[str, A
                 tuned = [*tuned, distill_task(cfg, prep_record, pretrain_record, tuned, parent)]
             records += tuned
             summary["headline"] = headline(cfg.finetune.task, tuned)
+            summary["inference"] = {r.init: r.inference for r in tuned if r.inference}  # what using each costs
             registered = register_best(StageContext(cfg, tracker, parent), prep_record, pretrain_record, tuned)
             if registered:
                 summary["registered_model"] = registered

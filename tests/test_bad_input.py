@@ -68,6 +68,8 @@ CASES = [
     ("one-topic", ["data.num_topics=1"], "data.num_topics", "main"),
     ("keep-checkpoints", ["pretrain.keep_checkpoints=0"], "'pretrain.keep_checkpoints': 0", "main"),
     ("carbon-interval", ["carbon.measure_power_secs=0"], "'carbon.measure_power_secs': 0", "main"),
+    ("inference-examples", ["evaluate.inference_examples=-1"], "'evaluate.inference_examples': -1", "main"),
+    ("inference-precision", ["evaluate.inference_precision=fp16"], "'evaluate.inference_precision': 'fp16'", "main"),
     # Data files.
     ("file-missing", [*L, "data.path=@DATA/missing.csv"], "missing.csv", "cli"),
     ("file-empty", [*L, "data.path=@DATA/empty.csv"], "empty.csv", "main"),

@@ -24,6 +24,19 @@ def test_summary_shows_accuracy_gain_carbon_and_store() -> None:
     assert "mlflow ui --backend-store-uri sqlite:////x/mlflow.db" in text
 
 
+def test_summary_shows_what_using_each_trained_model_costs() -> None:
+    out = io.StringIO()
+    summary = _summary("accuracy", {"pretrained": 0.9, "tfidf": 0.8})
+    summary["inference"] = {"pretrained": {"ms_per_example_batch1": 3.456, "examples_per_sec": 1234.4}}
+    print_summary(summary, out)
+    line = next(ln for ln in out.getvalue().splitlines() if ln.strip().startswith("inference"))
+    assert line.split() == ["inference", "pretrained", "3.46", "ms/text,", "1,234", "texts/s", "(batch", "1;",
+                            "batched)"]
+    out = io.StringIO()
+    print_summary(_summary("accuracy", {"tfidf": 0.8}), out)  # nothing timed: no line
+    assert "inference" not in out.getvalue()
+
+
 def _summary(metric: str, by_init: dict) -> dict:
     return {"until": "evaluate", "wall_s": 1.0, "headline": {"metric": metric, "by_init": by_init},
             "stages": [{"stage": "prep", "cache_hit": False, "emissions_kg": 1e-6, "energy_kwh": 2e-6,

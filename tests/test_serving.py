@@ -123,17 +123,25 @@ def test_cache_hit_reuses_the_model_and_the_version(home: Path, first: dict[str,
     assert len(client.search_model_versions(f"name='{NAME}'")) == 1
 
 
-def test_token_classification_model_answers_tags(tmp_path: Path) -> None:
-    import mlflow
-    import pandas as pd
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    cfg = resolve_init(compose(tiny_overrides(tmp_path, "finetune=token_classification", "finetune.max_epochs=1",
+def _tuned_for(home: Path, task: str) -> tuple[Any, StageContext, Any, Any]:
+    """One epoch of the ``pretrained`` init on ``task``: the fine-tune has an MLflow model and
+    was timed as it will be served (the generator for seq2seq, the tagger's pipeline)."""
+    cfg = resolve_init(compose(tiny_overrides(home, f"finetune={task}", "finetune.max_epochs=1",
                                               "finetune.inits=[pretrained]")))
     ctx = StageContext.create(cfg)
     prep = stages.prep(ctx)
     tuned = stages.finetune(ctx, prep, stages.pretrain(ctx, prep), "pretrained")
     assert tuned.mlflow_model
+    assert tuned.inference is not None and tuned.inference["examples"] == 16
+    return cfg, ctx, prep, tuned
+
+
+def test_token_classification_model_answers_tags(tmp_path: Path) -> None:
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    cfg, ctx, prep, tuned = _tuned_for(tmp_path, "token_classification")
     with _use_tracking_uri(tracking_uri(cfg)):
         model = mlflow.pyfunc.load_model(tuned.mlflow_model)
         out = model.predict(pd.DataFrame({"text": TEXTS}))
@@ -150,12 +158,7 @@ def test_seq2seq_model_is_a_pyfunc_wrapper_answering_text(tmp_path: Path) -> Non
     import pandas as pd
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    cfg = resolve_init(compose(tiny_overrides(tmp_path, "finetune=seq2seq", "finetune.max_epochs=1",
-                                              "finetune.inits=[pretrained]")))
-    ctx = StageContext.create(cfg)
-    prep = stages.prep(ctx)
-    tuned = stages.finetune(ctx, prep, stages.pretrain(ctx, prep), "pretrained")
-    assert tuned.mlflow_model
+    cfg, ctx, _, tuned = _tuned_for(tmp_path, "seq2seq")
     outputs = ctx.tracker.client.get_run(tuned.run_id).outputs.model_outputs
     assert [o.model_id for o in outputs] == [tuned.mlflow_model.removeprefix("models:/")]
     with _use_tracking_uri(tracking_uri(cfg)):
@@ -253,3 +256,37 @@ def test_cache_hit_without_a_model_in_the_store_logs_one(home: Path, first: dict
     assert pretrained.cache_hit is True and hit["registered"] is None
     assert pretrained.mlflow_model not in (None, f"models:/{old}")
     assert client.get_logged_model(pretrained.mlflow_model.removeprefix("models:/")).source_run_id == pretrained.run_id
+
+
+def test_predictor_runs_in_the_chosen_dtype_counts_every_parameter_and_truncates(first: dict[str, Any]) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from modules.models.inference import checkpoint_predictor, inference_dtype
+
+    folder = Path(first["tuned"][0].path) / "hf_model"
+    expected = sum(p.numel() for p in AutoModelForSequenceClassification.from_pretrained(str(folder)).parameters())
+    labels = first["prep"].label_names
+    for precision, dtype in (("fp32", "float32"), ("bf16", "bfloat16")):
+        served = checkpoint_predictor(folder, "classification", labels, precision=precision)
+        assert (served.parameters, served.dtype) == (expected, dtype)
+        # a text far longer than the model's 64 positions is cut, not an error
+        answers = served.predict([TEXTS[0], "word " * 500])
+        assert len(answers) == 2 and all(a["label"] in labels for a in answers)
+    assert inference_dtype("auto") in (torch.float32, torch.bfloat16)
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        inference_dtype("fp16")
+
+
+def test_trained_inits_report_what_using_them_costs(first: dict[str, Any]) -> None:
+    pretrained, tfidf = first["tuned"]
+    cost = pretrained.inference
+    assert cost is not None and tfidf.inference is None  # tfidf: no network served
+    assert cost["examples"] == 16 and cost["batch_size"] >= 1 and cost["parameters"] > 0
+    assert cost["dtype"] in ("float32", "bfloat16")
+    assert cost["ms_per_example_batch1"] > 0 and cost["examples_per_sec"] > 0
+    assert cost["emissions_g_per_1k"] > 0  # codecarbon around the batched pass (carbon is on in the tiny config)
+    metrics = first["ctx"].tracker.client.get_run(pretrained.run_id).data.metrics
+    assert metrics["inference/examples_per_sec"] == pytest.approx(cost["examples_per_sec"])
+    assert metrics["inference/parameters"] == cost["parameters"]
+    assert not (Path(pretrained.path) / "inference_carbon").exists()  # no measuring leftovers in the entry

@@ -194,10 +194,14 @@ def _ok_overrides(site: dict[str, Path]) -> list[list[str]]:
         ["sweep.enabled=true", "sweep.budgets=[16,64,all]", "sweep.seeds=[0,1]", "sweep.parallel=1"],
         [f"paths.home={site['state']}/sub"],
         ["finetune.lr=1e-3", "trainer.devices=1", "tracking.run_name=null"],
+        # issue 14's options reach deployed flows too: LoRA, distillation, registration, inference cost
+        ["finetune.strategy=lora", "finetune.lora_rank=4", "finetune.lora_target_modules=[c_attn]"],
+        ["distill.teacher=pretrained", "distill.alpha=0.7", "distill.temperature=3", "distill.unlabeled=100"],
+        ["finetune.register_as=my-classifier", "evaluate.inference_examples=64", "evaluate.inference_precision=fp32"],
     ]
 
 
-@pytest.mark.parametrize("index", range(12))
+@pytest.mark.parametrize("index", range(15))
 def test_legitimate_ui_input_is_accepted(index: int, site: dict[str, Path], secret_env: None) -> None:
     overrides = _ok_overrides(site)[index]
     cfg = untrusted_config(tiny_overrides(site["state"]), overrides, [str(site["data"])])

@@ -24,11 +24,14 @@ def render_report(
     notes: Sequence[str] = (),
     columns: Sequence[tuple[str, str]] = (("accuracy", "accuracy"), ("f1_macro", "macro-F1")),
     majority: dict[str, float] | None = None,
+    inference: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     """``results``: init -> task metrics; ``columns``: (metric, title) pairs shown, the
     headline first; ``stages``: rows with name, emissions_kg, energy_kwh, duration_s,
     cache_hit and produced_kg (what building the output cost); ``majority``: the task
-    metrics of the majority-class rule on the same test split, the table's floor row."""
+    metrics of the majority-class rule on the same test split, the table's floor row;
+    ``inference``: init -> ``InferenceCost.as_dict()`` (modules/evaluation/inference_cost.py)
+    for the inits whose model was timed."""
     headline, headline_title = columns[0]
     lines = [f"# {title}", ""]
     lines += ["## Downstream task (test split)", "", "| init | " + " | ".join(t for _, t in columns) + " |",
@@ -59,6 +62,7 @@ def render_report(
     if "zero_shot" in results:
         lines += ["", "`zero_shot` trains nothing: the pretrained causal LM labels each test text by the "
                       "likelihood of each label's verbalisation after a prompt (no labeled examples used)."]
+    lines += inference_table(inference or {}, results)
     lines += ["", "## Pretrained language model", ""]
     if lm["loss"] is None:
         lines += ["The pretrained checkpoint has no LM-head weights (e.g. a sentence encoder passed through "
@@ -102,3 +106,28 @@ def distillation_note(results: dict[str, dict[str, float]], teacher: str, studen
         line += (f" Parameters (non-embedding): student {ours_n:,}, teacher {theirs_n:,} "
                  f"({theirs_n / ours_n:.2g}x the student's).")
     return line
+
+
+def inference_table(inference: dict[str, dict[str, Any]], results: dict[str, Any]) -> list[str]:
+    """The report's section on what using each model costs, in the downstream table's init order."""
+    timed = [init for init in results if inference.get(init)]
+    if not timed:
+        return []
+    first = inference[timed[0]]
+    lines = ["", "## What using each model costs", "",
+             f"Predicting the test texts ({first['examples']} of them, repeated as needed) with the served model "
+             f"(tokenizer, forward pass, post-processing; {first['dtype']}), one text per call and in batches of "
+             f"{first['batch_size']}; CO2 from codecarbon around the batched pass.", "",
+             "| init | parameters | ms per example, batch 1 | ms per example, batched | examples/s | "
+             "g CO2e per 1k predictions |", "|---|---:|---:|---:|---:|---:|"]
+    for init in timed:
+        c = inference[init]
+        g = c.get("emissions_g_per_1k")
+        lines.append(f"| {init} | {c['parameters']:,} | {c['ms_per_example_batch1']:.2f} | "
+                     f"{c['ms_per_example_batched']:.2f} | {c['examples_per_sec']:,.0f} | "
+                     f"{'missing' if g is None else f'{g:.3g}'} |")
+    untimed = [init for init in results if init not in timed]
+    if untimed:
+        lines += ["", f"Not timed: {', '.join(f'`{i}`' for i in untimed)} (no network to serve, or a cache entry "
+                      "built before inference was measured)."]
+    return lines

@@ -23,3 +23,7 @@ STRATEGIES = ("full", "linear_probe", "partial", "lora")
 # modules/baselines/classical.py).
 BUILTIN_INITS = ("pretrained", "scratch", "zero_shot", "tfidf")
 TFIDF = "tfidf"
+
+# evaluate.inference_precision and `transferlab predict --precision`: the dtype predictions run in
+# (modules/models/inference.py; auto: bf16 where the device runs it natively).
+INFERENCE_PRECISIONS = ("auto", "bf16", "fp32")

@@ -15,8 +15,11 @@ wrapper and ``transferlab predict``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from modules.models.choices import INFERENCE_PRECISIONS
 
 # finetune.task -> the transformers pipeline task that serves it.
 PIPELINE_TASK = {"classification": "text-classification", "token_classification": "token-classification"}
@@ -25,8 +28,9 @@ PIPELINE_TASK = {"classification": "text-classification", "token_classification"
 def call_options(task: str) -> dict[str, Any]:
     """What every call of the task's pipeline passes. Token classification keeps ``O``: one
     tag per token, so a sentence without entities answers its ``O`` tags, not an empty list
-    (which MLflow 3.17's pyfunc wrapper fails on with an IndexError)."""
-    return {"ignore_labels": []} if task == "token_classification" else {}
+    (which MLflow 3.17's pyfunc wrapper fails on with an IndexError); it truncates at the
+    tokenizer's model_max_length by itself. Classification truncates only when told to."""
+    return {"ignore_labels": []} if task == "token_classification" else {"truncation": True}
 
 
 def pipeline_task(task: str) -> str | None:
@@ -34,17 +38,54 @@ def pipeline_task(task: str) -> str | None:
     return PIPELINE_TASK.get(task)
 
 
+PRECISIONS = INFERENCE_PRECISIONS
+
+
+def inference_device() -> str:
+    """Where predictions run: the GPU when there is one, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def inference_dtype(precision: str = "auto") -> Any:
+    """The weights' dtype for predictions. ``auto``: bf16 where the device runs it natively
+    (a GPU with bf16; a CPU with AVX512-BF16 or AMX, where bf16 matmuls are several times
+    fp32's), else fp32: emulated bf16 would be slower than fp32, not faster."""
+    import torch
+
+    from modules.training.hardware import cpu_supports_bf16
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    native = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_supports_bf16()
+    return torch.bfloat16 if native else torch.float32
+
+
 def inference_pipeline(hf_model: str | Path, task: str, label_names: list[str],
-                       trust_remote_code: bool = False) -> Any:
-    """``transformers.pipeline`` over the fine-tuned checkpoint, on the CPU, answering with
-    the dataset's label names."""
+                       trust_remote_code: bool = False, dtype: Any = None, device: str = "cpu") -> Any:
+    """``transformers.pipeline`` over the fine-tuned checkpoint answering with the dataset's
+    label names; on ``device`` in ``dtype`` (None: the checkpoint's own, fp32; what MLflow
+    saves stays fp32 on the CPU, the dtype every server can run)."""
     from transformers import pipeline
 
     name = pipeline_task(task)
     if name is None:
         raise ValueError(f"no transformers pipeline serves finetune.task={task}")
-    pipe = pipeline(name, model=str(hf_model), tokenizer=str(hf_model), device="cpu",  # type: ignore[call-overload]
-                    trust_remote_code=trust_remote_code)  # (name is one of PIPELINE_TASK's literals)
+    extra = {} if dtype is None else {"dtype": dtype}
+    pipe = pipeline(name, model=str(hf_model), tokenizer=str(hf_model), device=device,  # type: ignore[call-overload]
+                    trust_remote_code=trust_remote_code, **extra)  # (name is one of PIPELINE_TASK's literals)
+    from modules.models.checkpoints import max_positions
+
+    # A text longer than the model's position embeddings is cut, not an IndexError: the
+    # tokenizer truncates at model_max_length (saved with the MLflow model too).
+    positions = max_positions(hf_model)
+    if positions and (pipe.tokenizer.model_max_length or 0) > positions:
+        pipe.tokenizer.model_max_length = positions
     config = pipe.model.config
     if label_names and len(label_names) == config.num_labels:
         config.id2label = dict(enumerate(label_names))
@@ -94,13 +135,16 @@ class TextGenerator:
     ``num_beams``) up to ``max_target_length`` new tokens, cut at the first EOS."""
 
     def __init__(self, hf_model: str | Path, max_length: int, max_target_length: int, num_beams: int = 1,
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, dtype: Any = None, device: str = "cpu") -> None:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
         config = AutoConfig.from_pretrained(str(hf_model), trust_remote_code=trust_remote_code)
         self.causal = not config.is_encoder_decoder
         auto = AutoModelForCausalLM if self.causal else AutoModelForSeq2SeqLM
-        self.model = auto.from_pretrained(str(hf_model), trust_remote_code=trust_remote_code).eval()
+        extra = {} if dtype is None else {"dtype": dtype}
+        self.model = auto.from_pretrained(str(hf_model), trust_remote_code=trust_remote_code, **extra).eval()
+        self.model.to(device)  # in place (nn.Module.to returns self)
+        self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(str(hf_model), trust_remote_code=trust_remote_code)
         self.max_length, self.max_target_length, self.num_beams = max_length, max_target_length, num_beams
 
@@ -127,6 +171,7 @@ class TextGenerator:
             return []
         tok = self.tokenizer
         ids, mask = self._inputs(texts)
+        ids, mask = ids.to(self.device), mask.to(self.device)
         with torch.no_grad():
             out = self.model.generate(  # type: ignore[operator]
                 input_ids=ids, attention_mask=mask, max_new_tokens=self.max_target_length, num_beams=self.num_beams,
@@ -138,3 +183,36 @@ class TextGenerator:
                 row = row[: row.index(tok.eos_token_id)]
             answers.append(str(tok.decode(row, skip_special_tokens=True)).strip())
         return answers
+
+
+Predictor = Callable[[list[str]], list[dict[str, Any]]]
+
+
+class ServedModel(NamedTuple):
+    predict: Predictor
+    parameters: int  # all of them, embeddings and head included: a server holds them all
+    dtype: str  # what the weights run in: bfloat16 | float32
+
+
+def checkpoint_predictor(hf_model: str | Path, task: str, label_names: list[str], max_length: int = 128,
+                         max_target_length: int = 32, num_beams: int = 1, trust_remote_code: bool = False,
+                         precision: str = "auto") -> ServedModel:
+    """A fine-tuned checkpoint as ``texts -> [{label, score}]``, on the inference device in
+    the ``precision``'s dtype: what ``transferlab predict`` runs on a folder and what a
+    fine-tune's inference cost (modules/evaluation/inference_cost.py) is measured on.
+    Seq2seq answers its generated text as the label, without a score."""
+    device, dtype = inference_device(), inference_dtype(precision)
+    name = str(dtype).removeprefix("torch.")
+    if task == "seq2seq":
+        generate = TextGenerator(hf_model, max_length, max_target_length, num_beams, trust_remote_code, dtype, device)
+        return ServedModel(lambda texts: [{"label": answer, "score": None} for answer in generate(texts)],
+                           _count(generate.model), name)
+    pipe = inference_pipeline(hf_model, task, label_names, trust_remote_code, dtype, device)
+    options = call_options(task)
+    return ServedModel(lambda texts: as_rows(task, pipe(texts, batch_size=len(texts), **options)), _count(pipe.model),
+                       name)
+
+
+def _count(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+

@@ -55,6 +55,10 @@ class Task(ABC):
         """Text for the pretraining corpus when the labeled file is the only data."""
 
     @abstractmethod
+    def inputs(self, ds: Dataset) -> list[str]:
+        """What a served model is asked for each row of a split: one text (modules/models/inference.py)."""
+
+    @abstractmethod
     def subset(self, pool: Dataset, n: int, seed: int) -> list[int]:
         """Indices of an ``n``-example training subset (stratified where there are classes);
         raises ``DataError`` when the subset cannot contain what the task needs."""

@@ -40,6 +40,9 @@ class Classification(Task):
     def corpus_texts(self, rows: Sequence[Any]) -> list[str]:
         return [text for text, _ in rows]
 
+    def inputs(self, ds: Dataset) -> list[str]:
+        return list(ds["text"])
+
     def subset(self, pool: Dataset, n: int, seed: int) -> list[int]:
         """Stratified: every class appears once ``n`` reaches the number of classes; fewer
         examples than classes cannot represent them all, which is refused, not guessed around."""

@@ -110,6 +110,9 @@ class Seq2Seq(Task):
         # Both sides: the LM should know the target language as well as the source's.
         return [s for s, _ in rows] + [t for _, t in rows]
 
+    def inputs(self, ds: Dataset) -> list[str]:
+        return list(ds["source"])
+
     def subset(self, pool: Dataset, n: int, seed: int) -> list[int]:
         """A seeded random sample (no classes to stratify), in pool order."""
         if len(pool) == 0:

@@ -214,6 +214,9 @@ class TokenClassification(Task):
     def corpus_texts(self, rows: Sequence[Any]) -> list[str]:
         return [" ".join(words) for words, _ in rows]
 
+    def inputs(self, ds: Dataset) -> list[str]:
+        return [" ".join(words) for words in ds["tokens"]]  # a served tagger gets the sentence
+
     def subset(self, pool: Dataset, n: int, seed: int) -> list[int]:
         return tagging_subset(pool["tags"], self.label_names(pool), n, seed)
 

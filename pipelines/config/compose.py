@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 # Light modules (no torch), so validation stays instant.
 from modules.config import DataConfig, DistillConfig, FinetuneConfig, TrainerConfig
 from modules.data.tokenizer_kinds import ALPHABET, SPECIAL_TOKENS, TOKENIZER_KINDS, min_vocab_size, trained_kind
-from modules.models.choices import ARCHS, BUILTIN_INITS, FAMILIES, STRATEGIES
+from modules.models.choices import ARCHS, BUILTIN_INITS, FAMILIES, INFERENCE_PRECISIONS, STRATEGIES
 from modules.models.sizes import layer_count
 from modules.tasks import (
     TASKS,
@@ -67,6 +67,7 @@ RANGES = [
     ("model.max_positions", 1, True, None, False),
     ("tokenizer.min_frequency", 0, True, None, False),
     ("evaluate.batch_size", 1, True, None, False), ("evaluate.perplexity_batches", 1, True, None, False),
+    ("evaluate.inference_examples", 0, True, None, False), ("evaluate.inference_batch1_examples", 1, True, None, False),
     ("trainer.num_nodes", 1, True, None, False), ("trainer.num_workers", 0, True, None, False),
     ("trainer.num_threads", 1, True, None, False), ("trainer.log_every_n_steps", 1, True, None, False),
     ("trainer.progress_every_n_steps", 1, True, None, False), ("trainer.peak_flops", 0, False, None, False),
@@ -260,6 +261,7 @@ def validate(cfg: TransferLabConfig) -> None:
         _choice(cfg, "model.family", FAMILIES)
     _choice(cfg, "tokenizer.kind", TOKENIZER_KINDS)
     _choice(cfg, "finetune.task", TASKS)
+    _choice(cfg, "evaluate.inference_precision", INFERENCE_PRECISIONS)
     _check_strategy(cfg, scratch)
     _check_monitor(cfg.finetune)
     if scratch and ARCHS[model.arch] != model.family:

@@ -44,26 +44,46 @@ def read_inputs(path: str, text_column: str) -> list[str]:
     return texts
 
 
-def _mlflow_predictor(uri: str, tracking: str) -> Predictor:
-    import pandas as pd
+def _mlflow_predictor(uri: str, tracking: str, precision: str) -> Predictor:
+    """A transformers-flavor model (classification, tagging) loads as its native pipeline, so
+    it runs on the inference device in ``precision``'s dtype; any other (the seq2seq pyfunc
+    wrapper) through pyfunc, as ``mlflow models serve`` runs it."""
+    import mlflow
     from mlflow.exceptions import MlflowException
-    from mlflow.pyfunc import load_model
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     try:
         with _use_tracking_uri(tracking):
-            model = load_model(uri)
+            flavors = mlflow.models.get_model_info(uri).flavors
+            if "transformers" in flavors:
+                from modules.models.inference import PIPELINE_TASK, inference_device, inference_dtype
+
+                device, dtype = inference_device(), inference_dtype(precision)
+                pipe = mlflow.transformers.load_model(uri, return_type="pipeline", device=device, dtype=dtype)
+                task = {v: k for k, v in PIPELINE_TASK.items()}.get(pipe.task)
+                if task is not None:
+                    return _pipeline_predictor(pipe, task)
+            model = mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as exc:
         raise UserError(f"MODEL_URI: cannot load {uri} from {tracking}: {str(exc).splitlines()[0]}") from exc
 
     def predict(texts: list[str]) -> list[dict[str, Any]]:
+        import pandas as pd
+
         out = model.predict(pd.DataFrame({"text": texts}))
         if isinstance(out, pd.DataFrame) and {"label", "score"} <= set(out.columns):
             return [{"label": str(r.label), "score": float(r.score)} for r in out.itertuples()]
-        tags: list[Any] = list(out)  # token classification: the tags of each text, comma-joined
-        return [{"label": str(v), "score": None} for v in tags]
+        answers: list[Any] = list(out)  # seq2seq: one generated text per input
+        return [{"label": str(v), "score": None} for v in answers]
 
     return predict
+
+
+def _pipeline_predictor(pipe: Any, task: str) -> Predictor:
+    from modules.models.inference import as_rows, call_options
+
+    options = call_options(task)
+    return lambda texts: as_rows(task, pipe(texts, batch_size=len(texts), **options))
 
 
 def _cached_label_names(path: Path) -> list[str]:
@@ -75,28 +95,23 @@ def _cached_label_names(path: Path) -> list[str]:
         return []
 
 
-def _folder_predictor(path: Path) -> Predictor:
-    from modules.models.inference import as_rows, call_options, checkpoint_task, inference_pipeline
+def _folder_predictor(path: Path, precision: str) -> Predictor:
+    from modules.models.inference import checkpoint_predictor, checkpoint_task
 
     task = checkpoint_task(path)
     if task is None:
         raise UserError(f"MODEL_URI: {path} is not a fine-tuned classifier or tagger (config.json's architectures "
                         "name no sequence- or token-classification head)")
-    pipe = inference_pipeline(path, task, _cached_label_names(path))
-
-    def predict(texts: list[str]) -> list[dict[str, Any]]:
-        return as_rows(task, pipe(texts, batch_size=len(texts), **call_options(task)))
-
-    return predict
+    return checkpoint_predictor(path, task, _cached_label_names(path), precision=precision).predict
 
 
-def load_predictor(uri: str, tracking: str) -> Predictor:
+def load_predictor(uri: str, tracking: str, precision: str = "auto") -> Predictor:
     if uri.startswith(("models:/", "runs:/")):
-        return _mlflow_predictor(uri, tracking)
+        return _mlflow_predictor(uri, tracking, precision)
     path = Path(uri).expanduser()
     if not (path / "config.json").is_file():
         raise UserError(f"MODEL_URI: {uri} is neither models:/..., runs:/... nor a model folder with config.json")
-    return _folder_predictor(path)
+    return _folder_predictor(path, precision)
 
 
 def _write(rows: list[dict[str, Any]], out: TextIO, suffix: str) -> None:
@@ -111,7 +126,7 @@ def _write(rows: list[dict[str, Any]], out: TextIO, suffix: str) -> None:
 
 
 def predict_command(model_uri: str, input_path: str, output: str | None, text_column: str,
-                    overrides: list[str], batch_size: int | None = None) -> int:
+                    overrides: list[str], batch_size: int | None = None, precision: str = "auto") -> int:
     """Predict a label and a score for every text of INPUT; CSV on stdout without --output."""
     from tqdm import tqdm
 
@@ -124,7 +139,11 @@ def predict_command(model_uri: str, input_path: str, output: str | None, text_co
     if output and not Path(output).expanduser().resolve().parent.is_dir():
         raise UserError(f"--output: the directory of {output} does not exist")
     texts = read_inputs(input_path, text_column)
-    predict = load_predictor(model_uri, tracking_uri(compose(overrides)))
+    from modules.models.inference import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    predict = load_predictor(model_uri, tracking_uri(compose(overrides)), precision)
     if batch_size is None:
         from modules.models.inference import batch_size_for_device
 

@@ -28,6 +28,7 @@ from pipelines.errors import UserError
 from pipelines.stages.cached import CachedStage, CacheEntry, cached_stage
 from pipelines.stages.common import StageContext, StageRun
 from pipelines.stages.finetune import check_task_family, init_label
+from pipelines.stages.inference_cost import cost_metrics, measure_cost
 from pipelines.stages.pretrain import lightning_logger
 from pipelines.stages.records import DistillRecord, FinetuneRecord, PrepRecord, PretrainRecord
 from pipelines.tracking.runs import TAG_INIT, TAG_STRATEGY, TAG_TASK
@@ -128,7 +129,9 @@ def distill(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretrai
         task = get_task(ft.task)
         task.save_predictions(out / task.predictions_file, result.predictions)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the best weights live on in hf_model/
-        return {"metrics": result.metrics, "train_examples": result.train_examples,
+        labels = result.label_names or prep_record.label_names
+        cost = measure_cost(cfg, prep_record, out / "hf_model", ft.task, labels, out, f"distill[{DISTILLED}]")
+        return {"inference": cost, "metrics": result.metrics, "train_examples": result.train_examples,
                 "requested_examples": ft.train_examples, "unlabeled_examples": result.unlabeled_examples,
                 "epochs": result.epochs, "strategy": result.strategy,
                 "trainable_parameters": result.trainable_parameters, "parameters": result.student_parameters,
@@ -148,6 +151,7 @@ def distill(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretrai
                   "train/epochs": built["epochs"]}
         if built.get("teacher_agreement") is not None:
             counts["distill/teacher_agreement"] = built["teacher_agreement"]
+        counts.update(cost_metrics(built.get("inference")))
         run.log_metrics(counts)
         run.log_artifact(entry.path / built["predictions_file"])
 
@@ -158,7 +162,7 @@ def distill(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretrai
                              train_examples=built["train_examples"], requested_examples=built["requested_examples"],
                              label_names=built["label_names"], teacher=built["teacher"],
                              unlabeled_examples=built["unlabeled_examples"], parameters=built.get("parameters"),
-                             teacher_parameters=built.get("teacher_parameters"))
+                             teacher_parameters=built.get("teacher_parameters"), inference=built.get("inference"))
 
     fp = distill_fingerprint(cfg, prep_record, teacher_id, student_id)
     log.info("distill: student %s learns from teacher %s (alpha %g, temperature %g)", student_label, teacher_label,

@@ -104,7 +104,7 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
             f"transferlab report: {cfg.experiment_name} "
             f"({cfg.model.name}, {cfg.data.name}, {task.name})",
             results, lm, rows, images, columns=task.report_columns, majority=majority,
-            notes=notes,
+            notes=notes, inference={rec.init: rec.inference for rec in finetune_records if rec.inference},
         )
         (out / "report.md").write_text(report)
         for name in ["report.md", *images]:

@@ -29,6 +29,7 @@ from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import UserError
 from pipelines.stages.cached import CachedStage, CacheEntry, cached_stage
 from pipelines.stages.common import StageContext, StageRun
+from pipelines.stages.inference_cost import cost_metrics, measure_cost
 from pipelines.stages.pretrain import lightning_logger
 from pipelines.stages.records import FinetuneRecord, PrepRecord, PretrainRecord
 from pipelines.tracking.runs import TAG_INIT, TAG_STAGE, TAG_STRATEGY, TAG_TASK, run_context
@@ -138,6 +139,10 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
             result = _tfidf(cfg, prep_record, out)
         else:
             result = _train(ctx, run, prep_record, source, family, init, out)
+            cost = measure_cost(cfg, prep_record, out / "hf_model", task,
+                                result["label_names"] or prep_record.label_names, out, f"finetune[{label}]")
+            if cost is not None:
+                result["inference"] = cost
         return {**result, "init": label, "task": task}
 
     served: dict[str, str | None] = {}  # log_entry's MLflow model URI, for make_record
@@ -161,6 +166,7 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
             counts["model/adapter_bytes"] = built["adapter_bytes"]
         if built.get("lr_search"):
             counts.update(lr_search_metrics(built["lr_search"]))
+        counts.update(cost_metrics(built.get("inference")))
         run.log_metrics(counts)
         if built.get("requested_examples") != built["train_examples"] and init != "zero_shot":
             run.set_tags({"transferlab.train_examples_clamped": f"{built['requested_examples']}->"
@@ -181,7 +187,7 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
                               train_examples=built["train_examples"],
                               requested_examples=built.get("requested_examples"),
                               label_names=built.get("label_names") or prep_record.label_names,
-                              mlflow_model=served.get("uri"))
+                              mlflow_model=served.get("uri"), inference=built.get("inference"))
 
     fp = finetune_fingerprint(cfg, prep_record, identity, init)
     return cached_stage(ctx, CachedStage("finetune", fp, build, make_record, log_entry, label=f"finetune[{label}]",

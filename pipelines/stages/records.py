@@ -89,6 +89,9 @@ class FinetuneRecord(CachedRecord):
     requested_examples: int | None
     label_names: list[str]
     mlflow_model: str | None = None  # models:/m-<id>: the servable MLflow model (trained inits)
+    # What using the model costs (pipelines/stages/inference_cost.py; InferenceCost.as_dict()):
+    # None for tfidf/zero_shot and for entries built before it was measured.
+    inference: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
