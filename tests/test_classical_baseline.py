@@ -44,6 +44,9 @@ def test_tfidf_logistic_regression_beats_the_majority_class_with_c_chosen_on_val
     assert task.score(rows, DATA.label_names)["accuracy"] == result.metrics["test/accuracy"]
     # 4 classes x (unigram + bigram vocabulary) coefficients + 4 intercepts
     assert result.trainable_parameters > 4 and (result.trainable_parameters - 4) % 4 == 0
+    # The fitted model, as served (and timed): texts -> the label ids of the saved test predictions.
+    assert result.predict is not None
+    assert result.predict(list(labeled["test"]["text"])) == [r["prediction"] for r in result.predictions]
 
 
 def test_the_baseline_sees_the_labeled_subset_a_fine_tune_sees() -> None:
@@ -70,6 +73,10 @@ def test_per_word_majority_tagger_rows_are_scored_by_the_task(tmp_path: Path) ->
     assert result.majority["test/entity_f1"] == 0.0
     assert result.majority["test/token_accuracy"] > 0.5
     assert result.metrics["test/entity_f1"] > 0.3
+    # Served, it tags a sentence: one tag id per whitespace word, as the saved rows have them.
+    assert result.predict is not None
+    sentences = [" ".join(r["tokens"]) for r in saved]
+    assert [[names[t] for t in tags] for tags in result.predict(sentences)] == [r["predictions"] for r in saved]
 
 
 def test_seq2seq_picks_the_rule_with_the_better_validation_chrf() -> None:

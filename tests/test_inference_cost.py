@@ -82,4 +82,5 @@ def test_report_table_lists_timed_inits_in_result_order_and_names_the_untimed() 
     assert rows == ["| pretrained | 4,000,000 | 3.25 | 0.75 | 1,333 | 0.0042 |",
                     "| distilled | 400,000 | 1.00 | 0.25 | 4,000 | missing |"]
     assert "Not timed: `scratch`, `tfidf`" in text and "batches of 16" in text
+    assert "logistic-regression coefficients" not in text  # said only when tfidf is in the table
     assert inference_table({}, results) == []

@@ -281,7 +281,10 @@ def test_predictor_runs_in_the_chosen_dtype_counts_every_parameter_and_truncates
 def test_trained_inits_report_what_using_them_costs(first: dict[str, Any]) -> None:
     pretrained, tfidf = first["tuned"]
     cost = pretrained.inference
-    assert cost is not None and tfidf.inference is None  # tfidf: no network served
+    assert cost is not None and tfidf.inference is not None  # the classical baseline is timed the same way
+    assert tfidf.inference["dtype"] == "float64" and tfidf.inference["examples"] == 16
+    assert tfidf.inference["parameters"] == first["ctx"].tracker.client.get_run(
+        tfidf.run_id).data.metrics["model/trainable_parameters"]
     assert cost["examples"] == 16 and cost["batch_size"] >= 1 and cost["parameters"] > 0
     assert cost["dtype"] in ("float32", "bfloat16")
     assert cost["ms_per_example_batch1"] > 0 and cost["examples_per_sec"] > 0

@@ -52,6 +52,9 @@ class BaselineResult:
     trainable_parameters: int  # logistic-regression coefficients and intercepts; 0 for rules
     label_names: list[str]
     choice: dict[str, Any]  # what validation chose: {"C": 1.0} or {"rule": "copy"}
+    # The fitted baseline as a server would run it: texts -> one answer each (the inference
+    # cost is timed on it); None where there is no cheap per-text form (seq2seq's rules).
+    predict: Callable[[list[str]], list[Any]] | None = None
 
 
 def load_labeled(prep_dir: str | Path) -> DatasetDict:
@@ -110,9 +113,10 @@ def _log_loss(y: Sequence[int], proba: Any, classes: Sequence[int]) -> float:
     return total / max(len(y), 1)
 
 
-def _tfidf_logistic(train: Dataset, validation: Dataset, test: Dataset) -> tuple[list[int], dict[str, float],
-                                                                              dict[str, Any], int]:
-    """Test predictions, validation figures, the chosen C, and the fitted coefficient count.
+def _tfidf_logistic(train: Dataset, validation: Dataset, test: Dataset
+                    ) -> tuple[list[int], dict[str, float], dict[str, Any], int, Callable[[list[str]], list[Any]]]:
+    """Test predictions, validation figures, the chosen C, the fitted coefficient count, and
+    the fitted model as texts -> labels.
 
     Every grid model is fitted on the training subset only, so the chosen one *is* the refit
     on the training subset with the chosen C (lbfgs is deterministic)."""
@@ -122,7 +126,7 @@ def _tfidf_logistic(train: Dataset, validation: Dataset, test: Dataset) -> tuple
     y = list(train["label"])
     if len(set(y)) < 2:  # one class in training: nothing to separate, predict it
         only = y[0]
-        return [only] * len(test), {}, {"C": None}, 0
+        return [only] * len(test), {}, {"C": None}, 0, lambda texts: [only] * len(texts)
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
     x = vectorizer.fit_transform(train["text"])
     xv = vectorizer.transform(validation["text"])
@@ -142,8 +146,10 @@ def _tfidf_logistic(train: Dataset, validation: Dataset, test: Dataset) -> tuple
             best = (key, clf, {"val/accuracy": accuracy, "val/loss": loss})
     assert best is not None
     (_, _, chosen_c), clf, val = best
-    predictions = [int(p) for p in clf.predict(vectorizer.transform(test["text"]))]
-    return predictions, val, {"C": chosen_c}, int(clf.coef_.size + clf.intercept_.size)
+    def predict(texts: list[str]) -> list[Any]:
+        return [int(p) for p in clf.predict(vectorizer.transform(texts))]
+
+    return predict(list(test["text"])), val, {"C": chosen_c}, int(clf.coef_.size + clf.intercept_.size), predict
 
 
 # --- token classification -------------------------------------------------------------------
@@ -228,10 +234,15 @@ def classical_baseline(labeled: DatasetDict, task_name: str, budget: int, seed: 
     names = task.label_names(labeled["train"])
     parameters = 0
     outputs: list[Any]
+    predict: Callable[[list[str]], list[Any]] | None = None
     if task_name == "classification":
-        outputs, val, choice, parameters = _tfidf_logistic(train, validation, test)
+        outputs, val, choice, parameters, predict = _tfidf_logistic(train, validation, test)
     elif task_name == "token_classification":
         tagger = _word_majority(train, names)
+
+        def predict(texts: list[str]) -> list[Any]:  # a served tagger gets sentences
+            return [tagger(text.split()) for text in texts]
+
         outputs = [tagger(words) for words in test["tokens"]]
         val = _score(task, validation, [tagger(words) for words in validation["tokens"]], names, "val")
         choice = {"rule": WORD_MAJORITY}
@@ -242,4 +253,4 @@ def classical_baseline(labeled: DatasetDict, task_name: str, budget: int, seed: 
     rows = task.prediction_rows(test, outputs, names)
     metrics = {**val, **{f"test/{k}": v for k, v in task.score(rows, names).items()}}
     majority = _score(task, test, _majority_outputs(task_name, train, test, names), names, "test")
-    return BaselineResult(metrics, rows, majority, len(train), parameters, names, choice)
+    return BaselineResult(metrics, rows, majority, len(train), parameters, names, choice, predict)

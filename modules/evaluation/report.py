@@ -128,6 +128,9 @@ def inference_table(inference: dict[str, dict[str, Any]], results: dict[str, Any
                      f"{'missing' if g is None else f'{g:.3g}'} |")
     untimed = [init for init in results if init not in timed]
     if untimed:
-        lines += ["", f"Not timed: {', '.join(f'`{i}`' for i in untimed)} (no network to serve, or a cache entry "
-                      "built before inference was measured)."]
+        lines += ["", f"Not timed: {', '.join(f'`{i}`' for i in untimed)} (zero_shot and the seq2seq baseline's "
+                      "rules are not served as models; or a cache entry built before inference was measured)."]
+    if "tfidf" in timed:
+        lines += ["", "`tfidf`'s parameters are its logistic-regression coefficients (the TF-IDF vocabulary is not "
+                      "counted); it runs on the CPU in float64 whatever the device."]
     return lines

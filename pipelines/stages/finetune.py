@@ -29,7 +29,7 @@ from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import UserError
 from pipelines.stages.cached import CachedStage, CacheEntry, cached_stage
 from pipelines.stages.common import StageContext, StageRun
-from pipelines.stages.inference_cost import cost_metrics, measure_cost
+from pipelines.stages.inference_cost import cost_metrics, measure_cost, measure_served
 from pipelines.stages.pretrain import lightning_logger
 from pipelines.stages.records import FinetuneRecord, PrepRecord, PretrainRecord
 from pipelines.tracking.runs import TAG_INIT, TAG_STAGE, TAG_STRATEGY, TAG_TASK, run_context
@@ -410,6 +410,12 @@ def _tfidf(cfg: TransferLabConfig, prep_record: PrepRecord, out: Path) -> dict[s
     task = get_task(ft.task)
     result = classical_baseline(load_labeled(prep_record.path), ft.task, ft.train_examples, cfg.seed)
     task.save_predictions(out / task.predictions_file, result.predictions)
+    cost = None
+    if result.predict is not None:  # what serving it would cost, timed like the networks
+        from modules.models.inference import ServedModel
+
+        served = ServedModel(result.predict, result.trainable_parameters, "float64")
+        cost = measure_served(cfg, prep_record, served, ft.task, out, "finetune[tfidf]")
     headline = f"test/{task.headline}"
     log.info("finetune[tfidf]: %s on %d labeled examples; %s %.4f (majority class %.4f)",
              ", ".join(f"{k}={v}" for k, v in result.choice.items()), result.train_examples, headline,
@@ -417,4 +423,4 @@ def _tfidf(cfg: TransferLabConfig, prep_record: PrepRecord, out: Path) -> dict[s
     return {"metrics": result.metrics, "train_examples": result.train_examples, "requested_examples": ft.train_examples,
             "epochs": None, "strategy": None, "trainable_parameters": result.trainable_parameters,
             "label_names": result.label_names, "predictions_file": task.predictions_file,
-            "majority": result.majority, "choice": result.choice}
+            "majority": result.majority, "choice": result.choice, **({"inference": cost} if cost else {})}

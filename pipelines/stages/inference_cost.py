@@ -15,31 +15,46 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.config.schema import TransferLabConfig
 from pipelines.stages.records import PrepRecord
 from pipelines.tracking.carbon import CarbonResult, track_carbon
+
+if TYPE_CHECKING:
+    from modules.models.inference import ServedModel
 
 log = logging.getLogger("transferlab")
 
 
 def measure_cost(cfg: TransferLabConfig, prep_record: PrepRecord, hf_model: Path, task: str,
                  label_names: list[str], workdir: Path, label: str) -> dict[str, Any] | None:
-    """``InferenceCost.as_dict()`` of the model in ``hf_model`` on this run's test texts;
-    None when ``evaluate.inference_examples`` is 0."""
-    ev, ft = cfg.evaluate, cfg.finetune
+    """``InferenceCost.as_dict()`` of the fine-tuned model in ``hf_model`` (its served
+    predictor) on this run's test texts; None when ``evaluate.inference_examples`` is 0."""
+    if cfg.evaluate.inference_examples <= 0:
+        return None
+    from modules.models.inference import checkpoint_predictor
+
+    ft = cfg.finetune
+    served = checkpoint_predictor(hf_model, task, label_names, ft.max_length, ft.max_target_length, ft.num_beams,
+                                  cfg.model.trust_remote_code, cfg.evaluate.inference_precision)
+    return measure_served(cfg, prep_record, served, task, workdir, label)
+
+
+def measure_served(cfg: TransferLabConfig, prep_record: PrepRecord, served: ServedModel, task: str, workdir: Path,
+                   label: str) -> dict[str, Any] | None:
+    """``InferenceCost.as_dict()`` of any served model (a fine-tune's predictor, the tfidf
+    baseline's) on this run's test texts; None when ``evaluate.inference_examples`` is 0."""
+    ev = cfg.evaluate
     if ev.inference_examples <= 0:
         return None
     from datasets import load_from_disk
 
     from modules.evaluation.inference_cost import measure_inference
-    from modules.models.inference import batch_size_for_device, checkpoint_predictor
+    from modules.models.inference import batch_size_for_device
     from modules.tasks import get_task
 
     texts = get_task(task).inputs(load_from_disk(str(Path(prep_record.path) / "labeled"))["test"])
-    served = checkpoint_predictor(hf_model, task, label_names, ft.max_length, ft.max_target_length, ft.num_beams,
-                                  cfg.model.trust_remote_code, ev.inference_precision)
     carbon_dir = workdir / "inference_carbon"
     carbon = CarbonResult()
 
@@ -50,9 +65,9 @@ def measure_cost(cfg: TransferLabConfig, prep_record: PrepRecord, hf_model: Path
             yield
 
     try:
-        cost = measure_inference(served.predict, texts, served.parameters, served.dtype,
-                                 batch_size_for_device(), ev.inference_examples,
-                                 min(ev.inference_batch1_examples, ev.inference_examples), tracked)
+        cost = measure_inference(served.predict, texts, served.parameters, served.dtype, batch_size_for_device(),
+                                 ev.inference_examples, min(ev.inference_batch1_examples, ev.inference_examples),
+                                 tracked)
     finally:
         shutil.rmtree(carbon_dir, ignore_errors=True)  # its figures are in the record; no csv left in the entry
     out = cost.as_dict()
