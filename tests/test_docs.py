@@ -112,14 +112,16 @@ def test_the_readme_summary_is_what_the_cli_prints() -> None:
     from pipelines.cli import print_summary
 
     block = next(b for b in fenced_blocks(REPO / "README.md") if b.lines[0].startswith("transferlab: evaluate"))
-    stages = [("prep", 4.55e-5), ("pretrain", 2.97e-4), ("finetune[pretrained]", 3.35e-5),
-              ("finetune[scratch]", 6.65e-6), ("finetune[tfidf]", 2.29e-6), ("evaluate", 4.73e-6)]
+    stages = [("prep", 1.31e-5), ("pretrain", 3.22e-4), ("finetune[pretrained]", 2.62e-5),
+              ("finetune[scratch]", 7.32e-6), ("finetune[tfidf]", 1.25e-6), ("evaluate", 3.25e-6)]
+    inference = {"pretrained": (3.37, 1272), "scratch": (4.59, 1334), "tfidf": (2.32, 11309)}
     out = io.StringIO()
     print_summary({
-        "until": "evaluate", "wall_s": 155.8,
+        "until": "evaluate", "wall_s": 140.3,
         "headline": {"metric": "accuracy", "by_init": {"pretrained": 0.981, "scratch": 0.244, "tfidf": 0.296}},
+        "inference": {i: {"ms_per_example_batch1": ms, "examples_per_sec": n} for i, (ms, n) in inference.items()},
         "stages": [{"stage": s, "emissions_kg": kg, "cache_hit": False} for s, kg in stages],
-        "totals": {"carbon/emissions_kg": 3.89e-4}, "report": "/path/to/.transferlab/runs/<run id>/report.md",
+        "totals": {"carbon/emissions_kg": 3.73e-4}, "report": "/path/to/.transferlab/runs/<run id>/report.md",
         "registered_model": {"uri": "models:/quickstart-classification/1"},
         "tracking_uri": "sqlite:////path/to/.transferlab/mlflow.db", "experiment": "transferlab",
         "parent_run_id": "<id>",
