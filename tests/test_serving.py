@@ -196,6 +196,7 @@ def test_predict_writes_label_and_score_per_row(first: dict[str, Any], tmp_path:
     (["missing.csv"], "INPUT: file not found"),
     (["texts.csv", "--text-column", "body"], "--text-column: column 'body' not in"),
     (["texts.csv", "--output", "out.parquet"], "--output: "),
+    (["texts.csv", "--precision", "fp16"], "--precision: 'fp16' is not one of auto, bf16, fp32"),
 ])
 def test_predict_bad_input_is_one_line_and_writes_nothing(first: dict[str, Any], tmp_path: Path, args: list[str],
                                                           message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,7 +5,7 @@ beside the test metrics, so a cache hit shows them without timing again, and ont
 stage's MLflow run as ``inference/*``. The CO2 of predictions comes from a codecarbon
 tracker around the batched pass alone (this stage's own tracker keeps running, so the
 stage's carbon includes the few seconds of measuring). Entries built before the
-measurement existed have none; the report shows "-" for them.
+measurement existed have none; the report names them as not timed.
 """
 
 from __future__ import annotations
