@@ -84,3 +84,7 @@ def test_report_table_lists_timed_inits_in_result_order_and_names_the_untimed() 
     assert "Not timed: `scratch`, `tfidf`" in text and "batches of 16" in text
     assert "logistic-regression coefficients" not in text  # said only when tfidf is in the table
     assert inference_table({}, results) == []
+    # tfidf listed first: the header still names the networks' dtype; tfidf's float64 has its own line
+    tfidf = InferenceCost(2_728, "float64", 16, 256, 2.3, 0.09, 11_309.0).as_dict()
+    text = "\n".join(inference_table({"tfidf": tfidf, "pretrained": timed}, {"tfidf": {}, "pretrained": {}}))
+    assert "post-processing; float32)" in text and "float64 whatever the device" in text

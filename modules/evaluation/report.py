@@ -113,7 +113,8 @@ def inference_table(inference: dict[str, dict[str, Any]], results: dict[str, Any
     timed = [init for init in results if inference.get(init)]
     if not timed:
         return []
-    first = inference[timed[0]]
+    # The networks' dtype and batch size head the table; tfidf's float64 has its own line below.
+    first = inference[next((i for i in timed if i != "tfidf"), timed[0])]
     lines = ["", "## What using each model costs", "",
              f"Predicting the test texts ({first['examples']} of them, repeated as needed) with the served model "
              f"(tokenizer, forward pass, post-processing; {first['dtype']}), one text per call and in batches of "

@@ -38,9 +38,6 @@ def pipeline_task(task: str) -> str | None:
     return PIPELINE_TASK.get(task)
 
 
-PRECISIONS = INFERENCE_PRECISIONS
-
-
 def inference_device() -> str:
     """Where predictions run: the GPU when there is one, else the CPU."""
     import torch
@@ -56,8 +53,8 @@ def inference_dtype(precision: str = "auto") -> Any:
 
     from modules.training.hardware import cpu_supports_bf16
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(INFERENCE_PRECISIONS)}")
     if precision == "fp32":
         return torch.float32
     if precision == "bf16":

@@ -139,10 +139,10 @@ def predict_command(model_uri: str, input_path: str, output: str | None, text_co
     if output and not Path(output).expanduser().resolve().parent.is_dir():
         raise UserError(f"--output: the directory of {output} does not exist")
     texts = read_inputs(input_path, text_column)
-    from modules.models.inference import PRECISIONS
+    from modules.models.choices import INFERENCE_PRECISIONS
 
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision not in INFERENCE_PRECISIONS:
+        raise UserError(f"--precision: {precision!r} is not one of {', '.join(INFERENCE_PRECISIONS)}")
     predict = load_predictor(model_uri, tracking_uri(compose(overrides)), precision)
     if batch_size is None:
         from modules.models.inference import batch_size_for_device

@@ -139,10 +139,9 @@ def finetune(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
             result = _tfidf(cfg, prep_record, out)
         else:
             result = _train(ctx, run, prep_record, source, family, init, out)
-            cost = measure_cost(cfg, prep_record, out / "hf_model", task,
-                                result["label_names"] or prep_record.label_names, out, f"finetune[{label}]")
-            if cost is not None:
-                result["inference"] = cost
+            result["inference"] = measure_cost(cfg, prep_record, out / "hf_model", task,
+                                               result["label_names"] or prep_record.label_names, out,
+                                               f"finetune[{label}]")
         return {**result, "init": label, "task": task}
 
     served: dict[str, str | None] = {}  # log_entry's MLflow model URI, for make_record
@@ -423,4 +422,4 @@ def _tfidf(cfg: TransferLabConfig, prep_record: PrepRecord, out: Path) -> dict[s
     return {"metrics": result.metrics, "train_examples": result.train_examples, "requested_examples": ft.train_examples,
             "epochs": None, "strategy": None, "trainable_parameters": result.trainable_parameters,
             "label_names": result.label_names, "predictions_file": task.predictions_file,
-            "majority": result.majority, "choice": result.choice, **({"inference": cost} if cost else {})}
+            "majority": result.majority, "choice": result.choice, "inference": cost}
