@@ -123,6 +123,23 @@ def test_cache_hit_reuses_the_model_and_the_version(home: Path, first: dict[str,
     assert len(client.search_model_versions(f"name='{NAME}'")) == 1
 
 
+def test_registering_does_not_depend_on_the_process_global_store(first: dict[str, Any], tmp_path: Path) -> None:
+    """A run whose fine-tunes were all cache hits trained nothing, so no Lightning logger pointed
+    MLflow's global store at ours; registering must still find the logged model (it failed so
+    when four pipelines shared a fresh store)."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    from pipelines.tracking import registry
+
+    pretrained, tracker = first["tuned"][0], first["ctx"].tracker
+    with _use_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}"):
+        got = registry.register_finetuned(tracker, "global-store-elsewhere", pretrained.mlflow_model,
+                                          pretrained.run_id, pretrained.fingerprint, {}, "a test version")
+    assert got == {"name": "global-store-elsewhere", "version": "1", "new": True,
+                   "uri": "models:/global-store-elsewhere/1"}
+    assert tracker.client.get_model_version("global-store-elsewhere", "1").source == pretrained.mlflow_model
+
+
 def _tuned_for(home: Path, task: str) -> tuple[Any, StageContext, Any, Any]:
     """One epoch of the ``pretrained`` init on ``task``: the fine-tune has an MLflow model and
     was timed as it will be served (the generator for seq2seq, the tagger's pipeline)."""

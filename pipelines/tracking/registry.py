@@ -180,11 +180,18 @@ def register_finetuned(tracker, name: str, model_uri: str, stage_run_id: str, fp
     check_register_as(name, "finetune.register_as")
 
     def create(client: Any) -> Any:
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
         model_id = model_uri.removeprefix("models:/")
         source_run = client.get_logged_model(model_id).source_run_id
-        return client.create_model_version(name, source=model_uri, run_id=source_run,
-                                           tags={TAG_FINGERPRINT: fp, **tags}, description=description,
-                                           model_id=model_id)
+        # MLflow 3.17's sqlalchemy registry resolves a models:/m-<id> source through a bare
+        # MlflowClient(), i.e. the process's global store: ours for the call. It used to be
+        # ours only by luck (Lightning's logger sets MLFLOW_TRACKING_URI when it trains), so a
+        # run whose fine-tunes were all cache hits could not register ("Logged model ... not found").
+        with _use_tracking_uri(tracker.uri):
+            return client.create_model_version(name, source=model_uri, run_id=source_run,
+                                               tags={TAG_FINGERPRINT: fp, **tags}, description=description,
+                                               model_id=model_id)
 
     return _register_once(tracker, "finetune", name, fp, "transferlab fine-tuned models, servable: "
                           f"mlflow models serve -m models:/{name}/<version>", stage_run_id, create)
