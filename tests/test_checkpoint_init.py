@@ -68,3 +68,16 @@ def test_a_checkpoint_without_lm_head_gets_no_perplexity_rather_than_a_random_he
     assert lm["loss"] is None and lm["perplexity"] is None
     text = render_report("t", {"pretrained": {"accuracy": 0.9, "f1_macro": 0.9}}, lm, [], [])
     assert "no LM-head weights" in text and "perplexity **" not in text
+
+
+@pytest.mark.parametrize("trained", [True, False])
+def test_fine_tune_share_of_pretraining_is_given_only_when_pretraining_trained(trained: bool) -> None:
+    """With pretrain.max_steps=0 the pretrain row is an export's cost: a share of it read 1930%."""
+    from modules.evaluation.report import render_report
+
+    rows = [{"name": "pretrain", "produced_kg": 1e-6, "trained": trained},
+            {"name": "finetune[pretrained]", "produced_kg": 2e-5}]
+    text = render_report("t", {"pretrained": {"accuracy": 0.9, "f1_macro": 0.9}},
+                         {"loss": None, "perplexity": None}, rows, [])
+    assert ("One fine-tune costs 2000.0% of pretraining's CO2e." in text) is trained
+    assert ("did not train here" in text) is not trained

@@ -28,7 +28,8 @@ def render_report(
 ) -> str:
     """``results``: init -> task metrics; ``columns``: (metric, title) pairs shown, the
     headline first; ``stages``: rows with name, emissions_kg, energy_kwh, duration_s,
-    cache_hit and produced_kg (what building the output cost); ``majority``: the task
+    cache_hit and produced_kg (what building the output cost), the pretrain row ``trained``
+    False when the checkpoint only passed through; ``majority``: the task
     metrics of the majority-class rule on the same test split, the table's floor row;
     ``inference``: init -> ``InferenceCost.as_dict()`` (modules/evaluation/inference_cost.py)
     for the inits whose model was timed."""
@@ -77,13 +78,20 @@ def render_report(
         lines.append(f"| {row['name']} | {'hit' if row.get('cache_hit') else 'miss'} "
                      f"| {_milli(row.get('emissions_kg'))} | {_milli(row.get('energy_kwh'))} "
                      f"| {_s(row.get('duration_s'))} | {_milli(row.get('produced_kg'))} |")
-    pre = next((r.get("produced_kg") for r in stages if r["name"] == "pretrain"), None)
+    pre_row = next((r for r in stages if r["name"] == "pretrain"), None)
+    # A checkpoint passed through (pretrain.max_steps=0) cost only its export: a share of that
+    # would read as "a fine-tune costs 1930% of pretraining".
+    trained = pre_row is not None and pre_row.get("trained", True)
+    pre = pre_row.get("produced_kg") if trained and pre_row is not None else None
     # What a fine-tune of a network costs: zero_shot trains nothing, tfidf trains no network.
     finetunes = [r for r in stages if r["name"].startswith("finetune")
                  and r["name"] not in ("finetune[zero_shot]", "finetune[tfidf]")]
     ft: list[float] = [r["produced_kg"] for r in finetunes if r.get("produced_kg") is not None]
     if pre and ft and len(ft) == len(finetunes):
         lines += ["", f"One fine-tune costs {100 * sum(ft) / len(ft) / pre:.1f}% of pretraining's CO2e."]
+    elif pre_row is not None and not trained:
+        lines += ["", "Pretraining did not train here (pretrain.max_steps=0: the checkpoint passed through), "
+                      "so its row is the export's cost, not a pretraining's, and no fine-tune share of it is given."]
     lines += ["", *notes] if notes else []
     lines += [""] + [f"![{name}]({name})" for name in images] + [""]
     return "\n".join(lines)

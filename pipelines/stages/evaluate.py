@@ -85,6 +85,7 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
         run.log_metrics(metrics)
 
         rows = stage_rows([prep_record, pretrain_record, *finetune_records])
+        rows[1]["trained"] = cfg.pretrain.max_steps > 0  # 0: a checkpoint passed through, not pretrained
         comparison_png({k: v[headline] for k, v in results.items()},
                        {r["name"]: r["produced_kg"] or 0.0 for r in rows},
                        f"{cfg.experiment_name}: {cfg.model.name} on {cfg.data.name} ({task.name})",
