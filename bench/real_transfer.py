@@ -21,8 +21,9 @@ For SST-2, TREC and SUBJ (``--data``: the shared data dir, see its README.md):
 Then reads every fine-tune back from MLflow and writes, per dataset, a table (mean ± std
 over seeds, the majority-class line) and a learning-curve PNG (``docs/real_transfer_<ds>.png``);
 ``--write-docs`` puts the tables into docs/BENCHMARKS.md between the ``real_transfer``
-markers. Validation: SST-2 uses the first ``--val-rows`` of dev.tsv; TREC and SUBJ cut ``--val-fraction`` (6%)
-of their train split (``data.labeled_val_fraction``); test is each set's test.tsv.
+markers. Validation: SST-2 uses the first ``--val-rows`` of dev.tsv; TREC and SUBJ cut
+``--val-fraction`` (6%) of their train split (``data.labeled_val_fraction``); test is each
+set's test.tsv.
 """
 
 from __future__ import annotations

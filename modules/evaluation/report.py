@@ -78,18 +78,18 @@ def render_report(
         lines.append(f"| {row['name']} | {'hit' if row.get('cache_hit') else 'miss'} "
                      f"| {_milli(row.get('emissions_kg'))} | {_milli(row.get('energy_kwh'))} "
                      f"| {_s(row.get('duration_s'))} | {_milli(row.get('produced_kg'))} |")
-    pre_row = next((r for r in stages if r["name"] == "pretrain"), None)
+    pre_row: dict[str, Any] = next((dict(r) for r in stages if r["name"] == "pretrain"), {})
     # A checkpoint passed through (pretrain.max_steps=0) cost only its export: a share of that
     # would read as "a fine-tune costs 1930% of pretraining".
-    trained = pre_row is not None and pre_row.get("trained", True)
-    pre = pre_row.get("produced_kg") if trained and pre_row is not None else None
+    trained = pre_row.get("trained", True)
+    pre = pre_row.get("produced_kg") if trained else None
     # What a fine-tune of a network costs: zero_shot trains nothing, tfidf trains no network.
     finetunes = [r for r in stages if r["name"].startswith("finetune")
                  and r["name"] not in ("finetune[zero_shot]", "finetune[tfidf]")]
     ft: list[float] = [r["produced_kg"] for r in finetunes if r.get("produced_kg") is not None]
     if pre and ft and len(ft) == len(finetunes):
         lines += ["", f"One fine-tune costs {100 * sum(ft) / len(ft) / pre:.1f}% of pretraining's CO2e."]
-    elif pre_row is not None and not trained:
+    elif pre_row and not trained:
         lines += ["", "Pretraining did not train here (pretrain.max_steps=0: the checkpoint passed through), "
                       "so its row is the export's cost, not a pretraining's, and no fine-tune share of it is given."]
     lines += ["", *notes] if notes else []
