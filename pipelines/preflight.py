@@ -6,12 +6,16 @@ here is one line and exit code 2 with no run, no cache entry and no state dir cr
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import UserError
 
 NEEDS_LABELS = ("finetune", "evaluate", "run")
+CONNECT_TIMEOUT_S = 10  # sweep.cluster: how long a Dask scheduler has to answer
+
+log = logging.getLogger("transferlab")
 
 
 def check_inputs(cfg: TransferLabConfig, until: str = "prep", sweep: bool | None = None) -> None:
@@ -55,6 +59,8 @@ def check_inputs(cfg: TransferLabConfig, until: str = "prep", sweep: bool | None
         raise UserError(str(exc)) from exc
     if until in NEEDS_LABELS and not synthetic:
         _check_label_budget(cfg, cfg.sweep.enabled if sweep is None else sweep, cached)
+    if (cfg.sweep.enabled if sweep is None else sweep) and cfg.sweep.cluster:
+        check_cluster(cfg.sweep.cluster)
 
 
 def check_budget(task: str, budget: int, n_classes: int, key: str) -> None:
@@ -149,3 +155,30 @@ def _prep_record(cfg: TransferLabConfig) -> dict[str, Any] | None:
     from pipelines.stages.prep import prep_fingerprint
 
     return StageCache(cfg.paths.home, "prep").lookup(prep_fingerprint(cfg))
+
+
+def check_cluster(address: str) -> int:
+    """The number of workers on the Dask scheduler at ``address``; a one-line UserError when
+    prefect-dask is missing or nothing answers there, before the sweep starts anything."""
+    try:
+        import distributed
+        import prefect_dask  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"sweep.cluster={address} needs prefect-dask: pip install 'transferlab[cluster]' "
+                        f"({_first_line(exc)})") from exc
+    try:
+        with distributed.Client(address, timeout=CONNECT_TIMEOUT_S) as client:
+            workers = len(client.nthreads())
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise UserError(f"sweep.cluster={address}: no Dask scheduler answers there within {CONNECT_TIMEOUT_S} s "
+                        f"(start one with `dask scheduler`, and workers with `dask worker {address} --nthreads 1`): "
+                        f"{_first_line(exc)}") from exc
+    if not workers:
+        log.warning("sweep: the Dask scheduler at %s has no workers yet; the points wait until one joins "
+                    "(`dask worker %s --nthreads 1`)", address, address)
+    return workers
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

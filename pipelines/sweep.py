@@ -9,7 +9,10 @@ How it runs: prep and pretrain as in the main pipeline (cache hits when present)
 every point is a Prefect task. With ``sweep.parallel`` > 1 the points run side by side in
 worker processes (Prefect's ProcessPoolTaskRunner: each worker trains on its own main
 thread, so Lightning's signal handling works, and the cores are split between them);
-with 1 they run one after another in the flow's process. A failing point is retried
+with 1 they run one after another in the flow's process. With ``sweep.cluster`` (a Dask
+scheduler address) they run on that cluster's workers, on as many machines as it has
+(prefect-dask's task runner: Dask hands each point to a free worker and reruns a point
+whose worker died on another one). A failing point is retried
 ``sweep.retries`` times (bad input is not retried: it would fail the same way) and then
 reported as failed without stopping the others. Every finished point is a fine-tune cache
 entry, so running the sweep again reuses it (a cache hit, with its own MLflow child run).
@@ -36,7 +39,7 @@ from pipelines.config.compose import check_task, check_zero_shot, compose
 from pipelines.config.schema import SweepConfig, TransferLabConfig
 from pipelines.errors import UserError
 from pipelines.flows import carbon_totals, parent_run, prep_task, pretrain_task, stage_summaries
-from pipelines.preflight import check_budget, check_inputs
+from pipelines.preflight import CONNECT_TIMEOUT_S, check_budget, check_inputs
 from pipelines.runtime import lifecycle
 from pipelines.stages.common import StageContext
 from pipelines.stages.records import FinetuneRecord, PrepRecord, PretrainRecord, StageRecord
@@ -102,7 +105,9 @@ def _check_budgets(cfg: TransferLabConfig, points: list[Point], label_names: lis
         check_budget(cfg.finetune.task, smallest, len(label_names), "sweep.budgets")
 
 
-def point_config(cfg: TransferLabConfig, point: Point, threads: int, parallel: int) -> TransferLabConfig:
+def point_config(cfg: TransferLabConfig, point: Point, threads: int | None, parallel: int) -> TransferLabConfig:
+    """The point's own config. ``threads`` None: the torch default of the machine it lands on
+    (a cluster worker); ``parallel`` > 1: other points may share that machine."""
     out = copy.deepcopy(cfg)
     out.seed = point.seed
     out.finetune.inits = [point.init]
@@ -143,6 +148,10 @@ def _worker_init() -> None:
 @task(cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_bad_input_is_final)
 def sweep_point(cfg: TransferLabConfig, prep_record: PrepRecord, pretrain_record: PretrainRecord, init: str,
                 parent_run_id: str) -> FinetuneRecord:
+    if cfg.sweep.cluster:  # a Dask worker: nothing ran _worker_init in its process
+        from pipelines.runtime.env import quiet_libraries
+
+        quiet_libraries()
     with lifecycle.deferred_sigterm():  # in a worker: stopped by the sweep, never mid-MLflow-write
         return stages.finetune(StageContext.create(cfg, parent_run_id), prep_record, pretrain_record, init)
 
@@ -197,6 +206,8 @@ def _workers_stop_with(runner: Any) -> Iterator[None]:
 def run_points(cfg: TransferLabConfig, points: list[Point], prep_record: PrepRecord,
                pretrain_record: PretrainRecord, parent: str) -> list[tuple[Point, FinetuneRecord | None, str | None]]:
     """(point, finetune record or None, one-line error or None) for every point, in order."""
+    if cfg.sweep.cluster:
+        return _run_on_cluster(cfg, points, prep_record, pretrain_record, parent)
     parallel = min(cfg.sweep.parallel or default_parallel(), len(points))
     threads = max(1, (os.cpu_count() or 1) // parallel)
     retries = cfg.sweep.retries
@@ -235,9 +246,95 @@ def run_points(cfg: TransferLabConfig, points: list[Point], prep_record: PrepRec
     return out
 
 
+@contextmanager
+def _api_for_cluster() -> Iterator[None]:
+    """Hand the flow's Prefect API URL to the cluster's workers.
+
+    prefect-dask ships the submitting context's settings with every task run. Under a
+    temporary server the URL is in no setting, and each worker would start a server of its
+    own that the flow run never sees: put the URL into the settings while submitting. Workers
+    on other machines reach only a real server (``transferlab up`` and ``PREFECT_API_URL``).
+    """
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    ctx = FlowRunContext.get()
+    if PREFECT_API_URL.value() or ctx is None:
+        yield
+        return
+    url = str(ctx.client.api_url)
+    log.info("sweep: the Dask workers report to this flow's temporary Prefect server at %s; workers on other "
+             "machines need a server they can reach (docs/sweep.md)", url)
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
+def _run_on_cluster(cfg: TransferLabConfig, points: list[Point], prep_record: PrepRecord,
+                    pretrain_record: PretrainRecord, parent: str
+                    ) -> list[tuple[Point, FinetuneRecord | None, str | None]]:
+    """Every point as a Prefect task on the Dask cluster at ``sweep.cluster``.
+
+    Dask does the distributing: any worker takes the next point, and a point whose worker
+    dies is rerun on another one (up to Dask's ``distributed.scheduler.allowed-failures``,
+    3, then it fails as ``KilledWorker``); Prefect's retries cover a point that raises.
+    Results are collected as they finish and released, so a worker that dies later does not
+    make Dask recompute a finished point. On Ctrl-C the queued points are cancelled; running
+    ones finish on their workers and land in the cache, which the next run reuses.
+    """
+    import distributed
+    from prefect_dask import DaskTaskRunner
+
+    address = str(cfg.sweep.cluster)
+    by_future: dict[Any, tuple[int, Point]] = {}
+    found: dict[int, tuple[Point, FinetuneRecord | None, str | None]] = {}
+    with _api_for_cluster(), DaskTaskRunner(address=address,
+                                            client_kwargs={"timeout": CONNECT_TIMEOUT_S}) as runner:
+        log.info("sweep: %d fine-tunes on the Dask cluster at %s (%d workers now), %d retr%s per point",
+                 len(points), address, len(runner.client.nthreads()), cfg.sweep.retries,
+                 "y" if cfg.sweep.retries == 1 else "ies")
+        try:
+            for i, p in enumerate(points):
+                call = sweep_point.with_options(name=p.name, retries=cfg.sweep.retries)
+                params = dict(cfg=point_config(cfg, p, None, 2), prep_record=prep_record,
+                              pretrain_record=pretrain_record, init=p.init, parent_run_id=parent)
+                by_future[runner.submit(call, parameters=params).wrapped_future] = (i, p)
+            for future in distributed.as_completed(list(by_future), loop=runner.client.loop):
+                i, point = by_future[future]
+                found[i] = (point, *_cluster_outcome(future))
+                if found[i][2]:
+                    log.warning("sweep: %s failed (retried up to %d times unless the input was bad): %s",
+                                point.name, cfg.sweep.retries, found[i][2])
+                future.release()
+        except BaseException:
+            runner.client.cancel([f for f in by_future if f.status == "pending"])
+            raise
+    # Every point has ended, so a fine-tune run still RUNNING is an attempt whose worker died
+    # mid-point (Dask ran the point again elsewhere): nobody is left to end it.
+    from pipelines.tracking.liveness import kill_running_children
+
+    dead = kill_running_children(tracking_uri(cfg), parent)
+    if dead:
+        log.warning("sweep: %d run(s) of points whose worker died were marked KILLED (each point ran again on "
+                    "another worker)", len(dead))
+    return [found[i] for i in range(len(points))]
+
+
+def _cluster_outcome(future: Any) -> tuple[FinetuneRecord | None, str | None]:
+    """(record, None) or (None, one-line why) of a finished Dask future holding a Prefect state."""
+    if future.status != "finished":  # the task itself could not run (KilledWorker, cancelled)
+        exc = future.exception() if future.status == "error" else None
+        return None, _one_line(exc) if isinstance(exc, BaseException) else f"Dask future {future.status}"
+    state = future.result()
+    if state.is_completed():
+        return state.result(), None
+    error = state.result(raise_on_failure=False)
+    return None, _one_line(error) if isinstance(error, BaseException) else str(state.message)
+
+
 def run_sweep(cfg: TransferLabConfig) -> dict[str, Any]:
     """Prep, pretrain, every sweep point and the report under one MLflow parent run."""
-    check_inputs(cfg, "finetune")  # before the parent run exists: bad input leaves nothing behind
+    # Before the parent run exists: bad input (or no cluster at sweep.cluster) leaves nothing behind.
+    check_inputs(cfg, "finetune", sweep=True)
     resolve_init(cfg)
     check_zero_shot(cfg.finetune, cfg.model.family)
     check_task(cfg.finetune, cfg.model.family)

@@ -5,7 +5,7 @@ docs/development.md ("The docs check"). In short: fenced blocks labelled bash/sh
 are commands line by line, console blocks are commands on their ``$ `` lines, a usage
 block is the ``transferlab`` synopsis, and a block without a label fails. Each command is
 parsed by the real parser of its program (``transferlab``'s argparse, the Makefile, a
-bench script's ``add_argument`` calls, MLflow's click CLI, torchrun's parser) and its
+bench script's ``add_argument`` calls, MLflow's and Dask's click CLIs, torchrun's parser) and its
 Hydra overrides are composed by the real config; nothing trains. A command of a kind this
 file does not know fails, so a new kind of command cannot slip into the docs unchecked.
 """
@@ -569,6 +569,21 @@ def check_mlflow(command: Command, argv: list[str]) -> None:
         raise DocProblem(f"{command.where()}: `mlflow {' '.join(argv)}`: {exc.format_message()}") from None
 
 
+def check_dask(command: Command, argv: list[str]) -> None:
+    """`dask scheduler` / `dask worker` (a sweep's cluster), parsed by distributed's click commands."""
+    import click
+    from distributed.cli import dask_scheduler, dask_worker
+
+    commands = {"scheduler": dask_scheduler.main, "worker": dask_worker.main}
+    if not argv or argv[0] not in commands:
+        raise DocProblem(f"{command.where()}: `dask {' '.join(argv[:1])}`: the docs check knows `dask scheduler` "
+                         "and `dask worker`")
+    try:
+        commands[argv[0]].make_context(argv[0], list(argv[1:]))
+    except click.ClickException as exc:
+        raise DocProblem(f"{command.where()}: `dask {' '.join(argv)}`: {exc.format_message()}") from None
+
+
 def check_launcher(command: Command, program: str, argv: list[str]) -> None:
     if program == "srun":  # SLURM's own options, in --opt=value form, then the command it runs
         i = 0
@@ -635,6 +650,8 @@ def check(command: Command) -> None:
         return check_compose(command, argv)
     if program == "mlflow":
         return check_mlflow(command, argv)
+    if program == "dask":
+        return check_dask(command, argv)
     if program in ("srun", "torchrun"):
         return check_launcher(command, program, argv)
     if program in ("cp", "cd", "ruff", "mypy"):

@@ -81,6 +81,8 @@ def _problems_in(tmp_path: Path, markdown: str) -> list[str]:
     ("```bash\npython bench/peak_flops.py --no-such-option 1\n```\n", "does not accept"),
     ("```bash\npython bench/no_such_bench.py\n```\n", "does not exist"),
     ("```bash\ndocker compose -f docker/docker-compose.yml logs nobody\n```\n", "no service"),
+    ("```bash\n.venv/bin/dask worker tcp://s:8786 --no-such-option\n```\n", "No such option"),
+    ("```bash\ndask cluster-of-my-own\n```\n", "knows `dask scheduler`"),
     ("```bash\nNO_SUCH_VARIABLE_ANYWHERE=1 transferlab config\n```\n", "read nowhere"),
     ("```bash\ntransferlab run data.path=conf/no_such.yaml\n```\n", "does not exist in the repository"),
     ("```\nmake run\n```\n", "without a label"),

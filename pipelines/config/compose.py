@@ -473,6 +473,10 @@ def _check_lora(ft: FinetuneConfig) -> None:
                           "linear layer names such as [c_attn,c_proj])")
 
 
+# A Dask scheduler address: protocol://host:port (tcp, tls, ws, wss) or host:port.
+CLUSTER_ADDRESS = re.compile(r"(?:(?:tcp|tls|ws|wss)://)?(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:]+\]):[0-9]{1,5}")
+
+
 def _check_sweep(sweep: SweepConfig) -> None:
     budgets = sweep.budgets
     if not budgets or any(b != "all" and (isinstance(b, bool) or not isinstance(b, int) or b <= 0) for b in budgets):
@@ -484,6 +488,9 @@ def _check_sweep(sweep: SweepConfig) -> None:
         raise ConfigError(f"bad value for 'sweep.parallel': {sweep.parallel!r} (>= 1; null: from the CPU count)")
     if sweep.retries < 0:
         raise ConfigError(f"bad value for 'sweep.retries': {sweep.retries!r} (must be >= 0)")
+    if sweep.cluster is not None and not CLUSTER_ADDRESS.fullmatch(str(sweep.cluster)):
+        raise ConfigError(f"bad value for 'sweep.cluster': {sweep.cluster!r} (a Dask scheduler address, "
+                          "e.g. tcp://10.0.0.5:8786; null: points run on this machine)")
 
 
 def _check_data(data: DataConfig) -> None:

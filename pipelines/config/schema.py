@@ -39,6 +39,10 @@ class SweepConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     parallel: int | None = None  # fine-tunes side by side (processes); null: CPU cores // 2, at least 1
     retries: int = 1  # a failed point is retried this often, then reported, not fatal
+    # A Dask scheduler (tcp://host:8786): the points run on that cluster's workers, any number
+    # of machines, instead of local processes (sweep.parallel unused). The workers need
+    # transferlab[cluster] and the same state dir and tracking store (docs/sweep.md).
+    cluster: str | None = None
 
 
 @dataclass

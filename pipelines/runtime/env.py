@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 from pathlib import Path
 
 
@@ -86,3 +88,17 @@ def _has_schema(db: Path) -> bool:
             return bool(conn.execute("SELECT version_num FROM alembic_version").fetchall())
     except sqlite3.Error:
         return False
+
+
+def worker_name() -> str:
+    """Where this process runs: ``host:pid``, plus the Dask worker's name inside one. Tagged on
+    every stage run, so a sweep spread over machines says which one ran each point."""
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    if "distributed" in sys.modules:  # only a Dask worker has it imported before a stage runs
+        from distributed import get_worker
+
+        try:
+            return f"{name} ({get_worker().name})"
+        except ValueError:  # not inside a worker
+            pass
+    return name

@@ -11,6 +11,7 @@ from typing import Any
 
 from pipelines.config.schema import TransferLabConfig
 from pipelines.runtime.distributed import is_rank_zero
+from pipelines.runtime.env import worker_name
 from pipelines.stages.records import Carbon
 from pipelines.tracking.carbon import AttemptLedger, CarbonResult, track_carbon
 from pipelines.tracking.runs import (
@@ -18,6 +19,7 @@ from pipelines.tracking.runs import (
     TAG_CACHE_SOURCE,
     TAG_FINGERPRINT,
     TAG_STAGE,
+    TAG_WORKER,
     Tracker,
     run_context,
 )
@@ -90,8 +92,11 @@ def tracked_stage(ctx: StageContext, stage: str, run_name: str | None = None,
     and a carbon ``ledger`` (persist this attempt's figures, add the earlier attempts').
     Ranks > 0 of a distributed run track no carbon (rank 0's tracker measures the node).
     """
-    with run_context(ctx.tracker, run_name or stage, {TAG_STAGE: stage, **(tags or {})}, ctx.parent_run_id,
-                     resume_run_id) as run_id:
+    worker = {TAG_WORKER: worker_name()}
+    with run_context(ctx.tracker, run_name or stage, {TAG_STAGE: stage, **worker, **(tags or {})},
+                     ctx.parent_run_id, resume_run_id) as run_id:
+        if resume_run_id:  # resumed, perhaps by another process or machine than the one that began it
+            ctx.tracker.set_tags(run_id, worker)
         ctx.tracker.log_config(run_id, ctx.cfg)
         workdir = ctx.home / "runs" / run_id
         if is_rank_zero():  # other ranks only reuse prep and train; they write no run files

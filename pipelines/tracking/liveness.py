@@ -186,7 +186,7 @@ def _mark_mlflow(lease: Lease) -> list[str]:
             raise  # the store is unreachable: keep the lease for the next start
         log.debug("lease %s: parent run not found: %s", lease.run_id, exc)  # deleted meanwhile
         return marked
-    marked += _kill_running_children(lease.tracking_uri, lease.run_id)
+    marked += kill_running_children(lease.tracking_uri, lease.run_id)
     if parent.info.status == "RUNNING":
         client.set_terminated(lease.run_id, status="KILLED")
         marked.append(lease.run_id)
@@ -277,13 +277,13 @@ def pipeline_run(cfg: TransferLabConfig, run_id: str = "") -> Iterator[Lease]:
             # its run: whatever is still RUNNING under this parent is over now.
             if lease.run_id:
                 try:
-                    _kill_running_children(uri, lease.run_id)
+                    kill_running_children(uri, lease.run_id)
                 except Exception as exc:
                     log.debug("stage runs of %s not marked: %s", lease.run_id, exc)
             raise
 
 
-def _kill_running_children(uri: str, run_id: str) -> list[str]:
+def kill_running_children(uri: str, run_id: str) -> list[str]:
     """Every RUNNING run below ``run_id`` -> KILLED: its stage runs, and theirs in turn (a
     fine-tune's learning-rate trials); returns the run ids marked."""
     from mlflow.tracking import MlflowClient

@@ -35,6 +35,7 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 TAG_EARLIER_PARENTS = "transferlab.earlier_parent_runs"  # comma-separated, oldest first
 TAG_ATTEMPTS = "transferlab.attempts"
+TAG_WORKER = "transferlab.worker"  # host:pid (and Dask worker) of the process that ran the stage
 # What the experiment is: model training (runs, params, metrics), not a GenAI app. MLflow 3.17's
 # UI picks its layout from the browser's workflow type instead (see pipelines.tracking.ui_links),
 # but the tag still says it to other clients and to MLflow versions that read it.
