@@ -7,6 +7,7 @@ an override fails in about a second with one line and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -287,6 +288,14 @@ def main(argv: list[str] | None = None) -> int:
         prepare_environment(cfg.paths.home)
         from pipelines.runtime.distributed import is_rank_zero
 
+        if is_rank_zero() and not os.environ.get("PREFECT_API_URL"):
+            from pipelines.serve.announce import running_up
+
+            url = running_up(cfg.paths.home)  # before Prefect is imported: it reads the URL once
+            if url:
+                os.environ["PREFECT_API_URL"] = url
+                print(f"transferlab: reporting to the Prefect server of `transferlab up` at {url} (this run shows "
+                      "live in its UI)", file=sys.stderr)
         if is_rank_zero():
             from pipelines.runtime.env import prepare_prefect_db
 

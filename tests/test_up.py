@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,21 @@ def test_up_serves_runs_that_log_to_its_mlflow_server_and_stops_on_ctrl_c(tmp_pa
         assert all("test/accuracy" in r.data.metrics
                    for r in children if r.data.tags["transferlab.stage"] == "finetune")
         assert {"report.md", "config.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+        # A CLI run on the same state dir reports to up's Prefect server (live in its UI), not
+        # to a temporary server of its own.
+        with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{pport}/api"}):
+            with get_client(sync_client=True) as prefect:
+                before = len(prefect.read_flow_runs())
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+        cli = subprocess.run([str(Path(sys.executable).with_name("transferlab")), "run", *TINY,
+                              f"paths.home={tmp_path}", "finetune.inits=[tfidf]"], env=env, capture_output=True,
+                             text=True, timeout=600)
+        assert cli.returncode == 0, cli.stderr[-3000:]
+        assert f"reporting to the Prefect server of `transferlab up` at http://127.0.0.1:{pport}/api" in cli.stderr
+        with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{pport}/api"}):
+            with get_client(sync_client=True) as prefect:
+                assert len(prefect.read_flow_runs()) == before + 1
         code = up.interrupt()  # what Ctrl-C sends
     assert code == 0, up.output()[-2000:]
     assert "transferlab: stopped" in up.output()

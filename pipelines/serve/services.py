@@ -31,6 +31,7 @@ from typing import IO
 
 from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import UserError
+from pipelines.serve.announce import announce
 
 log = logging.getLogger("transferlab")
 
@@ -437,7 +438,9 @@ def up(overrides: list[str], host: str, prefect_port: int, mlflow_port: int, dat
             out.write(ready_message(prefect_url, mlflow_url, cfg, home, overrides, experiment_id))
             out.flush()
 
-        serve_deployments(limit, ready)
+        # CLI runs on this state dir now report to this server (live in its UI), not to a temporary one.
+        with announce(home, f"{prefect_url}/api", login=creds is not None):
+            serve_deployments(limit, ready)
     except KeyboardInterrupt:
         pass
     finally:
