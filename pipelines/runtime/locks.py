@@ -69,6 +69,24 @@ def _release(fd: int, path: Path) -> None:
     os.close(fd)
 
 
+def publish_locked(path: Path, data: bytes) -> int:
+    """Write ``data`` to ``path`` already locked: under a temporary name, ``flock``-ed, then
+    renamed into place, so no reader ever sees the file unlocked while its writer lives. Returns
+    the descriptor that holds the lock (close it, after removing the file, to let go)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    return fd
+
+
 def is_held(path: str | Path) -> bool:
     """Whether a live process holds a ``flock`` on ``path`` (never created; a symlink is not
     followed). The kernel drops a dead holder's lock, so this is also a liveness test: it is

@@ -13,7 +13,6 @@ seconds a temporary server takes to start.
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 import socket
@@ -22,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipelines.runtime.locks import is_held
+from pipelines.runtime.locks import is_held, publish_locked
 
 UP_FILE = "up.json"
 
@@ -31,18 +30,8 @@ UP_FILE = "up.json"
 def announce(home: str | Path, prefect_api_url: str, login: bool) -> Iterator[Path]:
     """Hold ``$home/up.json`` for the life of the block (written whole, then renamed into place)."""
     path = Path(home) / UP_FILE
-    tmp = path.with_name(f".{UP_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        data = {"prefect_api_url": prefect_api_url, "login": login, "pid": os.getpid(), "host": socket.gethostname()}
-        os.write(fd, json.dumps(data).encode())
-        os.fsync(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
+    data = {"prefect_api_url": prefect_api_url, "login": login, "pid": os.getpid(), "host": socket.gethostname()}
+    fd = publish_locked(path, json.dumps(data).encode())
     try:
         yield path
     finally:

@@ -17,7 +17,6 @@ belongs to the open file description and stays held by the parent's copy.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipelines.config.schema import TransferLabConfig
-from pipelines.runtime.locks import is_held
+from pipelines.runtime.locks import is_held, publish_locked
 
 log = logging.getLogger("transferlab")
 
@@ -129,17 +128,7 @@ def hold(home: str | Path, run_id: str, tracking_uri: str, flow_run_id: str | No
     name = run_id or f"pending-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     path = directory / f"{name}.json"
     lease = Lease(run_id, os.getpid(), socket.gethostname(), time.time(), tracking_uri, flow_run_id, path)
-    tmp = directory / f".{name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(fd, lease.as_json().encode())
-        os.fsync(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
+    fd = publish_locked(path, lease.as_json().encode())
     _held_fds.add(fd)
     lease._fd = fd
     try:
