@@ -220,6 +220,7 @@ def test_legitimate_ui_input_is_accepted(index: int, site: dict[str, Path], secr
     ("tracking.ui_url=http://elsewhere:5000", "tracking.ui_url is set by whoever started the service"),
     ("model.trust_remote_code=true", "model.trust_remote_code is set by whoever started the service"),
     ("model.init_path=/tmp", "model.init_path is set by whoever started the service"),
+    ("sweep.cluster=tcp://evil.example:8786", "sweep.cluster is set by whoever started the service"),
     ("+finetune.extra=1", "adding keys (+)"),
     ("finetune.max_epochs", "expected KEY=VALUE"),
 ])

@@ -20,7 +20,8 @@ nothing):
 - keys only the operator may set: ``tracking.uri`` (runs log to the server the service was
   started with), ``tracking.ui_url`` (the link in every run's summary),
   ``model.trust_remote_code`` (runs code from a checkpoint), ``model.init_path`` (filled in
-  by transferlab);
+  by transferlab), ``sweep.cluster`` (a Dask scheduler exchanges pickles with the service:
+  one at an address of the user's choosing could run code in it and read its configs);
 - a ``distill.teacher``/``distill.student`` checkpoint is checked like ``model.init``;
 - after composing and validating: the operator's limits (``pipelines.config.limits``); ``paths.home``
   without glob characters and inside the service's state dir; every local file or dir the
@@ -50,7 +51,7 @@ from pipelines.config.compose import DATA_PATH_KEYS, compose, config_groups, gro
 from pipelines.config.schema import TransferLabConfig
 from pipelines.errors import ConfigError, UserError
 
-OPERATOR_ONLY = ("tracking.uri", "tracking.ui_url", "model.trust_remote_code", "model.init_path")
+OPERATOR_ONLY = ("tracking.uri", "tracking.ui_url", "model.trust_remote_code", "model.init_path", "sweep.cluster")
 # How `transferlab up`/`serve` hand the operator's choices to the flow-run processes.
 SERVER_OVERRIDES_ENV = "TRANSFERLAB_SERVER_OVERRIDES"  # JSON list of overrides
 DATA_DIRS_ENV = "TRANSFERLAB_DATA_DIRS"  # os.pathsep-separated dirs a UI run may read files from
