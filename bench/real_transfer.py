@@ -3,6 +3,7 @@
     .venv/bin/python bench/real_transfer.py --write-docs              # the full run (about an hour on 2 cores)
     .venv/bin/python bench/real_transfer.py --datasets trec --budgets 256 --seeds 0 --minilm-seeds
     .venv/bin/python bench/real_transfer.py --collect-only --home /tmp/real --write-docs   # re-render only
+    .venv/bin/python bench/real_transfer.py --budgets 1024 --docs-block real_transfer_1024 --write-docs  # a block of its own
 
 For SST-2, TREC and SUBJ (``--data``: the shared data dir, see its README.md):
 
@@ -43,7 +44,11 @@ from store import client, head_tsv, minilm_dir, transferlab
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("sst2", "trec", "subj")
-BEGIN, END = "<!-- real_transfer:begin -->", "<!-- real_transfer:end -->"
+
+
+def markers(block: str) -> tuple[str, str]:
+    """The comment lines around a block this script owns in docs/BENCHMARKS.md."""
+    return f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
 
 
 def read_tsv(path: Path) -> list[tuple[str, str]]:
@@ -213,24 +218,27 @@ def pretrain_line(home: Path) -> str:
 
 
 def section(results: dict[str, list[Row]], chances: dict[str, float], commands: list[str], pngs: dict[str, str],
-            budget: int, pretrain: str) -> str:
+            budget: int, pretrain: str, block: str = "real_transfer") -> str:
     # A record of what ran, not a block to paste: commented, so the docs check (which runs the
     # commands of bash/console blocks) leaves it alone.
     shown = [c if c.startswith("#") else f"# {c}" for c in commands]
-    out = [BEGIN, "", "Produced by:", "", "```text", *shown, "```", "", pretrain, ""]
+    begin, end = markers(block)
+    out = [begin, "", "Produced by:", "", "```text", *shown, "```", "", pretrain, ""]
     for ds, rows in results.items():
         out += [f"#### {ds}", "", table(rows, chances[ds]), "", verdict(rows, budget), ""]
         if ds in pngs:
             out += [f"![learning curve, {ds}]({pngs[ds]})", ""]
-    out.append(END)
+    out.append(end)
     return "\n".join(out)
 
 
-def write_docs(text: str) -> None:
+def write_docs(text: str, block: str = "real_transfer") -> None:
+    """Replace the block's text in docs/BENCHMARKS.md (append it when the page has none)."""
+    begin, end = markers(block)
     path = REPO / "docs" / "BENCHMARKS.md"
     doc = path.read_text()
-    if BEGIN in doc and END in doc:
-        doc = doc[: doc.index(BEGIN)] + text + doc[doc.index(END) + len(END):]
+    if begin in doc and end in doc:
+        doc = doc[: doc.index(begin)] + text + doc[doc.index(end) + len(end):]
     else:
         doc = doc.rstrip("\n") + "\n\n" + text + "\n"
     path.write_text(doc)
@@ -257,6 +265,9 @@ def main() -> None:
     ap.add_argument("--pretrained", default=None, help="reuse this export (a model.init reference) instead of "
                                                        "pretraining again")
     ap.add_argument("--collect-only", action="store_true", help="no runs: re-read --home and render")
+    ap.add_argument("--docs-block", default="real_transfer",
+                    help="the marked block of docs/BENCHMARKS.md to write (another name, e.g. real_transfer_1024, "
+                         "adds a block and its own PNGs instead of replacing the main grid's)")
     ap.add_argument("--write-docs", action="store_true", help="update docs/BENCHMARKS.md and docs/real_transfer_*.png")
     ap.add_argument("overrides", nargs="*", help="extra overrides for every command")
     args = ap.parse_args()
@@ -315,13 +326,14 @@ def main() -> None:
     for ds in args.datasets:
         rows = finetune_rows(home, ds, parents[ds])
         results[ds], chances[ds] = rows, majority(data, ds)
-        png = (REPO / "docs" if args.write_docs else home) / f"real_transfer_{ds}.png"
+        suffix = "" if args.docs_block == "real_transfer" else args.docs_block.removeprefix("real_transfer")
+        png = (REPO / "docs" if args.write_docs else home) / f"real_transfer_{ds}{suffix}.png"
         plot(rows, chances[ds], f"{ds}: test accuracy vs labeled examples", png)
         pngs[ds] = png.name
         print(f"\n{ds}\n{table(rows, chances[ds])}\n{verdict(rows, args.floor_budget)}")
-    text = section(results, chances, commands, pngs, args.floor_budget, pretrain_line(home))
+    text = section(results, chances, commands, pngs, args.floor_budget, pretrain_line(home), args.docs_block)
     if args.write_docs:
-        write_docs(text)
+        write_docs(text, args.docs_block)
     else:
         print(text)
 
