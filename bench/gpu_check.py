@@ -101,14 +101,14 @@ def check_pretrain(home: Path, data: Path, steps: int, batch: int, block: int, t
     steady = tps[1:] or tps
     m = run.data.metrics
     text = "tinyshakespeare" if corpus.is_file() else "synthetic"
-    return [f"| pretrain {model} ({text}), {m_precision(trainer)} + compile, "
+    return [f"| pretrain {model} ({text}), {trained_precision(trainer)} + compile, "
             f"{steps} steps of {batch} x {block} tokens | {statistics.median(steady):,.0f} tokens/s, MFU "
             f"{statistics.median(mfu[1:] or mfu):.1%} (first window {tps[0]:,.0f} tokens/s: the compile) | "
             f"stage {m.get('carbon/duration_s', float('nan')):.0f} s, val/loss {m.get('val/loss', float('nan')):.3f}, "
             f"{m.get('carbon/emissions_kg', float('nan')) * 1000:.3g} g CO2e |"]
 
 
-def m_precision(trainer: str) -> str:
+def trained_precision(trainer: str) -> str:
     """What trainer.precision=auto (the stage's default) trains in on this machine."""
     from modules.training.hardware import resolve_precision
 
@@ -125,8 +125,9 @@ def check_ddp(home: Path, trainer: str) -> list[str]:
     rc, wall, tail = cli(home / "ddp", "pretrain", [
         "trainer=ddp", *where, f"trainer.devices={max(devices, 1)}", "pretrain.max_steps=2",
         "pretrain.val_every_n_steps=2", "pretrain.register_as=null"], timeout=300)
-    runs = [] if rc else client(home / "ddp").search_runs(
-        [client(home / "ddp").get_experiment_by_name("transferlab").experiment_id], "", max_results=100)
+    store = client(home / "ddp")
+    runs = [] if rc else store.search_runs([store.get_experiment_by_name("transferlab").experiment_id], "",
+                                           max_results=100)
     if rc or not runs:
         return [f"| {what} | failed (exit {rc}) | `{tail.splitlines()[-1][:200] if tail else ''}` |"]
     stages = sorted(r.data.tags.get("transferlab.stage", r.data.tags.get("transferlab.kind", "?")) for r in runs)

@@ -3,7 +3,7 @@
     .venv/bin/python bench/real_transfer.py --write-docs              # the full run (about an hour on 2 cores)
     .venv/bin/python bench/real_transfer.py --datasets trec --budgets 256 --seeds 0 --minilm-seeds
     .venv/bin/python bench/real_transfer.py --collect-only --home /tmp/real --write-docs   # re-render only
-    .venv/bin/python bench/real_transfer.py --budgets 1024 --docs-block real_transfer_1024 --write-docs  # a block of its own
+    .venv/bin/python bench/real_transfer.py --budgets 1024 --docs-block real_transfer_1024 --write-docs  # own block
 
 For SST-2, TREC and SUBJ (``--data``: the shared data dir, see its README.md):
 

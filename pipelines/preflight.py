@@ -165,20 +165,21 @@ def check_cluster(address: str) -> int:
         import prefect_dask  # noqa: F401
     except ImportError as exc:
         raise UserError(f"sweep.cluster={address} needs prefect-dask: pip install 'transferlab[cluster]' "
-                        f"({_first_line(exc)})") from exc
+                        f"({one_line(exc)})") from exc
     try:
         with distributed.Client(address, timeout=CONNECT_TIMEOUT_S) as client:
             workers = len(client.nthreads())
     except (OSError, TimeoutError, ValueError) as exc:
         raise UserError(f"sweep.cluster={address}: no Dask scheduler answers there within {CONNECT_TIMEOUT_S} s "
                         f"(start one with `dask scheduler`, and workers with `dask worker {address} --nthreads 1`): "
-                        f"{_first_line(exc)}") from exc
+                        f"{one_line(exc)}") from exc
     if not workers:
         log.warning("sweep: the Dask scheduler at %s has no workers yet; the points wait until one joins "
                     "(`dask worker %s --nthreads 1`)", address, address)
     return workers
 
 
-def _first_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, at most 300 characters: an error as a log or report cell."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

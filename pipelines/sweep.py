@@ -39,7 +39,7 @@ from pipelines.config.compose import check_task, check_zero_shot, compose
 from pipelines.config.schema import SweepConfig, TransferLabConfig
 from pipelines.errors import UserError
 from pipelines.flows import carbon_totals, parent_run, prep_task, pretrain_task, stage_summaries
-from pipelines.preflight import CONNECT_TIMEOUT_S, check_budget, check_inputs
+from pipelines.preflight import CONNECT_TIMEOUT_S, check_budget, check_inputs, one_line
 from pipelines.runtime import lifecycle
 from pipelines.stages.common import StageContext
 from pipelines.stages.records import FinetuneRecord, PrepRecord, PretrainRecord, StageRecord
@@ -178,11 +178,6 @@ def _shared_api() -> Iterator[None]:
             os.environ.pop("PREFECT_API_URL", None)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
-
 @contextmanager
 def _workers_stop_with(runner: Any) -> Iterator[None]:
     """An interrupted sweep (Ctrl-C, SIGTERM) stops its workers instead of waiting for their
@@ -224,8 +219,8 @@ def run_points(cfg: TransferLabConfig, points: list[Point], prep_record: PrepRec
                 out.append((point, call(**params), None))
             except Exception as exc:  # reported as a failed point; the sweep goes on
                 log.warning("sweep: %s failed (retried up to %d times unless the input was bad): %s", point.name,
-                            retries, _one_line(exc))
-                out.append((point, None, _one_line(exc)))
+                            retries, one_line(exc))
+                out.append((point, None, one_line(exc)))
         return out
     from prefect.task_runners import ProcessPoolTaskRunner
 
@@ -239,7 +234,7 @@ def run_points(cfg: TransferLabConfig, points: list[Point], prep_record: PrepRec
                 out.append((point, future.result(), None))
             else:
                 error = state.result(raise_on_failure=False)
-                why = _one_line(error) if isinstance(error, BaseException) else str(state.message)
+                why = one_line(error) if isinstance(error, BaseException) else str(state.message)
                 log.warning("sweep: %s failed (retried up to %d times unless the input was bad): %s", point.name,
                             retries, why)
                 out.append((point, None, why))
@@ -295,7 +290,8 @@ def _run_on_cluster(cfg: TransferLabConfig, points: list[Point], prep_record: Pr
         try:
             for i, p in enumerate(points):
                 call = sweep_point.with_options(name=p.name, retries=cfg.sweep.retries)
-                params = dict(cfg=point_config(cfg, p, None, 2), prep_record=prep_record,
+                # Threads: the worker machine's torch default; parallel > 1: workers may share a machine.
+                params = dict(cfg=point_config(cfg, p, threads=None, parallel=2), prep_record=prep_record,
                               pretrain_record=pretrain_record, init=p.init, parent_run_id=parent)
                 by_future[runner.submit(call, parameters=params).wrapped_future] = (i, p)
             for future in distributed.as_completed(list(by_future), loop=runner.client.loop):
@@ -323,12 +319,12 @@ def _cluster_outcome(future: Any) -> tuple[FinetuneRecord | None, str | None]:
     """(record, None) or (None, one-line why) of a finished Dask future holding a Prefect state."""
     if future.status != "finished":  # the task itself could not run (KilledWorker, cancelled)
         exc = future.exception() if future.status == "error" else None
-        return None, _one_line(exc) if isinstance(exc, BaseException) else f"Dask future {future.status}"
+        return None, one_line(exc) if isinstance(exc, BaseException) else f"Dask future {future.status}"
     state = future.result()
     if state.is_completed():
         return state.result(), None
     error = state.result(raise_on_failure=False)
-    return None, _one_line(error) if isinstance(error, BaseException) else str(state.message)
+    return None, one_line(error) if isinstance(error, BaseException) else str(state.message)
 
 
 def run_sweep(cfg: TransferLabConfig) -> dict[str, Any]:
