@@ -286,7 +286,10 @@ def main() -> None:
                 commands.append(f"# pretrained export reused: {export}")
         else:
             run(home, "pretrain", [*base, *corpus_overrides(data, list(DATASETS))], commands)
-            export = f"runs:/{newest(home, 'pipeline', 'pretrain').info.run_id}/hf_model"
+            pretrain = newest(home, "pipeline", "pretrain")
+            # A cache hit logs no hf_model of its own: the export lives in the run that built it.
+            built_by = pretrain.data.tags.get("transferlab.cache_source_run", pretrain.info.run_id)
+            export = f"runs:/{built_by}/hf_model"
         for ds in args.datasets:
             data_ov = labeled_overrides(data, ds, home, args.val_rows, args.val_fraction)
             budgets = f"sweep.budgets=[{','.join(map(str, args.budgets))}]"
