@@ -243,7 +243,10 @@ class TrainerConfig:
     progress_every_n_steps: int = 50
     deterministic: bool = False
     peak_flops: float | None = None  # dense peak FLOP/s per device for train/mfu; null: built-in default
-    compile: bool = False  # torch.compile the LM for pretraining (opt-in: compiling costs ~20-40 s)
+    # torch.compile the LM for pretraining: true, false, or auto (compile when the run trains at least
+    # compile_min_steps steps, where compiling pays back its 20-40 s; modules/training/compile_policy.py).
+    compile: Any = "auto"
+    compile_min_steps: int | None = None  # null: the measured default for the accelerator
 
 
 def required(value: T | None, key: str) -> T:

@@ -62,9 +62,25 @@ def lm_config(model_cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Pre
 LM_AUTO = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "seq2seq": AutoModelForSeq2SeqLM}
 
 
+# The transformers loss each family's LM computes (transformers.loss.loss_utils.LOSS_MAPPING).
+LOSS_TYPE = {"causal": "ForCausalLM", "masked": "ForMaskedLM", "seq2seq": "ForConditionalGeneration"}
+
+
+def name_loss(model: PreTrainedModel, family: str) -> PreTrainedModel:
+    """Name the model's loss when its class name does not (``GPT2LMHeadModel``).
+
+    transformers then falls back to the same causal loss, but through a ``warning_once``
+    inside ``forward``: under ``torch.compile`` that call is a graph break, so the loss
+    (logits -> cross-entropy, the largest tensors of a step) ran uncompiled and split the graph.
+    """
+    if getattr(model, "loss_type", None) is None:
+        model.loss_type = LOSS_TYPE[family]
+    return model
+
+
 def build_lm(config: PretrainedConfig, family: str) -> PreTrainedModel:
     """A freshly initialised LM; SDPA attention (GPT-2, BERT and BART all support it)."""
-    return LM_AUTO[family].from_config(config, attn_implementation="sdpa")
+    return name_loss(LM_AUTO[family].from_config(config, attn_implementation="sdpa"), family)
 
 
 def load_lm_checked(path: str | Path, family: str, trust_remote_code: bool = False
@@ -72,6 +88,7 @@ def load_lm_checked(path: str | Path, family: str, trust_remote_code: bool = Fal
     """:func:`load_lm`, plus the names of the weights the checkpoint lacked (started fresh)."""
     model, info = LM_AUTO[family].from_pretrained(str(path), use_safetensors=True,
                                                      trust_remote_code=trust_remote_code, output_loading_info=True)
+    name_loss(model, family)
     missing = sorted(info["missing_keys"])
     if missing:
         logging.getLogger("transferlab").warning(

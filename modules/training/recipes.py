@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,13 @@ from modules.models.factory import (
 )
 from modules.models.freeze import apply_strategy
 from modules.models.lora import LoraSettings, apply_lora, save_lora
-from modules.training.callbacks import ProgressLog, ThroughputMonitor, flops_per_token
+from modules.training.callbacks import ExampleThroughput, ProgressLog, ThroughputMonitor, flops_per_token
 from modules.training.checkpointing import (
     AtomicCheckpointIO,
     latest_good_checkpoint,
     step_checkpoint_callback,
 )
+from modules.training.compile_policy import CompileDecision, decide_compile
 from modules.training.hardware import default_num_workers, default_peak_flops, resolve_precision
 from modules.training.lm import LanguageModelPretraining
 from modules.training.trainer import make_trainer
@@ -65,6 +66,7 @@ class PretrainResult:
     last_checkpoint: str | None
     hf_model: str
     resumed_from_step: int | None = None  # the checkpoint's step when this attempt resumed
+    compiled: CompileDecision | None = None  # None: nothing trained (a pass-through export)
 
 
 @dataclass
@@ -81,6 +83,9 @@ class FinetuneResult:
     best_score: float | None = None
     total_parameters: int = 0  # of the model as exported (hf_model/)
     adapter_bytes: int | None = None  # strategy=lora: adapter/ on disk (None: none written)
+    # How fast this run trained and tested (throughput/*): a property of the run, not of the
+    # cached output, so it is logged but not part of ``metrics``.
+    speed: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -130,12 +135,24 @@ def pretrain_language_model(
     else:
         model = build_lm(lm_config(model_cfg, tokenizer), family)
     n_params = count_parameters(model)
-    if trainer_cfg.compile:
+    ckpt_dir = out_dir / "checkpoints"
+    resume_from = latest_good_checkpoint(ckpt_dir)
+    resumed_step = int(resume_from.stem.split("=")[1]) if resume_from is not None else None
+    compiling = decide_compile(trainer_cfg.compile, pretrain_cfg.max_steps - (resumed_step or 0),
+                               trainer_cfg.accelerator, trainer_cfg.compile_min_steps)
+    log.info("pretrain: %s (%s), %.2fM non-embedding parameters; compile %s (%s)", model_cfg.name, family,
+             n_params / 1e6, "on" if compiling.compile else "off", compiling.reason)
+    if compiling.compile:
+        if compiling.min_steps is not None:
+            # auto promised a faster run, not a different one: if inductor fails on this
+            # model or machine, dynamo falls back to eager with a warning instead of failing the run.
+            import torch._dynamo
+
+            torch._dynamo.config.suppress_errors = True
         # In place (nn.Module.compile), not torch.compile(model): the wrapper would prefix
         # every checkpoint key with "_orig_mod.", so a run killed with compile on could not
         # resume with it off (compile is not in the fingerprint) or the other way round.
         model.compile()
-    log.info("pretrain: %s (%s), %.2fM non-embedding parameters", model_cfg.name, family, n_params / 1e6)
 
     workers = trainer_cfg.num_workers
     data = LanguageModelingData(prep_dir / "lm", tokenizer, family, pretrain_cfg.batch_size,
@@ -158,8 +175,6 @@ def pretrain_language_model(
         trainer_cfg.peak_flops or default_peak_flops(trainer_cfg.accelerator, precision),
         every,
     )
-    ckpt_dir = out_dir / "checkpoints"
-    resume_from = latest_good_checkpoint(ckpt_dir)
     checkpoints = step_checkpoint_callback(ckpt_dir, pretrain_cfg.checkpoint_every_n_steps,
                                            pretrain_cfg.keep_checkpoints)
     trainer = make_trainer(
@@ -172,9 +187,7 @@ def pretrain_language_model(
         limit_val_batches=pretrain_cfg.val_batches,
         gradient_clip_val=pretrain_cfg.grad_clip if lightning_clips else None,
     )
-    resumed_step = None
     if resume_from is not None:
-        resumed_step = int(resume_from.stem.split("=")[1])
         log.info("pretrain: resuming from %s (step %d of %d)", resume_from, resumed_step, pretrain_cfg.max_steps)
     trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
     if trainer.global_step % pretrain_cfg.val_every_n_steps or resumed_step == trainer.global_step:
@@ -193,7 +206,7 @@ def pretrain_language_model(
         module.model.save_pretrained(str(hf_dir))
         tokenizer.save_pretrained(str(hf_dir))
     release_process_group()
-    return PretrainResult(trainer.global_step, metrics, n_params, str(last), str(hf_dir), resumed_step)
+    return PretrainResult(trainer.global_step, metrics, n_params, str(last), str(hf_dir), resumed_step, compiling)
 
 
 def release_process_group() -> None:
@@ -295,10 +308,11 @@ def finetune_on_task(
                            filename="best")
     stop = EarlyStopping(monitor=monitor, mode=mode, patience=finetune_cfg.patience)
     name = f"finetune[{job.name or weights}]"
+    speed = ExampleThroughput()
     trainer = make_trainer(
         # Scale-out is for pretraining: fine-tunes are small and run on one device in rank 0.
         replace(trainer_cfg, **SINGLE_DEVICE, log_every_n_steps=min(trainer_cfg.log_every_n_steps, steps_per_epoch)),
-        out_dir, [best, stop, ProgressLog(name, trainer_cfg.progress_every_n_steps)], logger,
+        out_dir, [best, stop, ProgressLog(name, trainer_cfg.progress_every_n_steps), speed], logger,
         max_epochs=finetune_cfg.max_epochs,
     )
     log.info("%s: %s, %d labeled examples%s; strategy=%s, %d of %d parameters train (%d of %d layers), lr %g",
@@ -324,4 +338,5 @@ def finetune_on_task(
     return FinetuneResult(metrics, rows, len(subset), best.best_model_path or None, trainer.current_epoch, strategy,
                           frozen.trainable_parameters, label_names,
                           float(best_score) if best_score is not None else None,
-                          total_parameters=frozen.total_parameters, adapter_bytes=adapter_bytes)
+                          total_parameters=frozen.total_parameters, adapter_bytes=adapter_bytes,
+                          speed=speed.metrics())

@@ -71,6 +71,7 @@ RANGES = [
     ("trainer.num_nodes", 1, True, None, False), ("trainer.num_workers", 0, True, None, False),
     ("trainer.num_threads", 1, True, None, False), ("trainer.log_every_n_steps", 1, True, None, False),
     ("trainer.progress_every_n_steps", 1, True, None, False), ("trainer.peak_flops", 0, False, None, False),
+    ("trainer.compile_min_steps", 1, True, None, False),
     ("carbon.measure_power_secs", 0, False, None, False),
     ("data.words_per_topic", 1, True, None, False), ("data.neutral_words", 0, True, None, False),
     ("data.labeled_train", 1, True, None, False), ("data.labeled_val", 1, True, None, False),
@@ -389,6 +390,12 @@ def _check_trainer(trainer: TrainerConfig) -> None:
     trainer.precision = str(trainer.precision)  # 16 and 32 arrive as ints from the override parser
     for key, allowed in (("precision", PRECISIONS), ("accelerator", ACCELERATORS), ("strategy", STRATEGIES_LIGHTNING)):
         _choice(trainer, key, allowed, "trainer.")
+    compile_ = trainer.compile
+    if isinstance(compile_, str):  # "true"/"false" from a YAML string or the Prefect UI
+        compile_ = {"true": True, "false": False, "auto": "auto"}.get(compile_.strip().lower(), compile_)
+    if not (isinstance(compile_, bool) or compile_ == "auto"):
+        raise ConfigError(f"bad value for 'trainer.compile': {trainer.compile!r} (must be true, false or auto)")
+    trainer.compile = compile_
     devices = trainer.devices
     ok = (devices == "auto"
           or (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1))
