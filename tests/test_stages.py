@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from conftest import tiny_overrides
 
+from modules.training.compile_policy import DEFAULT_MIN_STEPS
 from pipelines import stages
 from pipelines.config.compose import compose
 from pipelines.stages.common import StageContext
@@ -93,6 +94,9 @@ def test_pretrain_exports_a_loadable_model_and_logs_lm_metrics(ctx: StageContext
     for key in ("train/loss", "val/loss", "val/perplexity", "train/tokens_per_sec", "train/mfu", "carbon/emissions_kg"):
         assert key in run.data.metrics, key
     assert run.data.metrics["train/tokens_per_sec"] > 0 and 0 < run.data.metrics["train/mfu"] < 1
+    # trainer.compile=auto (the default) on a run far below the threshold: eager, and both recorded.
+    assert run.data.params["trainer.compiled"] == "false"
+    assert run.data.params["trainer.compile_min_steps_used"] == str(DEFAULT_MIN_STEPS["cpu"])
     history = ctx.tracker.client.get_metric_history(pretrain_rec.run_id, "train/loss")
     assert 1 <= len(history) < ctx.cfg.pretrain.max_steps  # every N steps, not every step
     assert {"hf_model", "checkpoints", "config.yaml", "emissions.csv"} <= _artifacts(ctx, pretrain_rec.run_id)
@@ -163,6 +167,8 @@ def test_finetune_runs_both_inits_on_the_same_labeled_subset(ctx: StageContext,
         assert run.data.tags["transferlab.task"] == "classification"
         for key in ("train/loss", "val/loss", "val/accuracy", "test/accuracy", "test/f1_macro", "carbon/emissions_kg"):
             assert key in run.data.metrics, (rec.init, key)
+        assert run.data.metrics["throughput/train_examples_per_sec"] > 0  # training and test-pass speed
+        assert run.data.metrics["throughput/test_examples_per_sec"] > 0
         assert run.data.metrics["data/train_examples"] == ctx.cfg.finetune.train_examples
         assert {"predictions.csv", "hf_model", "config.yaml", "emissions.csv"} <= _artifacts(ctx, rec.run_id)
     # Same architecture, different weights.

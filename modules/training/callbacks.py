@@ -67,6 +67,67 @@ class ThroughputMonitor(L.Callback):
         self._tokens, self._t0 = 0, None
 
 
+def _examples(batch: Any) -> int:
+    """Rows in a fine-tuning batch: every task's batch is a dict of (B, ...) tensors."""
+    first = batch["input_ids"] if "input_ids" in batch else next(iter(batch.values()))
+    return int(first.shape[0])
+
+
+class ExampleThroughput(L.Callback):
+    """Fine-tuning's examples/s, training (validation left out) and the test pass apart.
+
+    Fine-tunes are too short for step windows; this counts whole passes instead, host-side
+    (nothing syncs per step). The figures let a fine-tune be compared with another trainer
+    on the same data (``bench/finetune_throughput.py``).
+    """
+
+    def __init__(self) -> None:
+        self.train_examples = self.test_examples = 0
+        self.train_seconds = self.test_seconds = 0.0
+        self._t0: float | None = None
+        self._test_t0 = 0.0
+
+    def _pause(self) -> None:
+        if self._t0 is not None:
+            self.train_seconds += time.perf_counter() - self._t0
+            self._t0 = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.train_examples += _examples(batch)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pause()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.training and not trainer.sanity_checking:  # back to the epoch's training
+            self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pause()
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.test_examples, self._test_t0 = 0, time.perf_counter()
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.test_examples += _examples(batch)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.test_seconds = time.perf_counter() - self._test_t0
+
+    def metrics(self) -> dict[str, float]:
+        out = {}
+        if self.train_seconds > 0:
+            out["throughput/train_examples_per_sec"] = self.train_examples / self.train_seconds
+        if self.test_seconds > 0:
+            out["throughput/test_examples_per_sec"] = self.test_examples / self.test_seconds
+        return out
+
+
 class ProgressLog(L.Callback):
     """One log line every N steps instead of a progress bar.
 

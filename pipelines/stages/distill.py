@@ -124,8 +124,8 @@ def distill(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretrai
         tuned = replace(ft, lr=finetune_lr(ft.lr, ft.checkpoint_lr, dc.student != "pretrained"))
         job = DistillJob(Path(prep_record.path), student_dir, student_family, teacher_dir,
                          checkpoint_family(teacher_dir), out, cfg.model.trust_remote_code)
-        result = distill_on_task(job, tuned, dc, cfg.trainer, cfg.seed, cfg.evaluate.batch_size,
-                                 logger=lightning_logger(ctx, run))
+        with lightning_logger(ctx, run) as logger:
+            result = distill_on_task(job, tuned, dc, cfg.trainer, cfg.seed, cfg.evaluate.batch_size, logger=logger)
         task = get_task(ft.task)
         task.save_predictions(out / task.predictions_file, result.predictions)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the best weights live on in hf_model/

@@ -291,6 +291,7 @@ def _train(ctx: StageContext, run: StageRun, prep_record: PrepRecord, source: Pa
         result, search = _search_lr(ctx, run, job, ft, init)
     else:
         result = _fit(ctx, run, job, ft)
+    run.log_metrics(result.speed)  # the (chosen) fine-tune's throughput/*: this run's, not the cache entry's
     task = get_task(ft.task)
     task.save_predictions(out / task.predictions_file, result.predictions)
     # The best weights live on in hf_model/; the Lightning checkpoint (with optimizer state,
@@ -311,7 +312,8 @@ def _fit(ctx: StageContext, run: StageRun, job: FinetuneJob, ft: FinetuneConfig)
     from modules.training.recipes import finetune_on_task
 
     cfg = ctx.cfg
-    return finetune_on_task(job, ft, cfg.trainer, cfg.seed, cfg.evaluate.batch_size, logger=lightning_logger(ctx, run))
+    with lightning_logger(ctx, run) as logger:
+        return finetune_on_task(job, ft, cfg.trainer, cfg.seed, cfg.evaluate.batch_size, logger=logger)
 
 
 def _search_lr(ctx: StageContext, run: StageRun, job: FinetuneJob, ft: FinetuneConfig,

@@ -25,6 +25,8 @@ the cache; the other ranks call :func:`pretrain_in_worker_rank` (``runtime.distr
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -53,15 +55,23 @@ def pretrain_fingerprint(cfg: TransferLabConfig, prep_fp: str) -> str:
                                     "trainer": trainer, "seed": cfg.seed})
 
 
-def lightning_logger(ctx: StageContext, run: StageRun):
-    """Lightning's MLFlowLogger writing into the stage's own child run.
+@contextmanager
+def lightning_logger(ctx: StageContext, run: StageRun) -> Iterator[Any]:
+    """Lightning's MLFlowLogger writing into the stage's own child run, off the training thread.
 
-    On a resumed run this is the same run id as before, so the step axis continues.
+    synchronous=False: step metrics go to the store from MLflow's logging thread, so a
+    sqlite write (~10 ms) never stalls a training step; leaving the block (also on an error)
+    flushes them, so the run is complete before the stage ends it. On a resumed run this is
+    the same run id as before, so the step axis continues.
     """
+    import mlflow
     from lightning.pytorch.loggers import MLFlowLogger
 
-    return MLFlowLogger(experiment_name=ctx.cfg.tracking.experiment, tracking_uri=tracking_uri(ctx.cfg),
-                        run_id=run.run_id)
+    try:
+        yield MLFlowLogger(experiment_name=ctx.cfg.tracking.experiment, tracking_uri=tracking_uri(ctx.cfg),
+                           run_id=run.run_id, synchronous=False)
+    finally:
+        mlflow.flush_async_logging()
 
 
 def _prune_for_publish(work_dir: Path) -> None:
@@ -99,9 +109,15 @@ def _train_and_export(ctx: StageContext, prep_record: PrepRecord, passthrough: b
         assert cfg.model.init_path, "resolve_init ran before the stages"
         result = export_checkpoint(Path(cfg.model.init_path), Path(prep_record.path), work_dir, cfg.model)
     else:
-        result = pretrain_language_model(Path(prep_record.path), work_dir, cfg.model, cfg.pretrain,
-                                         cfg.trainer, cfg.seed, logger=lightning_logger(ctx, run))
+        with lightning_logger(ctx, run) as logger:
+            result = pretrain_language_model(Path(prep_record.path), work_dir, cfg.model, cfg.pretrain,
+                                             cfg.trainer, cfg.seed, logger=logger)
     run.log_metrics({"model/non_embedding_parameters": result.parameters})
+    if result.compiled is not None:  # what trainer.compile=auto decided, and against which threshold
+        try:
+            run.tracker.log_params(run.run_id, result.compiled.params())
+        except Exception as exc:  # params are write-once: a resumed attempt that decided otherwise
+            log.info("pretrain: compile decision not recorded again (%s)", exc)
     if getattr(result, "resumed_from_step", None) is not None:
         run.set_tags({"transferlab.resumed_from_step": str(result.resumed_from_step)})
     _prune_for_publish(work_dir)
