@@ -311,12 +311,17 @@ def main(argv: list[str] | None = None) -> int:
 
             run_pipeline(cfg, "evaluate" if args.command == "run" else args.command)
             return 0
+        server = None
         if argv is None:  # this process's own command line: process-wide signal and child set-up
             from pipelines.runtime import lifecycle
 
             lifecycle.sigterm_as_interrupt()  # docker stop, SLURM, timeout: a clean stop, as Ctrl-C
-            lifecycle.own_prefect_server()  # the temporary Prefect server dies with this process
+            # The temporary Prefect server dies with this process; it starts while the flows import.
+            server = lifecycle.own_prefect_server(wait=False)
         from pipelines.flows import run_stage, transfer_learning
+
+        if server is not None:
+            server.start()  # waits until it answers
 
         if args.command == "sweep" or (args.command == "run" and cfg.sweep.enabled):
             from pipelines.sweep import data_efficiency

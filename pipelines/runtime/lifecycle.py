@@ -90,8 +90,13 @@ def sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def own_prefect_server() -> Any | None:
+def own_prefect_server(wait: bool = True) -> Any | None:
     """Start Prefect's temporary API server as our child (see the module docstring).
+
+    With ``wait=False`` the server process starts but this returns at once: the caller
+    goes on with work that needs no server (the server takes seconds to answer) and calls
+    ``server.start()`` before the flow, which then only waits for it (Prefect's first client
+    would wait too, from whichever thread it runs in).
 
     Returns the server, or None when a Prefect API is configured (``PREFECT_API_URL``), where
     Prefect starts no temporary server either. Call from the main thread.
@@ -101,7 +106,9 @@ def own_prefect_server() -> Any | None:
     if PREFECT_API_URL.value():
         return None
     server = _owned_server_class()()
-    server.start()
+    server.launch()
+    if wait:
+        server.start()
     return server
 
 
@@ -115,7 +122,20 @@ def _owned_server_class() -> type:
         with a death signal. Created first, it is the instance Prefect's ``get_client`` uses:
         ``SubprocessASGIServer()`` returns the one registered for port None."""
 
+        def launch(self) -> None:
+            """The process, started now from this (the main) thread; Prefect's ``start()``
+            adopts it and waits for it to answer instead of starting another."""
+            if self.running or getattr(self, "_launched", None) is not None:
+                return
+            if self.port is None:
+                self.port = self.find_available_port()
+            self._launched: subprocess.Popen[Any] | None = self._run_uvicorn_command()
+
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            launched = getattr(self, "_launched", None)
+            if launched is not None:  # the first call from start(): the process launch() began
+                self._launched = None
+                return launched
             server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
             cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
                    "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
