@@ -2,6 +2,7 @@
 ``transformers.Trainer``, same model, data, batch and precision, in one process.
 
     .venv/bin/python bench/pretrain_throughput.py [--steps 100] [--repeats 3] [--compile] [--trainer-compile]
+        [--precisions fp32 bf16] [--bare] [--profile ROWS]
 
 Model: GPT-2 with n_layer 4, n_embd 256, n_head 4, context 128; batch 16; byte-level
 BPE vocab 4096 trained on ../shared/data/tinyshakespeare.txt by transferlab's own prep
@@ -12,7 +13,10 @@ same optimizer settings (its default fused AdamW, cosine schedule, clipping at 1
 Throughput is the median tokens/s over 10-step windows leaving out the first window (so
 compile time is not counted); each configuration's figure is the median over repeats,
 and the repeats interleave the sides so drifting machine load hits all of them alike.
-Prints a Markdown table for docs/BENCHMARKS.md.
+``--bare`` adds a hand-written loop (the framework-free ceiling), ``--compile`` the
+break-even of compiling (the measurement behind ``trainer.compile_min_steps``), and
+``--profile`` torch.profiler's top ops of one step. Prints Markdown tables for
+docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -86,7 +90,12 @@ def hf_trainer(cfg: dict, prep_dir: Path, steps: int, bf16: bool, compile: bool,
     return statistics.median(windows.rates[1:] or windows.rates)
 
 
-def transferlab(base: list[str], prep_record: PrepRecord, bf16: bool, compile: bool, seed: int) -> float:
+def transferlab(base: list[str], prep_record: PrepRecord, bf16: bool, compile: bool, seed: int) -> tuple[float, float]:
+    """tokens/s of the real pretrain stage, and the stage's wall seconds (for compile's break-even).
+
+    compile=True is what ``trainer.compile=auto`` (the default) does on a run of at least
+    ``trainer.compile_min_steps`` steps; the bench's runs are shorter, so it sets it explicitly.
+    """
     from pipelines import stages
     from pipelines.config.compose import compose
     from pipelines.stages.common import StageContext
@@ -94,8 +103,77 @@ def transferlab(base: list[str], prep_record: PrepRecord, bf16: bool, compile: b
     # A new seed per measurement: a new pretrain fingerprint, so the stage trains instead of hitting its cache.
     cfg = compose([*base, f"trainer.precision={'bf16-mixed' if bf16 else '32-true'}",
                    f"trainer.compile={str(compile).lower()}", f"seed={seed}"])
-    record = stages.pretrain(StageContext.create(cfg), prep_record)
-    return record.metrics["train/tokens_per_sec"]
+    ctx = StageContext.create(cfg)
+    record = stages.pretrain(ctx, prep_record)
+    info = ctx.tracker.client.get_run(record.run_id).info
+    return record.metrics["train/tokens_per_sec"], (info.end_time - info.start_time) / 1000
+
+
+def bare_model_and_batches(cfg, prep_dir: Path, n: int):
+    """The benchmarked GPT-2, fused AdamW and ``n`` packed batches, with no framework around them."""
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    from modules.models.factory import build_lm, lm_config
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(prep_dir / "tokenizer"))
+    model = build_lm(lm_config(cfg.model, tok), "causal").train()
+    ids = torch.tensor(load_from_disk(str(prep_dir / "lm"))["train"][: n * BATCH]["input_ids"])  # (n*B, T)
+    batches = [{"input_ids": b, "labels": b} for b in ids.split(BATCH)]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01, fused=True)
+    return model, batches, opt
+
+
+def bare_step(model, batch: dict, opt, bf16: bool) -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def bare_loop(cfg, prep_dir: Path, steps: int, bf16: bool, compile: bool) -> float:
+    """A hand-written loop (forward, backward, clip, fused AdamW): the ceiling any framework
+    around this model can reach, so the gap to it is the framework's own cost."""
+    model, batches, opt = bare_model_and_batches(cfg, prep_dir, steps)
+    if compile:
+        model.compile()
+    rates, t0 = [], time.perf_counter()
+    for i, batch in enumerate(batches, 1):
+        bare_step(model, batch, opt, bf16)
+        if i % WINDOW == 0:
+            now = time.perf_counter()
+            rates.append(WINDOW * BATCH * BLOCK / (now - t0))
+            t0 = now
+    return statistics.median(rates[1:] or rates)
+
+
+def profile_step(cfg, prep_dir: Path, bf16: bool, compile: bool, rows: int) -> str:
+    """torch.profiler's top ops (by self CPU time) over 3 steps, after 5 warm-up steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, batches, opt = bare_model_and_batches(cfg, prep_dir, 8)
+    if compile:
+        model.compile()
+    for batch in batches[:5]:
+        bare_step(model, batch, opt, bf16)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for batch in batches[5:]:
+            bare_step(model, batch, opt, bf16)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
+
+
+def cpu_name() -> str:
+    """The CPU model and whether it runs bf16 natively: the figures differ by machine."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "CPU unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    native = "amx_bf16" in info or "avx512_bf16" in info
+    return f"{name} ({'native' if native else 'no native'} bf16)"
 
 
 def main() -> None:
@@ -105,6 +183,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also measure transferlab with trainer.compile=true")
     ap.add_argument("--trainer-compile", action="store_true", help="also measure the Trainer with torch_compile=True")
+    ap.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
+                    help="bf16 only where the CPU runs it natively (AVX512-BF16/AMX); elsewhere it is emulated")
+    ap.add_argument("--bare", action="store_true", help="also measure a hand-written loop (the framework-free ceiling)")
+    ap.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                    help="print torch.profiler's top ROWS ops of a bf16 step, eager and compiled")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from pipelines import stages
@@ -124,27 +207,63 @@ def main() -> None:
         sides.append(("Trainer + torch_compile", True))
     if args.compile:
         sides.append(("transferlab + trainer.compile", True))
+    if args.bare:
+        sides += [("bare loop", False), ("bare loop + compile", True)]
     results: dict[tuple[str, str], list[float]] = {}
+    walls: dict[tuple[str, bool], list[float]] = {}  # transferlab's stage seconds, by precision and compile
     seed = 100
     for rep in range(args.repeats):
-        for precision, bf16 in (("fp32", False), ("bf16", True)):
+        for precision in args.precisions:
+            bf16 = precision == "bf16"
             for name, compile in sides:
                 seed += 1
                 if name.startswith("Trainer"):
                     tps = hf_trainer(cfg, prep_dir, args.steps, bf16, compile, home / f"hf-{seed}")
+                elif name.startswith("bare"):
+                    tps = bare_loop(cfg, prep_dir, args.steps, bf16, compile)
                 else:
-                    tps = transferlab(base, prep_record, bf16, compile, seed)
+                    tps, wall = transferlab(base, prep_record, bf16, compile, seed)
+                    walls.setdefault((precision, compile), []).append(wall)
                 results.setdefault((precision, name), []).append(tps)
                 print(f"repeat {rep} {precision} {name}: {tps:,.0f} tokens/s", flush=True)
-    print(f"\n{torch.get_num_threads()} threads, torch {torch.__version__}, "
+    print(f"\n{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"{args.steps} steps x {args.repeats} repeats\n")
-    print("| precision | side | tokens/s (median) | runs | vs Trainer |")
-    print("|---|---|---:|---|---:|")
+    print("| precision | side | tokens/s (median) | runs | vs Trainer | vs Trainer + compile |")
+    print("|---|---|---:|---|---:|---:|")
     for (precision, name), values in results.items():
         hf = statistics.median(results[(precision, "Trainer")])
+        hfc = results.get((precision, "Trainer + torch_compile"))
         tps = statistics.median(values)
         runs = ", ".join(f"{v:,.0f}" for v in values)
-        print(f"| {precision} | {name} | {tps:,.0f} | {runs} | {tps / hf:.2f}x |")
+        vs_compiled = f"{tps / statistics.median(hfc):.2f}x" if hfc else "-"
+        print(f"| {precision} | {name} | {tps:,.0f} | {runs} | {tps / hf:.2f}x | {vs_compiled} |")
+    if args.compile:
+        print_break_even(results, walls, args.steps, args.precisions)
+    if args.profile:
+        precision = args.precisions[-1]
+        for compile in (False, True):
+            print(f"\nOne {precision} step{' compiled' if compile else ''} (3 steps profiled after 5 warm-up; "
+                  f"bare loop, same model and batch):\n")
+            print(profile_step(cfg, prep_dir, precision == "bf16", compile, args.profile))
+
+
+def print_break_even(results: dict[tuple[str, str], list[float]], walls: dict[tuple[str, bool], list[float]],
+                     steps: int, precisions: list[str]) -> None:
+    """How many steps compiling needs to pay for itself: compile cost / time saved per step.
+
+    The compiled stage saves ``gain`` seconds on each of its ``steps`` steps and still took
+    ``wall_c - wall_e`` longer (or shorter) in total, so compiling cost ``wall_c - wall_e +
+    steps x gain``; the break-even is that cost over ``gain``.
+    """
+    print("\n| precision | compile cost, s | saved per step, ms | break-even, steps |")
+    print("|---|---:|---:|---:|")
+    for precision in precisions:
+        eager = statistics.median(results[(precision, "transferlab")])
+        compiled = statistics.median(results[(precision, "transferlab + trainer.compile")])
+        gain = BATCH * BLOCK * (1 / eager - 1 / compiled)  # seconds per step
+        cost = statistics.median(walls[(precision, True)]) - statistics.median(walls[(precision, False)]) + steps * gain
+        even = f"{cost / gain:,.0f}" if gain > 0 else "never (no gain)"
+        print(f"| {precision} | {cost:.1f} | {gain * 1000:.1f} | {even} |")
 
 
 if __name__ == "__main__":
