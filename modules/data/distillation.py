@@ -34,7 +34,8 @@ class DistillationData(FineTuneData):
     teacher logits; validation and test: the labeled splits, as a fine-tune sees them."""
 
     def __init__(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, batch_size: int,
-                 eval_batch_size: int = 64, num_workers: int = 0) -> None:
+                 eval_batch_size: int = 64, num_workers: int = 0, group_by_length: bool = False) -> None:
         columns = ["input_ids", "attention_mask", "labels"]
         kept = {k: v.select_columns(columns + ([TEACHER_LOGITS] if k == "train" else [])) for k, v in splits.items()}
-        super().__init__(kept, DistillationCollator(tokenizer), batch_size, eval_batch_size, num_workers)
+        super().__init__(kept, DistillationCollator(tokenizer), batch_size, eval_batch_size, num_workers,
+                         group_by_length)

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lightning as L
-from datasets import Dataset
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
 from modules.config import FinetuneConfig
 from modules.tasks import HEADLINE, TASK_FAMILIES
 
 if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from modules.data.datamodules import FineTuneData
     from modules.training.finetune_module import FineTuneModule
 
 
@@ -76,13 +76,15 @@ class Task(ABC):
 
     @abstractmethod
     def datamodule(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, family: str,
-                   batch_size: int, eval_batch_size: int) -> L.LightningDataModule: ...
+                   batch_size: int, eval_batch_size: int, group_by_length: bool = False) -> FineTuneData:
+        """Validation and test batches come longest-first: the recipe maps test outputs back
+        with ``FineTuneData.in_row_order``."""
 
     @abstractmethod
     def lightning_module(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: str,
                          label_names: list[str], finetune_cfg: FinetuneConfig) -> FineTuneModule:
         """The module; after ``trainer.test`` its ``test_outputs`` holds one JSON-able entry
-        per test row, in order."""
+        per test row, in the order the test loader gave the rows."""
 
     @abstractmethod
     def prediction_rows(self, test: Dataset, outputs: list[Any], label_names: list[str]) -> list[dict[str, Any]]:

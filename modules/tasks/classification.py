@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lightning as L
-from datasets import ClassLabel, Dataset, Features, Value
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
 from modules.config import FinetuneConfig, required
 from modules.tasks.base import Task
 
 if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from modules.data.datamodules import FineTuneData
     from modules.training.finetune_module import FineTuneModule
 
 
@@ -31,6 +31,8 @@ class Classification(Task):
 
     def to_dataset(self, rows: Sequence[Any], label_names: list[str]) -> Dataset:
         # ClassLabel keeps the id -> name mapping with the data, so no stage has to guess it.
+        from datasets import ClassLabel, Dataset, Features, Value
+
         features = Features({"text": Value("string"), "label": ClassLabel(names=label_names)})
         return Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]}, features=features)
 
@@ -70,10 +72,10 @@ class Classification(Task):
         return build_classifier(source, weights, len(label_names), dropout, trust_remote_code)
 
     def datamodule(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, family: str,
-                   batch_size: int, eval_batch_size: int) -> L.LightningDataModule:
+                   batch_size: int, eval_batch_size: int, group_by_length: bool = False) -> FineTuneData:
         from modules.data.datamodules import ClassificationData
 
-        return ClassificationData(splits, tokenizer, batch_size, eval_batch_size)
+        return ClassificationData(splits, tokenizer, batch_size, eval_batch_size, group_by_length=group_by_length)
 
     def lightning_module(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: str,
                          label_names: list[str], finetune_cfg: FinetuneConfig) -> FineTuneModule:

@@ -20,15 +20,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lightning as L
-from datasets import Dataset, Features, Value
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
 from modules.config import FinetuneConfig, required
 from modules.data.errors import DataError
 from modules.tasks.base import Task
 
 if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from modules.data.datamodules import FineTuneData
     from modules.training.finetune_module import FineTuneModule
 
 # Freeze strategies other than full would train only the LM head, which GPT-2 and BART tie
@@ -100,6 +100,8 @@ class Seq2Seq(Task):
     predictions_file = "predictions.jsonl"
 
     def to_dataset(self, rows: Sequence[Any], label_names: list[str]) -> Dataset:
+        from datasets import Dataset, Features, Value
+
         features = Features({"source": Value("string"), "target": Value("string")})
         return Dataset.from_dict({"source": [s for s, _ in rows], "target": [t for _, t in rows]}, features=features)
 
@@ -135,10 +137,10 @@ class Seq2Seq(Task):
         return build_with_head(LM_AUTO[family], source, weights, dropout, trust_remote_code)
 
     def datamodule(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, family: str,
-                   batch_size: int, eval_batch_size: int) -> L.LightningDataModule:
+                   batch_size: int, eval_batch_size: int, group_by_length: bool = False) -> FineTuneData:
         from modules.training.seq2seq import PairData
 
-        return PairData(splits, tokenizer, family, batch_size, eval_batch_size)
+        return PairData(splits, tokenizer, family, batch_size, eval_batch_size, group_by_length=group_by_length)
 
     def lightning_module(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: str,
                          label_names: list[str], finetune_cfg: FinetuneConfig) -> FineTuneModule:

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import torch
 from datasets import ClassLabel, Dataset, Features, List, Value
 from transformers import (
@@ -144,9 +143,9 @@ class TaggingData(FineTuneData):
     COLUMNS = ["input_ids", "attention_mask", "labels", "word_index", "num_words"]
 
     def __init__(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, batch_size: int,
-                 eval_batch_size: int = 64, num_workers: int = 0) -> None:
+                 eval_batch_size: int = 64, num_workers: int = 0, group_by_length: bool = False) -> None:
         super().__init__({k: v.select_columns(self.COLUMNS) for k, v in splits.items()}, TaggingCollator(tokenizer),
-                         batch_size, eval_batch_size, num_workers)
+                         batch_size, eval_batch_size, num_workers, group_by_length)
 
 
 def entity_types(label_names: Sequence[str]) -> list[str]:
@@ -231,8 +230,8 @@ class TokenClassification(Task):
         return build_token_classifier(source, weights, label_names, dropout, trust_remote_code)
 
     def datamodule(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, family: str,
-                   batch_size: int, eval_batch_size: int) -> L.LightningDataModule:
-        return TaggingData(splits, tokenizer, batch_size, eval_batch_size)
+                   batch_size: int, eval_batch_size: int, group_by_length: bool = False) -> FineTuneData:
+        return TaggingData(splits, tokenizer, batch_size, eval_batch_size, group_by_length=group_by_length)
 
     def lightning_module(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, family: str,
                          label_names: list[str], finetune_cfg: FinetuneConfig) -> FineTuneModule:

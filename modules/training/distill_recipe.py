@@ -128,7 +128,8 @@ def distill_on_task(job: DistillJob, finetune_cfg: FinetuneConfig, distill_cfg: 
     for split in ("validation", "test"):
         splits[split] = tokenize_labeled(raw[split], tokenizer, max_length,
                                          job.student_family).rename_column("label", "labels")
-    data = DistillationData(splits, tokenizer, finetune_cfg.batch_size, eval_batch_size)
+    data = DistillationData(splits, tokenizer, finetune_cfg.batch_size, eval_batch_size,
+                            group_by_length=finetune_cfg.group_by_length)
 
     model = task.build_model(job.student, "pretrained", job.student_family, label_names, finetune_cfg.dropout,
                              job.trust_remote_code)
@@ -152,7 +153,7 @@ def distill_on_task(job: DistillJob, finetune_cfg: FinetuneConfig, distill_cfg: 
              frozen.trainable_parameters, frozen.total_parameters, finetune_cfg.lr)
     trainer.fit(module, datamodule=data)
     trainer.test(module, datamodule=data, ckpt_path="best" if best.best_model_path else None, verbose=False)
-    predictions = list(module.test_outputs)
+    predictions = data.in_row_order("test", list(module.test_outputs))
     rows = task.prediction_rows(raw["test"], predictions, label_names)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     metrics.update({f"test/{k}": v for k, v in task.score(rows, label_names).items()})

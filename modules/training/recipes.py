@@ -289,7 +289,8 @@ def finetune_on_task(
     max_length = finetune_cfg.max_length
     splits = {split: task.tokenize(ds, tokenizer, family, max_length, finetune_cfg)
               for split, ds in (("train", subset), ("validation", raw["validation"]), ("test", raw["test"]))}
-    data = task.datamodule(splits, tokenizer, family, finetune_cfg.batch_size, eval_batch_size)
+    data = task.datamodule(splits, tokenizer, family, finetune_cfg.batch_size, eval_batch_size,
+                           finetune_cfg.group_by_length)
 
     model = task.build_model(source_model, weights, family, label_names, finetune_cfg.dropout, job.trust_remote_code)
     strategy = finetune_cfg.strategy
@@ -321,7 +322,7 @@ def finetune_on_task(
              finetune_cfg.lr)
     trainer.fit(module, datamodule=data)
     trainer.test(module, datamodule=data, ckpt_path="best" if best.best_model_path else None, verbose=False)
-    rows = task.prediction_rows(raw["test"], list(module.test_outputs), label_names)
+    rows = task.prediction_rows(raw["test"], data.in_row_order("test", list(module.test_outputs)), label_names)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     metrics.update({f"test/{k}": v for k, v in task.score(rows, label_names).items()})
     headline = f"test/{task.headline}"

@@ -59,15 +59,15 @@ class PairCollator:
 
 
 class PairData(FineTuneData):
-    """Tokenized (source, target) splits; train shuffled, validation/test in order."""
+    """Tokenized (source, target) splits; batching as in ``FineTuneData``."""
 
     COLUMNS = ("input_ids", "labels", "prompt_length")
 
     def __init__(self, splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, family: str, batch_size: int,
-                 eval_batch_size: int = 64, num_workers: int = 0) -> None:
+                 eval_batch_size: int = 64, num_workers: int = 0, group_by_length: bool = False) -> None:
         super().__init__({k: v.select_columns([c for c in self.COLUMNS if c in v.column_names])
                           for k, v in splits.items()}, PairCollator(tokenizer.pad_token_id, family), batch_size,
-                         eval_batch_size, num_workers)
+                         eval_batch_size, num_workers, group_by_length)
 
 
 class TextToText(FineTuneModule):

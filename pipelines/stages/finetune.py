@@ -89,6 +89,8 @@ def finetune_fingerprint(cfg: TransferLabConfig, prep_record: PrepRecord, identi
         keys = {k: v for k, v in keys.items() if not k.startswith("lora_")}
     if cfg.finetune.monitor == "val/loss":  # the default, as before the key existed: old entries stay valid
         keys.pop("monitor")
+    if not cfg.finetune.group_by_length:  # shuffled batches, as before the key existed: old entries stay valid
+        keys.pop("group_by_length")
     if cfg.finetune.search_trials:
         # The searched range replaces the configured rates; search off (0) leaves the payload,
         # and so every existing cache entry, as it was.
