@@ -321,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.flows import run_stage, transfer_learning
 
         if server is not None:
+            from pipelines.tracking.runs import open_store
+
+            open_store(cfg)  # MLflow opens its store (seconds) while the server is still starting
             server.start()  # waits until it answers
 
         if args.command == "sweep" or (args.command == "run" and cfg.sweep.enabled):

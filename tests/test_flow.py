@@ -111,14 +111,14 @@ def test_second_flow_run_reuses_every_stage(flow_home: tuple[Path, dict[str, Any
     second = transfer_learning(overrides=tiny_overrides(home))
     hits = {s["stage"]: s["cache_hit"] for s in second["stages"]}
     assert hits == {"prep": True, "pretrain": True, "finetune[pretrained]": True, "finetune[scratch]": True,
-                    "finetune[tfidf]": True, "evaluate": False}
+                    "finetune[tfidf]": True, "evaluate": True}  # evaluate: its perplexity and plots
     assert second["headline"] == first["headline"]  # the reused fine-tunes' own test metrics
     assert second["registered_model"]["version"] == "1" and second["registered_model"]["new"] is False
     _, runs = _runs(home)
     children = _children(runs, second["parent_run_id"])
     cache_tags = {(r.data.tags["transferlab.stage"], r.data.tags.get("transferlab.init")):
                   r.data.tags.get("transferlab.cache") for r in children}
-    assert set(cache_tags.values()) == {"hit", None}  # evaluate always runs: it has no cache tag
+    assert set(cache_tags.values()) == {"hit"}
     # The report prices a reused stage at what building it cost in the first run.
     first_pretrain = next(r for r in _children(runs, first["parent_run_id"])
                           if r.data.tags["transferlab.stage"] == "pretrain")

@@ -1,4 +1,5 @@
-"""The CLI starts Prefect's temporary server early and adopts it: one process, not two."""
+"""The CLI starts Prefect's temporary server early (before importing Prefect's server module) and
+adopts it: one process, not two."""
 
 from __future__ import annotations
 
@@ -8,10 +9,20 @@ import sys
 from pathlib import Path
 
 SCRIPT = """
+import sys
+
 import httpx
 from pipelines.runtime import lifecycle
 
+launch, server_module_loaded = lifecycle._launch_server_process, []
+
+def spy(port):
+    server_module_loaded.append("prefect.server.api.server" in sys.modules)
+    return launch(port)
+
+lifecycle._launch_server_process = spy
 server = lifecycle.own_prefect_server(wait=False)
+assert server_module_loaded == [False], "the process waited for Prefect's server module to import"
 launched = server._launched
 assert launched is not None and launched.poll() is None, "launch() started no process"
 assert not server.running

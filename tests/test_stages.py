@@ -200,6 +200,30 @@ def test_evaluate_report_matches_the_predictions(ctx: StageContext, prep_rec: Pr
             "emissions.csv", "config.yaml"} <= _artifacts(ctx, rec.run_id)
 
 
+def test_a_second_evaluate_reuses_the_perplexity_and_plots(ctx: StageContext, prep_rec: PrepRecord,
+                                                           pretrain_rec: PretrainRecord,
+                                                           finetune_recs: list[FinetuneRecord]) -> None:
+    first = stages.evaluate(ctx, prep_rec, pretrain_rec, finetune_recs)
+    second = stages.evaluate(ctx, prep_rec, pretrain_rec, finetune_recs)
+    assert second.cache_hit and second.run_id != first.run_id
+    tags = _run(ctx, second.run_id).data.tags
+    assert tags["transferlab.cache"] == "hit"
+    source = _run(ctx, tags["transferlab.cache_source_run"]).data.tags  # the evaluate that measured it
+    assert source["transferlab.stage"] == "evaluate" and source["transferlab.cache"] == "miss"
+    assert second.metrics == first.metrics and second.artifacts == first.artifacts
+    for name in second.artifacts:  # the report and every plot it links to, in the new run's work dir and MLflow
+        assert (Path(second.path) / name).is_file(), name
+    assert set(second.artifacts) <= _artifacts(ctx, second.run_id)
+    assert "comparison.png" in second.artifacts and Path(second.report).read_text().count("![") == len(
+        second.artifacts) - 1
+    # Another perplexity budget is another measurement.
+    other = StageContext(replace(ctx.cfg, evaluate=replace(ctx.cfg.evaluate, perplexity_batches=1)), ctx.tracker,
+                         ctx.parent_run_id)
+    third = stages.evaluate(other, prep_rec, pretrain_rec, finetune_recs)
+    assert not third.cache_hit and _run(ctx, third.run_id).data.tags["transferlab.cache"] == "miss"
+    assert (Path(ctx.home) / "cache" / "evaluate").is_dir()
+
+
 def test_each_prediction_is_its_own_rows(ctx: StageContext, finetune_recs: list[FinetuneRecord]) -> None:
     """The test pass runs longest-first; the saved prediction of every row is still what the
     saved model predicts for that row alone."""

@@ -35,7 +35,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from modules.config import ModelConfig, TokenizerConfig
 from modules.data.errors import DataError
-from modules.data.tokenizer_kinds import AUTO_KIND, TRAINED_KINDS
+from modules.data.tokenizer_kinds import TRAINED_KINDS, pretrained_tokenizer_path, tokenizer_kind_for
 
 CAUSAL_SPECIAL = {"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
                   "pad_token": "<pad>"}
@@ -53,28 +53,6 @@ _SPECIAL_ORDER = {
 
 # The family each algorithm is classically paired with: the specials when none is given.
 _CLASSIC_FAMILY = {"bpe": "causal", "wordpiece": "masked", "unigram": "seq2seq"}
-
-
-def tokenizer_kind_for(family: str, kind: str, init: str = "scratch") -> str:
-    """``auto``: the checkpoint's own tokenizer when ``model.init`` is not scratch,
-    otherwise the kind the family was designed with (BPE for GPT-2 and BART, WordPiece for
-    BERT)."""
-    if kind != "auto":
-        return kind
-    if init not in ("scratch", "", None):
-        return "pretrained"
-    return AUTO_KIND[family]
-
-
-def pretrained_tokenizer_path(tokenizer_cfg: TokenizerConfig, model_cfg: ModelConfig | None) -> str:
-    """Where ``kind=pretrained`` loads from: ``tokenizer.path``, else model.init's checkpoint."""
-    path = tokenizer_cfg.path or (model_cfg.init_path if model_cfg else None)
-    if not path and model_cfg and model_cfg.init not in (None, "", "scratch"):
-        path = model_cfg.init
-    if not path:
-        raise DataError("tokenizer.kind=pretrained needs tokenizer.path (a local dir or hub id) "
-                        "or a model.init checkpoint")
-    return str(path)
 
 
 def _post_processor(tok: Tokenizer, family: str) -> None:

@@ -7,6 +7,13 @@ trains with the same table, so ``kind=auto`` means one thing everywhere.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from modules.data.errors import DataError
+
+if TYPE_CHECKING:
+    from modules.config import ModelConfig, TokenizerConfig
+
 TOKENIZER_KINDS = ("auto", "bpe", "wordpiece", "unigram", "pretrained")
 TRAINED_KINDS = ("bpe", "wordpiece", "unigram")
 # kind=auto from scratch: the kind the family was designed with (BPE for GPT-2 and BART,
@@ -32,3 +39,25 @@ def min_vocab_size(kind: str, family: str) -> int | None:
     if kind not in ALPHABET:
         return None
     return ALPHABET[kind] + SPECIAL_TOKENS[family]
+
+
+def tokenizer_kind_for(family: str, kind: str, init: str = "scratch") -> str:
+    """``auto``: the checkpoint's own tokenizer when ``model.init`` is not scratch,
+    otherwise the kind the family was designed with (BPE for GPT-2 and BART, WordPiece for
+    BERT)."""
+    if kind != "auto":
+        return kind
+    if init not in ("scratch", "", None):
+        return "pretrained"
+    return AUTO_KIND[family]
+
+
+def pretrained_tokenizer_path(tokenizer_cfg: TokenizerConfig, model_cfg: ModelConfig | None) -> str:
+    """Where ``kind=pretrained`` loads from: ``tokenizer.path``, else model.init's checkpoint."""
+    path = tokenizer_cfg.path or (model_cfg.init_path if model_cfg else None)
+    if not path and model_cfg and model_cfg.init not in (None, "", "scratch"):
+        path = model_cfg.init
+    if not path:
+        raise DataError("tokenizer.kind=pretrained needs tokenizer.path (a local dir or hub id) "
+                        "or a model.init checkpoint")
+    return str(path)

@@ -32,12 +32,6 @@ def read_config(path: str | Path) -> dict[str, Any]:
 def family_of(config: dict[str, Any], init: str = "") -> str:
     """causal | masked | seq2seq, from ``architectures`` (the head it was saved with), else
     from what transformers offers for its ``model_type`` (a bare encoder like BertModel -> masked)."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
-    )
-
     for arch in config.get("architectures") or []:
         if arch.endswith(("ForCausalLM", "LMHeadModel")):
             return "causal"
@@ -45,6 +39,13 @@ def family_of(config: dict[str, Any], init: str = "") -> str:
             return "masked"
         if arch.endswith("ForConditionalGeneration") or config.get("is_encoder_decoder"):
             return "seq2seq"
+    # Only now transformers (seconds to import; a cached rerun's checkpoints name their head).
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+    )
+
     model_type = config["model_type"]
     if config.get("is_encoder_decoder") or model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
         return "seq2seq"

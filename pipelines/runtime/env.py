@@ -34,12 +34,20 @@ def quiet_libraries() -> None:
     for name in ("codecarbon", "alembic", "mlflow", "lightning", "lightning.pytorch", "lightning.fabric",
                  "httpx", "urllib3", "datasets", "filelock"):
         logging.getLogger(name).setLevel(logging.WARNING if name != "codecarbon" else logging.ERROR)
-    import datasets
-    import transformers
+    # Progress bars off and transformers at errors only. The libraries read these variables when
+    # imported, so a run that never imports them (a cached rerun) does not pay seconds for it;
+    # one imported before this call is told directly.
+    os.environ.update(HF_HUB_DISABLE_PROGRESS_BARS="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+                      TRANSFORMERS_VERBOSITY="error")
+    if "datasets" in sys.modules:
+        import datasets
 
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+    if "transformers" in sys.modules:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
 
 
 def prepare_prefect_db() -> None:

@@ -105,47 +105,80 @@ def own_prefect_server(wait: bool = True) -> Any | None:
 
     if PREFECT_API_URL.value():
         return None
+    # The process first: importing Prefect's server module for the class takes seconds, and
+    # the server's own start-up (the longest wait of a cached rerun) runs meanwhile.
+    port = free_port()
+    process = _launch_server_process(port)
     server = _owned_server_class()()
-    server.launch()
+    server.adopt(port, process)
     if wait:
         server.start()
     return server
 
 
-def _owned_server_class() -> type:
-    import prefect
-    from prefect.server.api.server import SubprocessASGIServer
+SERVER_PORTS = range(8000, 9000)  # Prefect 3.8's SubprocessASGIServer._port_range
+
+
+def free_port() -> int:
+    """A port no process listens on, from Prefect's range, as ``find_available_port`` picks."""
+    import random
+    import socket
+
+    for _ in range(20):
+        port = random.choice(SERVER_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port for the temporary Prefect server in {SERVER_PORTS}")
+
+
+def _launch_server_process(port: int) -> subprocess.Popen[Any]:
+    """Prefect 3.8's temporary-server command and environment (``SubprocessASGIServer``),
+    in its own session and with a death signal, started without importing Prefect's server."""
+    from importlib.util import find_spec
+    from pathlib import Path
+
     from prefect.settings import get_current_settings
+
+    spec = find_spec("prefect")
+    assert spec is not None and spec.origin is not None
+    app_dir = Path(spec.origin).parent.parent  # what Prefect passes: prefect.__module_path__.parent
+    server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
+           "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+           "--log-level", "error", "--lifespan", "on"]
+    # SIGKILL: on SIGTERM uvicorn starts a graceful shutdown that was seen to hang for
+    # minutes once its client had died; its sqlite database is safe against a kill.
+    return subprocess.Popen(
+        pdeathsig_command(cmd, signal.SIGKILL), start_new_session=True, stdin=subprocess.DEVNULL,
+        env={**os.environ, **server_env, **get_current_settings().to_environment_variables(exclude_unset=True)})
+
+
+def _owned_server_class() -> type:
+    from prefect.server.api.server import SubprocessASGIServer
 
     class OwnedServer(SubprocessASGIServer):
         """Prefect's temporary server (3.8's command and environment), in its own session and
         with a death signal. Created first, it is the instance Prefect's ``get_client`` uses:
         ``SubprocessASGIServer()`` returns the one registered for port None."""
 
-        def launch(self) -> None:
-            """The process, started now from this (the main) thread; Prefect's ``start()``
-            adopts it and waits for it to answer instead of starting another."""
-            if self.running or getattr(self, "_launched", None) is not None:
-                return
-            if self.port is None:
-                self.port = self.find_available_port()
-            self._launched: subprocess.Popen[Any] | None = self._run_uvicorn_command()
+        def adopt(self, port: int, process: subprocess.Popen[Any]) -> None:
+            """A process already started from this (the main) thread on ``port``; Prefect's
+            ``start()`` takes it over and waits for it to answer instead of starting another."""
+            self.port = port
+            self._launched: subprocess.Popen[Any] | None = process
 
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
             launched = getattr(self, "_launched", None)
-            if launched is not None:  # the first call from start(): the process launch() began
+            if launched is not None:  # the first call from start(): the process launched before
                 self._launched = None
                 return launched
-            server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-            cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
-                   "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--log-level", "error", "--lifespan", "on"]
-            # SIGKILL: on SIGTERM uvicorn starts a graceful shutdown that was seen to hang for
-            # minutes once its client had died; its sqlite database is safe against a kill.
-            return subprocess.Popen(
-                pdeathsig_command(cmd, signal.SIGKILL), start_new_session=True, stdin=subprocess.DEVNULL,
-                env={**os.environ, **server_env,
-                     **get_current_settings().to_environment_variables(exclude_unset=True)})
+            if self.port is None:
+                self.port = free_port()
+            return _launch_server_process(self.port)  # a restart by Prefect
 
         def stop(self) -> None:
             """Prefect's stop gives uvicorn 5 s for a graceful shutdown, which a temporary

@@ -6,20 +6,29 @@ Test metrics have one home: the fine-tune that made the predictions scores them
 record.json). They are needed where no evaluate stage runs (the fine-tune's MLflow run, the
 CLI summary, the sweep report) and a cache hit must show them without rescoring, so this
 stage reads them from the records instead of scoring the saved predictions a second time;
-it reads the predictions only to draw confusion matrices. The one figure it measures itself
-is the report's floor: the majority-class rule on the fine-tunes' labeled subset
-(``modules.baselines.classical.majority_scores``), cheap enough to need no cache.
+it reads the predictions only to draw confusion matrices. The figures it measures itself are
+the LM's perplexity and the report's floor: the majority-class rule on the fine-tunes'
+labeled subset (``modules.baselines.classical.majority_scores``).
+
+Those and the plots take seconds (importing torch, scikit-learn and matplotlib alone does),
+so they are cached in ``cache/evaluate/<fingerprint>/``, keyed on the upstream entries they
+were drawn from: a rerun whose stages are all cache hits renders only the report again (it
+says which stages this run reused) and imports none of them.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pipelines.cache.store import StageCache, fingerprint, write_record
 from pipelines.config.schema import TransferLabConfig
-from pipelines.stages.common import StageContext, run_fields, tracked_stage
+from pipelines.stages.cached import wait_timeout
+from pipelines.stages.common import StageContext, StageRun, run_fields, tracked_stage
 from pipelines.stages.finetune import init_label
 from pipelines.stages.records import (
     DistillRecord,
@@ -40,38 +49,101 @@ def stage_rows(records: list[StageRecord]) -> list[dict[str, Any]]:
             for rec in records]
 
 
-def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: PretrainRecord,
-             finetune_records: list[FinetuneRecord]) -> EvaluateRecord:
+STAGE = "evaluate"
+FORMAT = 1  # of a cache/evaluate entry: record.json {"lm", "majority", "images"} and the images
+
+
+def confusion_png_name(init: str) -> str:
+    return "confusion_matrix_" + re.sub(r"[^\w.-]", "_", init) + ".png"
+
+
+def measurement_fingerprint(cfg: TransferLabConfig, title: str, records: list[StageRecord]) -> str:
+    """What the perplexity, the majority-class floor and the plots are drawn from: the
+    upstream entries (and what building each cost: the comparison plot's CO2 bars), the
+    evaluate keys, the LM objective's masking, the labeled budget and seed, the plot title."""
+    upstream = [{"label": rec.label, "fingerprint": getattr(rec, "fingerprint", None),
+                 "source_run": getattr(rec, "source_run_id", rec.run_id), "produced_kg": rec.produced()[0]}
+                for rec in records]
+    pretrain = {k: getattr(cfg.pretrain, k) for k in ("mlm_probability", "mask_ratio", "poisson_lambda")}
+    return fingerprint(STAGE, {"format": FORMAT, "upstream": upstream, "evaluate": asdict(cfg.evaluate),
+                               "pretrain": pretrain, "seed": cfg.seed, "family": cfg.model.family,
+                               "task": cfg.finetune.task, "train_examples": cfg.finetune.train_examples,
+                               "title": title})
+
+
+def measure(cfg: TransferLabConfig, prep_record: PrepRecord, pretrain_record: PretrainRecord,
+            finetune_records: list[FinetuneRecord], results: dict[str, dict[str, float]], rows: list[dict[str, Any]],
+            title: str, out: Path) -> dict[str, Any]:
+    """The slow part: the LM's perplexity, the majority-class floor and the plots (written into ``out``)."""
     from modules.evaluation.metrics import confusion
     from modules.evaluation.perplexity import lm_perplexity
     from modules.evaluation.plots import comparison_png, confusion_matrix_png
+    from modules.tasks import get_task
+
+    task = get_task(cfg.finetune.task)
+    label_names = prep_record.label_names
+    majority = _majority(cfg, prep_record)
+    images: list[str] = []
+    for rec in finetune_records:
+        spec = get_task("classification") if rec.init == "zero_shot" else task
+        if spec.name == "classification":
+            pred_rows = spec.load_predictions(Path(rec.predictions))
+            png = confusion_png_name(rec.init)
+            labels, preds = [r["label"] for r in pred_rows], [r["prediction"] for r in pred_rows]
+            confusion_matrix_png(confusion(labels, preds, len(label_names)), label_names,
+                                 f"Confusion matrix: init={rec.init}, test split", out / png)
+            images.append(png)
+    lm = lm_perplexity(pretrain_record.hf_model, Path(prep_record.path) / "lm", cfg.model.family,
+                       cfg.evaluate.batch_size, cfg.evaluate.perplexity_batches,
+                       cfg.pretrain.mlm_probability, cfg.seed,
+                       cfg.pretrain.mask_ratio, cfg.pretrain.poisson_lambda,
+                       trust_remote_code=cfg.model.trust_remote_code)
+    comparison_png({k: v[task.headline] for k, v in results.items()},
+                   {r["name"]: r["produced_kg"] or 0.0 for r in rows},
+                   title, out / "comparison.png", metric=f"test {task.headline}",
+                   chance=task.chance(label_names) if majority is None else majority[task.headline],
+                   chance_label="chance" if majority is None else "majority class")
+    return {"lm": lm, "majority": majority, "images": ["comparison.png", *images]}
+
+
+def measured(ctx: StageContext, run: StageRun, fp: str, build: Any) -> tuple[dict[str, Any], bool]:
+    """(the cached measurement, True) or (a new one, built into the cache by ``build(dir)``,
+    False); its images are copied into the run's work dir either way."""
+    cache = StageCache(ctx.home, STAGE)
+    with cache.claim(fp, wait_timeout(ctx.cfg)) as claim:
+        entry = cache.lookup(fp) if claim.done else None
+        hit = entry is not None
+        if entry is None:
+            with cache.build(fp) as tmp:
+                entry = {**build(tmp), "stage": STAGE, "fingerprint": fp, "run_id": run.run_id}
+                write_record(tmp, entry)
+    source = cache.path(fp)
+    for name in entry["images"]:
+        shutil.copy2(source / name, run.workdir / name)
+    run.mark_cache(hit, fp, entry["run_id"] if hit else None)
+    if hit:
+        log.info("evaluate: perplexity and plots reused from %s (cache hit %s)", source, fp)
+    return entry, hit
+
+
+def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: PretrainRecord,
+             finetune_records: list[FinetuneRecord]) -> EvaluateRecord:
     from modules.evaluation.report import distillation_note, render_report
     from modules.tasks import get_task
 
     cfg = ctx.cfg
     task = get_task(cfg.finetune.task)
-    label_names = prep_record.label_names
     headline = task.headline
-    with tracked_stage(ctx, "evaluate") as run:
+    with tracked_stage(ctx, STAGE) as run:
         out = run.workdir
-        results: dict[str, dict[str, float]] = {}
-        images: list[str] = []
-        for rec in finetune_records:
-            init = rec.init
-            results[init] = rec.test_scores()
-            spec = get_task("classification") if init == "zero_shot" else task
-            if spec.name == "classification":
-                rows = spec.load_predictions(Path(rec.predictions))
-                png = "confusion_matrix_" + re.sub(r"[^\w.-]", "_", init) + ".png"
-                labels, preds = [r["label"] for r in rows], [r["prediction"] for r in rows]
-                confusion_matrix_png(confusion(labels, preds, len(label_names)), label_names,
-                                     f"Confusion matrix: init={init}, test split", out / png)
-                images.append(png)
-        lm = lm_perplexity(pretrain_record.hf_model, Path(prep_record.path) / "lm", cfg.model.family,
-                           cfg.evaluate.batch_size, cfg.evaluate.perplexity_batches,
-                           cfg.pretrain.mlm_probability, cfg.seed,
-                           cfg.pretrain.mask_ratio, cfg.pretrain.poisson_lambda,
-                           trust_remote_code=cfg.model.trust_remote_code)
+        results = {rec.init: rec.test_scores() for rec in finetune_records}
+        rows = stage_rows([prep_record, pretrain_record, *finetune_records])
+        rows[1]["trained"] = cfg.pretrain.max_steps > 0  # 0: a checkpoint passed through, not pretrained
+        title = f"{cfg.experiment_name}: {cfg.model.name} on {cfg.data.name} ({task.name})"
+        fp = measurement_fingerprint(cfg, title, [prep_record, pretrain_record, *finetune_records])
+        entry, hit = measured(ctx, run, fp, lambda tmp: measure(
+            cfg, prep_record, pretrain_record, finetune_records, results, rows, title, tmp))
+        lm, majority, images = entry["lm"], entry["majority"], list(entry["images"])
         loss, perplexity = lm["loss"], lm["perplexity"]
         metrics = {} if loss is None or perplexity is None else {"val/loss": loss, "val/perplexity": perplexity}
         for init, m in results.items():
@@ -79,20 +151,10 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
                 metrics[f"test/{key}/{init}"] = value
         if "pretrained" in results and "scratch" in results:
             metrics[f"test/{headline}_gain"] = results["pretrained"][headline] - results["scratch"][headline]
-        majority = _majority(cfg, prep_record)
         if majority is not None:
             metrics[f"test/{headline}_majority"] = majority[headline]
         run.log_metrics(metrics)
 
-        rows = stage_rows([prep_record, pretrain_record, *finetune_records])
-        rows[1]["trained"] = cfg.pretrain.max_steps > 0  # 0: a checkpoint passed through, not pretrained
-        comparison_png({k: v[headline] for k, v in results.items()},
-                       {r["name"]: r["produced_kg"] or 0.0 for r in rows},
-                       f"{cfg.experiment_name}: {cfg.model.name} on {cfg.data.name} ({task.name})",
-                       out / "comparison.png", metric=f"test {headline}",
-                       chance=task.chance(label_names) if majority is None else majority[headline],
-                       chance_label="chance" if majority is None else "majority class")
-        images.insert(0, "comparison.png")
         notes = [f"Labeled training examples: {cfg.finetune.train_examples}; seed {cfg.seed}. "
                  "CO2 of a cached stage is what building its output cost when it ran."]
         for rec in finetune_records:
@@ -112,7 +174,7 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
             run.log_artifact(out / name)
         log.info("evaluate: %s", "  ".join(f"test/{headline}[{k}] {v[headline]:.4f}" for k, v in results.items()))
     return EvaluateRecord(**run_fields(run), path=str(out), report=str(out / "report.md"), metrics=metrics,
-                          artifacts=["report.md", *images])
+                          artifacts=["report.md", *images], cache_hit=hit)
 
 
 def _majority(cfg: TransferLabConfig, prep_record: PrepRecord) -> dict[str, float] | None:

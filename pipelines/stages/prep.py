@@ -46,7 +46,7 @@ def _tokenizer_identity(cfg: TransferLabConfig) -> dict[str, Any]:
     """The tokenizer config with ``auto`` resolved; for a reused (pretrained) tokenizer, the
     content of its local files too, since a directory's name says nothing of what is in it."""
     from modules.data.files import digest
-    from modules.data.tokenization import pretrained_tokenizer_path, tokenizer_kind_for
+    from modules.data.tokenizer_kinds import pretrained_tokenizer_path, tokenizer_kind_for
 
     family, model = cfg.model.family, cfg.model
     kind = tokenizer_kind_for(family, cfg.tokenizer.kind, model.init)
@@ -84,13 +84,13 @@ def _log_inputs(run: StageRun, stats: dict[str, Any]) -> None:
 
 
 def prep(ctx: StageContext) -> PrepRecord:
-    from modules.data import prepare
-    from modules.data.sources import data_fingerprint
-
     cfg = ctx.cfg
     lm_fp = lm_fingerprint(cfg)  # hashes the input files once for both fingerprints
 
     def build(run: StageRun, out: Path) -> dict[str, Any]:
+        from modules.data import prepare  # datasets, tokenizers, transformers: seconds a cache hit does not spend
+        from modules.data.sources import data_fingerprint
+
         stats = prepare.prepare_data(out, cfg.data, cfg.tokenizer, cfg.model.family,
                                      cfg.pretrain.block_size, model_cfg=cfg.model,
                                      task=cfg.finetune.task)

@@ -60,6 +60,17 @@ def tracking_uri(cfg: TransferLabConfig) -> str:
     return f"sqlite:///{Path(cfg.paths.home) / 'mlflow.db'}"
 
 
+def open_store(cfg: TransferLabConfig) -> None:
+    """Open the run's MLflow store now: MLflow keeps one store per URI for the process, and
+    opening a sqlite store (SQLAlchemy engine, schema check, experiment) takes seconds that
+    the CLI spends while its Prefect server starts. A failure here is not reported: the
+    flow opens the store again and says what is wrong there, in its runs."""
+    try:
+        Tracker.from_config(cfg)
+    except Exception as exc:
+        log.debug("MLflow store not opened ahead of the flow: %s", exc)
+
+
 def artifact_root(cfg: TransferLabConfig) -> str:
     return (Path(cfg.paths.home) / "mlartifacts").as_uri()
 
