@@ -146,7 +146,11 @@ def _launch_server_process(port: int) -> subprocess.Popen[Any]:
     spec = find_spec("prefect")
     assert spec is not None and spec.origin is not None
     app_dir = Path(spec.origin).parent.parent  # what Prefect passes: prefect.__module_path__.parent
-    server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+                  # Runs started together on a fresh state dir start their servers together, and each
+                  # would insert Prefect's block types: the losers log unique-constraint tracebacks.
+                  # A CLI run uses no blocks; `transferlab up`'s own server registers them for the UI.
+                  "PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "false"}
     cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
            "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
            "--log-level", "error", "--lifespan", "on"]
