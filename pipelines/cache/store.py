@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 RECORD = "record.json"
 
 # Bump when a stage's output format or semantics change, so old cache entries are not reused.
-STAGE_VERSIONS = {"prep": 3, "pretrain": 1, "finetune": 1}
+# evaluate: its cached measurements (record.json {"lm", "majority", "images"} and the images).
+STAGE_VERSIONS = {"prep": 3, "pretrain": 1, "finetune": 1, "evaluate": 1}
 
 
 def code_version() -> str:

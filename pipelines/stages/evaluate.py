@@ -50,7 +50,6 @@ def stage_rows(records: list[StageRecord]) -> list[dict[str, Any]]:
 
 
 STAGE = "evaluate"
-FORMAT = 1  # of a cache/evaluate entry: record.json {"lm", "majority", "images"} and the images
 
 
 def confusion_png_name(init: str) -> str:
@@ -65,7 +64,7 @@ def measurement_fingerprint(cfg: TransferLabConfig, title: str, records: list[St
                  "source_run": getattr(rec, "source_run_id", rec.run_id), "produced_kg": rec.produced()[0]}
                 for rec in records]
     pretrain = {k: getattr(cfg.pretrain, k) for k in ("mlm_probability", "mask_ratio", "poisson_lambda")}
-    return fingerprint(STAGE, {"format": FORMAT, "upstream": upstream, "evaluate": asdict(cfg.evaluate),
+    return fingerprint(STAGE, {"upstream": upstream, "evaluate": asdict(cfg.evaluate),
                                "pretrain": pretrain, "seed": cfg.seed, "family": cfg.model.family,
                                "task": cfg.finetune.task, "train_examples": cfg.finetune.train_examples,
                                "title": title})
