@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import nullcontext
 from typing import Any
 
 from modules.data.errors import DataError
@@ -296,11 +297,6 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ["PREFECT_API_URL"] = url
                 print(f"transferlab: reporting to the Prefect server of `transferlab up` at {url} (this run shows "
                       "live in its UI)", file=sys.stderr)
-        if is_rank_zero():
-            from pipelines.runtime.env import prepare_prefect_db
-
-            prepare_prefect_db()  # before this run's temporary Prefect server migrates it, maybe with others
-
         if not is_rank_zero():
             # A rank > 0 that a launcher (Lightning's, torchrun, srun) started with the same
             # command: no Prefect flow and no summary; rank 0 owns those.
@@ -317,25 +313,34 @@ def main(argv: list[str] | None = None) -> int:
 
             lifecycle.sigterm_as_interrupt()  # docker stop, SLURM, timeout: a clean stop, as Ctrl-C
             # The temporary Prefect server dies with this process; it starts while the flows import.
-            server = lifecycle.own_prefect_server(wait=False)
+            server = lifecycle.start_temporary_server()
+        elif not os.environ.get("PREFECT_API_URL"):
+            from pipelines.runtime.env import prepare_prefect_db
+
+            prepare_prefect_db()  # before Prefect's own temporary server migrates it, maybe with other runs
+        if cfg.carbon.enabled:
+            from pipelines.tracking.carbon import warm_up
+
+            warm_up(cfg.carbon)  # codecarbon's hardware probe (a second) runs while the server starts
         from pipelines.flows import run_stage, transfer_learning
 
         if server is not None:
             from pipelines.tracking.runs import open_store
 
             open_store(cfg)  # MLflow opens its store (seconds) while the server is still starting
-            server.start()  # waits until it answers
+            server.wait_ready()
 
-        if args.command == "sweep" or (args.command == "run" and cfg.sweep.enabled):
-            from pipelines.sweep import data_efficiency
+        with server.flow_settings() if server is not None else nullcontext():
+            if args.command == "sweep" or (args.command == "run" and cfg.sweep.enabled):
+                from pipelines.sweep import data_efficiency
 
-            summary = data_efficiency(overrides=[*args.overrides, "sweep.enabled=true"])
-            print_sweep_summary(summary)
-            return 0
-        if args.command == "run":
-            summary = transfer_learning(overrides=args.overrides)
-        else:
-            summary = run_stage(stage=args.command, overrides=args.overrides)
+                summary = data_efficiency(overrides=[*args.overrides, "sweep.enabled=true"])
+                print_sweep_summary(summary)
+                return _finished(argv)
+            if args.command == "run":
+                summary = transfer_learning(overrides=args.overrides)
+            else:
+                summary = run_stage(stage=args.command, overrides=args.overrides)
     except (UserError, DataError) as exc:
         print(f"transferlab: error: {exc}", file=sys.stderr)
         return 2
@@ -347,6 +352,16 @@ def main(argv: list[str] | None = None) -> int:
             exit_now(130)
         return 130
     print_summary(summary)
+    return _finished(argv)
+
+
+def _finished(argv: list[str] | None) -> int:
+    """A run that ended normally: 0. Run as this process's own command line, the process ends
+    here, after its exit handlers, without the interpreter's teardown (1.5 s of a cached rerun)."""
+    if argv is None:
+        from pipelines.runtime.lifecycle import exit_now
+
+        exit_now(0, finished=True)
     return 0
 
 

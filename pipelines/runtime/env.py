@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -50,52 +51,117 @@ def quiet_libraries() -> None:
         transformers.utils.logging.disable_progress_bar()
 
 
-def prepare_prefect_db() -> None:
-    """Create Prefect's sqlite database once, under a lock, before a temporary server starts.
+def prepare_prefect_db() -> bool:
+    """Bring Prefect's sqlite database to the installed Prefect's schema, under a lock,
+    before a temporary server starts; True when it is there (the server need not migrate).
 
     Each ``transferlab run`` starts its own temporary Prefect server on the state dir's
     database, and each server migrates a database it finds behind. Several starting
-    together on a new state dir run the same migrations at once; the losers exit ("Online
-    migration expected to match one row") and Prefect retries them on another port after
-    a 90-line traceback. Migrating here, under an exclusive ``flock`` next to the database,
-    leaves them nothing to do. A database that has its schema already costs one sqlite read.
+    together on a new state dir (or after a Prefect upgrade) run the same migrations at
+    once; the losers exit ("Online migration expected to match one row") and Prefect
+    retries them on another port after a 90-line traceback. Migrating here, under an
+    exclusive ``flock`` next to the database, leaves them nothing to do. A database already
+    at the schema's head costs one sqlite read (and no Prefect import, when the environment
+    alone says where it is).
     """
-    if os.environ.get("PREFECT_API_URL"):  # a running server owns its database
-        return
-    from prefect.settings import get_current_settings
-
-    secret = get_current_settings().server.database.connection_url
-    url = secret.get_secret_value() if secret is not None else ""
-    prefix = "sqlite+aiosqlite:///"
-    if not url.startswith(prefix) or ":memory:" in url:
-        return
-    db = Path(url.removeprefix(prefix))
-    if _has_schema(db):
-        return
+    db = _prefect_sqlite_db()
+    if db is None:
+        return False
+    head = prefect_schema_head()  # None: unknown, so only a database without a schema is ours to create
+    revision = _schema_revision(db)
+    if revision is not None and (head is None or revision == head):
+        return revision == head
     from pipelines.runtime.locks import exclusive
 
     with exclusive(db.with_name(db.name + ".lock")):
-        if _has_schema(db):  # another run created it while we waited
-            return
+        revision = _schema_revision(db)
+        if revision is not None and (head is None or revision == head):  # migrated by another run meanwhile
+            return revision == head
         import asyncio
 
         from prefect.server.database import provide_database_interface
 
-        logging.getLogger("transferlab").info("prefect: creating the database %s", db)
+        verb = "creating" if revision is None else "migrating"
+        logging.getLogger("transferlab").info("prefect: %s the database %s", verb, db)
         asyncio.run(provide_database_interface().create_db())
+    return head is not None and _schema_revision(db) == head
 
 
-def _has_schema(db: Path) -> bool:
-    """Whether Prefect's migrations have run on ``db`` (alembic recorded a revision)."""
+def prefect_schema_head() -> str | None:
+    """The alembic head of the installed Prefect's sqlite migrations, read from their files
+    (alembic itself imports every migration: 2 s); None when there is not exactly one."""
+    from importlib.util import find_spec
+
+    spec = find_spec("prefect")
+    if spec is None or spec.origin is None:
+        return None
+    versions = Path(spec.origin).parent / "server" / "database" / "_migrations" / "versions" / "sqlite"
+    revisions, parents = set(), set()
+    for path in versions.glob("*.py"):
+        text = path.read_text(errors="replace")
+        revision = _REVISION.search(text)
+        if revision is None:
+            continue
+        revisions.add(revision.group(1))
+        for line in _DOWN_REVISION.findall(text):
+            parents.update(_REVISION_ID.findall(line))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+_REVISION = re.compile(r"^revision\s*=\s*[\"']([0-9a-f]+)[\"']", re.M)
+_DOWN_REVISION = re.compile(r"^down_revision\s*=\s*(.*)$", re.M)
+_REVISION_ID = re.compile(r"[\"']([0-9a-f]+)[\"']")
+
+
+SQLITE_PREFIX = "sqlite+aiosqlite:///"
+
+
+def prefect_settings_files() -> list[Path]:
+    """The files besides the environment that could set Prefect's settings (3.8's sources: a
+    profiles file, ``.env``, ``prefect.toml``, ``pyproject.toml``'s ``[tool.prefect]``)."""
+    found = []
+    profiles = os.environ.get("PREFECT_PROFILES_PATH") or str(Path(os.environ.get("PREFECT_HOME", "~/.prefect"))
+                                                              / "profiles.toml")
+    for path, marker in ((Path(profiles).expanduser(), ""), (Path("prefect.toml"), ""), (Path(".env"), "PREFECT_"),
+                         (Path("pyproject.toml"), "[tool.prefect")):
+        try:
+            if path.is_file() and marker in path.read_text(errors="replace"):
+                found.append(path)
+        except OSError:  # unreadable: Prefect would not read it either
+            pass
+    return found
+
+
+def _prefect_sqlite_db() -> Path | None:
+    """The sqlite file Prefect's server uses (None for another database). From the
+    environment when nothing else can configure Prefect: the cached rerun's launch of the
+    server happens before Prefect, whose import takes a second, is imported."""
+    if ("prefect" in sys.modules or prefect_settings_files()
+            or any(k.startswith(("PREFECT_SERVER_DATABASE_", "PREFECT_API_DATABASE_")) for k in os.environ)):
+        from prefect.settings import get_current_settings
+
+        secret = get_current_settings().server.database.connection_url
+        url = secret.get_secret_value() if secret is not None else ""
+    else:  # Prefect's default: <home>/prefect.db
+        url = SQLITE_PREFIX + str(Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser() / "prefect.db")
+    if not url.startswith(SQLITE_PREFIX) or ":memory:" in url:
+        return None
+    return Path(url.removeprefix(SQLITE_PREFIX))
+
+
+def _schema_revision(db: Path) -> str | None:
+    """The alembic revision Prefect's migrations left in ``db``; None for none (or no file)."""
     import sqlite3
 
     if not db.is_file():
-        return False
+        return None
     try:
         with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=60) as conn:
-            return bool(conn.execute("SELECT version_num FROM alembic_version").fetchall())
+            rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     except sqlite3.Error:
-        return False
+        return None
+    return rows[0][0] if len(rows) == 1 else None
 
 
 def worker_name() -> str:

@@ -14,10 +14,11 @@ The fix, on Linux:
   safe with threads, which Prefect has started by then). The death signal fires when the
   *thread* that forked the child exits, so children are started from the main thread.
 - The temporary Prefect server is started by us, from the main thread, before the flow
-  (:func:`own_prefect_server`): same command as Prefect's, in its own session so a signal
-  to the terminal's or ``timeout``'s process group reaches only the CLI, and with the
-  death signal. Prefect's ``get_client`` finds it as its (singleton) temporary server and
-  stops it at exit, *after* its log and event workers have drained, as it always does.
+  (:func:`start_temporary_server`): same command and environment as Prefect's, in its own
+  session so a signal to the terminal's or ``timeout``'s process group reaches only the
+  CLI, and with the death signal. Prefect reaches it as a configured API
+  (``PREFECT_API_URL``); it is stopped at exit, *after* Prefect's log and event workers
+  have sent what they hold.
 - SIGTERM raises KeyboardInterrupt in the main thread (:func:`sigterm_as_interrupt`), so
   a run stops as for Ctrl-C: Lightning's interrupt handling, MLflow runs marked KILLED,
   carbon ledgers saved, the Prefect flow run marked Crashed while its server still runs.
@@ -31,9 +32,11 @@ Elsewhere (not Linux) these are no-ops, and the next start's lease reaping
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -90,116 +93,187 @@ def sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def own_prefect_server(wait: bool = True) -> Any | None:
-    """Start Prefect's temporary API server as our child (see the module docstring).
+def start_temporary_server() -> TemporaryServer | None:
+    """Start Prefect's temporary API server for this run, as our child, and point this
+    process's Prefect at it (``PREFECT_API_URL``).
 
-    With ``wait=False`` the server process starts but this returns at once: the caller
-    goes on with work that needs no server (the server takes seconds to answer) and calls
-    ``server.start()`` before the flow, which then only waits for it (Prefect's first client
-    would wait too, from whichever thread it runs in).
+    Why not let Prefect start it: Prefect's ``SubprocessASGIServer`` lives in its server
+    module, whose import took 2.3 s of a 10 s cached rerun on 2 cores, in the main thread,
+    before the server process could even be launched. Here the process is launched before
+    Prefect is imported at all (when no settings file could configure Prefect, the
+    environment says everything), and it starts (~4.5 s) while this process imports and opens
+    MLflow's store. The port is bound here and handed to uvicorn as a listening socket
+    (``--fd``), so the URL is fixed before the server answers: no port race with other runs
+    starting together, and no restart on another port.
 
-    Returns the server, or None when a Prefect API is configured (``PREFECT_API_URL``), where
-    Prefect starts no temporary server either. Call from the main thread.
+    Call from the main thread (the death signal follows the thread that started the child),
+    then :meth:`TemporaryServer.wait_ready` before the flow. Returns None when a Prefect API is
+    configured: the environment's ``PREFECT_API_URL`` (``transferlab up``'s, or a user's
+    server), or one set in a Prefect settings file.
     """
-    from prefect.settings import PREFECT_API_URL
+    from pipelines.runtime.env import prefect_settings_files, prepare_prefect_db
 
-    if PREFECT_API_URL.value():
+    if os.environ.get("PREFECT_API_URL"):
         return None
-    # The process first: importing Prefect's server module for the class takes seconds, and
-    # the server's own start-up (the longest wait of a cached rerun) runs meanwhile.
-    port = free_port()
-    process = _launch_server_process(port)
-    server = _owned_server_class()()
-    server.adopt(port, process)
-    if wait:
-        server.start()
+    extra_env: dict[str, str] = {}
+    if "prefect" in sys.modules or prefect_settings_files():
+        from prefect.settings import get_current_settings
+
+        settings = get_current_settings()
+        if settings.api.url:
+            return None
+        extra_env = settings.to_environment_variables(exclude_unset=True)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))  # a free port, chosen by the kernel and held from now on
+        sock.listen(socket.SOMAXCONN)  # requests made before the server is up wait in the backlog
+        port = sock.getsockname()[1]
+        server_env = {**os.environ, **extra_env, **SERVER_ENV}
+        _point_prefect_at(f"http://127.0.0.1:{port}/api")
+        try:
+            if prepare_prefect_db():  # migrated (under a lock) to this Prefect's schema
+                server_env["PREFECT_API_DATABASE_MIGRATE_ON_START"] = "false"  # 0.5 s of its start
+            process = _launch_server_process(sock, server_env)
+        except BaseException:
+            _point_prefect_at(None)
+            raise
+    finally:
+        sock.close()  # the server process holds its own copy
+    server = TemporaryServer(process, port)
+    atexit.register(server.stop)  # after Prefect's own exit handlers: see TemporaryServer.stop
     return server
 
 
-SERVER_PORTS = range(8000, 9000)  # Prefect 3.8's SubprocessASGIServer._port_range
+# Prefect 3.8's temporary-server environment (``SubprocessASGIServer._run_uvicorn_command``),
+# and one more switch. Runs started together on a fresh state dir start their servers
+# together, and each would insert Prefect's block types: the losers log unique-constraint
+# tracebacks. A CLI run uses no blocks; `transferlab up`'s own server registers them for the UI.
+# Block registration off also makes its memo pointless: checking the memo imported every
+# installed Prefect collection (dask, distributed, tornado: 0.5 s of each server's start).
+SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+              "PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "false", "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false"}
+SERVER_POLL_S = 0.05
 
 
-def free_port() -> int:
-    """A port no process listens on, from Prefect's range, as ``find_available_port`` picks."""
-    import random
-    import socket
+def _point_prefect_at(url: str | None) -> None:
+    """Prefect reads ``PREFECT_API_URL`` into its global settings when imported; set it, and
+    refresh those settings if Prefect is imported already."""
+    if url is None:
+        os.environ.pop("PREFECT_API_URL", None)
+    else:
+        os.environ["PREFECT_API_URL"] = url
+    if "prefect.context" in sys.modules:
+        from prefect.context import refresh_global_settings_context
 
-    for _ in range(20):
-        port = random.choice(SERVER_PORTS)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port for the temporary Prefect server in {SERVER_PORTS}")
+        refresh_global_settings_context()
 
 
-def _launch_server_process(port: int) -> subprocess.Popen[Any]:
-    """Prefect 3.8's temporary-server command and environment (``SubprocessASGIServer``),
-    in its own session and with a death signal, started without importing Prefect's server."""
+def _launch_server_process(sock: socket.socket, env: dict[str, str]) -> subprocess.Popen[Any]:
+    """Prefect 3.8's temporary-server command on an already-listening socket, in its own
+    session and with a death signal, started without importing Prefect."""
     from importlib.util import find_spec
     from pathlib import Path
-
-    from prefect.settings import get_current_settings
 
     spec = find_spec("prefect")
     assert spec is not None and spec.origin is not None
     app_dir = Path(spec.origin).parent.parent  # what Prefect passes: prefect.__module_path__.parent
-    server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
-                  # Runs started together on a fresh state dir start their servers together, and each
-                  # would insert Prefect's block types: the losers log unique-constraint tracebacks.
-                  # A CLI run uses no blocks; `transferlab up`'s own server registers them for the UI.
-                  "PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "false"}
+    fd = sock.fileno()
     cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
-           "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
-           "--log-level", "error", "--lifespan", "on"]
+           "prefect.server.api.server:create_app", "--fd", str(fd), "--log-level", "error", "--lifespan", "on"]
     # SIGKILL: on SIGTERM uvicorn starts a graceful shutdown that was seen to hang for
     # minutes once its client had died; its sqlite database is safe against a kill.
-    return subprocess.Popen(
-        pdeathsig_command(cmd, signal.SIGKILL), start_new_session=True, stdin=subprocess.DEVNULL,
-        env={**os.environ, **server_env, **get_current_settings().to_environment_variables(exclude_unset=True)})
+    return subprocess.Popen(pdeathsig_command(cmd, signal.SIGKILL), start_new_session=True,
+                            stdin=subprocess.DEVNULL, pass_fds=(fd,), env=env)
 
 
-def _owned_server_class() -> type:
-    from prefect.server.api.server import SubprocessASGIServer
+class TemporaryServer:
+    """The running temporary server: wait for it, run flows on it, stop it."""
 
-    class OwnedServer(SubprocessASGIServer):
-        """Prefect's temporary server (3.8's command and environment), in its own session and
-        with a death signal. Created first, it is the instance Prefect's ``get_client`` uses:
-        ``SubprocessASGIServer()`` returns the one registered for port None."""
+    def __init__(self, process: subprocess.Popen[Any], port: int) -> None:
+        self.process = process
+        self.port = port
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        self._answered = threading.Event()
+        self._error: str | None = None
+        threading.Thread(target=self._probe, name="prefect-server-probe", daemon=True).start()
 
-        def adopt(self, port: int, process: subprocess.Popen[Any]) -> None:
-            """A process already started from this (the main) thread on ``port``; Prefect's
-            ``start()`` takes it over and waits for it to answer instead of starting another."""
-            self.port = port
-            self._launched: subprocess.Popen[Any] | None = process
+    def _probe(self) -> None:
+        """Ask the server what Prefect's client asks first (its API version) until it answers.
 
-        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-            launched = getattr(self, "_launched", None)
-            if launched is not None:  # the first call from start(): the process launched before
-                self._launched = None
-                return launched
-            if self.port is None:
-                self.port = free_port()
-            return _launch_server_process(self.port)  # a restart by Prefect
+        The listening socket queues the request until the server accepts, so this mostly
+        sleeps in a socket read. Its first answer also has FastAPI build its route table
+        (0.3 s), here, while the main thread still opens MLflow's store, instead of inside
+        the flow's first request.
+        """
+        import urllib.error
+        import urllib.request
 
-        def stop(self) -> None:
-            """Prefect's stop gives uvicorn 5 s for a graceful shutdown, which a temporary
-            server does not need (every answered request is committed) and which took that
-            long here; 1 s, then SIGKILL."""
-            proc = self.server_process
-            if proc is not None and proc.poll() is None:
-                _drain_prefect_clients()
-                proc.terminate()
+        timeout_s = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"))
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                code = self.process.poll()
+                if code is not None:
+                    self._error = (f"the temporary Prefect server exited with code {code} before answering "
+                                   "(its output is above)")
+                    return
                 try:
-                    proc.wait(timeout=STOP_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            super().stop()  # the rest of Prefect's bookkeeping; the process is gone by now
-            _stop_sending_logs()
+                    with urllib.request.urlopen(f"{self.api_url}/admin/version",
+                                                timeout=max(0.1, deadline - time.monotonic())):
+                        return
+                except urllib.error.HTTPError:  # it answered (an auth string it wants, say): it is up
+                    return
+                except OSError:  # not listening yet, or reset: look again
+                    pass
+                if time.monotonic() >= deadline:
+                    self._error = (f"the temporary Prefect server at {self.api_url} did not answer within "
+                                   f"{timeout_s:.0f} s (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)")
+                    return
+                time.sleep(SERVER_POLL_S)
+        finally:
+            self._answered.set()
 
-    return OwnedServer
+    def wait_ready(self) -> None:
+        """Return once the server answers; one that exits or never answers is an error."""
+        self._answered.wait()
+        if self._error is not None:
+            self.stop()
+            raise RuntimeError(self._error)
+
+    @contextmanager
+    def flow_settings(self) -> Iterator[None]:
+        """Prefect settings for the flows run on this server: no UI links, no heartbeats.
+
+        It serves no UI, and it is gone when the run ends: a "View at" link to it would be
+        dead (``transferlab up`` serves the UI, and a run made while it runs reports there).
+        Heartbeats let a long-lived server tell a crashed flow run; this one lives exactly as
+        long as the run (a killed run's flow run is marked by the next start's lease reaping,
+        ``pipelines.tracking.liveness``). And the heartbeat thread, which sleeps in 1 s steps,
+        held up the end of every flow by up to a second.
+        """
+        from prefect.settings import temporary_settings
+
+        with temporary_settings(updates={"flows.heartbeat_frequency": None, "ui_url": ""}):
+            yield
+
+    def stop(self) -> None:
+        """Send what Prefect's log and event workers hold, then end the server.
+
+        Their own drain is registered with ``threading`` and runs before this (an ``atexit``
+        handler) at a normal exit, but not after :func:`exit_now`; draining twice is
+        harmless. No graceful uvicorn shutdown: every answered request is committed, and it
+        took seconds; 1 s for SIGTERM, then SIGKILL.
+        """
+        proc = self.process
+        if proc.poll() is None:
+            _drain_prefect_clients()
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        _stop_sending_logs()
 
 
 def _drain_prefect_clients() -> None:
@@ -209,6 +283,8 @@ def _drain_prefect_clients() -> None:
     was registered later), where it retried the dead server: the "All connection attempts
     failed" minutes of a killed run.
     """
+    if "prefect.logging.handlers" not in sys.modules:  # Prefect never started: nothing to send
+        return
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
@@ -223,6 +299,8 @@ def _stop_sending_logs() -> None:
     """No log record may wait on the stopped server: detach Prefect's API log handlers."""
     import logging
 
+    if "prefect.logging.handlers" not in sys.modules:
+        return
     from prefect.logging.handlers import APILogHandler
 
     loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()
@@ -233,17 +311,29 @@ def _stop_sending_logs() -> None:
                 logger.removeHandler(handler)
 
 
-def exit_now(code: int) -> None:
+def exit_now(code: int, *, finished: bool = False) -> None:
     """End the process at once after the exit handlers, skipping interpreter teardown.
 
-    After an interrupt, tearing down the interpreter (garbage-collecting torch,
-    transformers, Prefect and MLflow objects) took 8 s on 2 busy cores, most of the 10 s
-    a container gets between SIGTERM and SIGKILL. Everything that must be saved is saved
-    by then: the stages' ``finally`` blocks have run, and the exit handlers (Prefect's log
-    and event workers drain, then its temporary server stops) run here first.
+    Tearing down the interpreter (garbage-collecting torch, transformers, Prefect and MLflow
+    objects) took 8 s on 2 busy cores after an interrupt, most of the 10 s a container gets
+    between SIGTERM and SIGKILL, and 1.5 s of a 10 s cached rerun that had finished.
+    Everything that must be saved is saved by then: the stages' ``finally`` blocks have
+    run, Prefect's log and event workers send what they hold, and the exit handlers (the
+    temporary server's stop among them) run here.
+
+    ``finished``: the run ended normally, so first do what a normal exit does before its
+    exit handlers: run ``threading``'s own exit hooks (executors wind down their workers)
+    and join the non-daemon threads (``threading._shutdown``, CPython's; without it, the
+    normal exit).
     """
     import atexit
 
+    if finished:
+        shutdown = getattr(threading, "_shutdown", None)
+        if shutdown is None:
+            sys.exit(code)
+        shutdown()
+    _drain_prefect_clients()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,6 +103,32 @@ class AttemptLedger:
                 self.out(total, delta)
 
         return _Persist()
+
+
+def warm_up(cfg: CarbonConfig) -> threading.Thread:
+    """Run codecarbon's one-off hardware probe now, in the background.
+
+    The first tracker of a process probes the hardware, and codecarbon keeps what it found
+    for the process's later trackers. The probe is slow: py-cpuinfo reads the CPU model in
+    a Python subprocess of its own (1.2 s on 2 cores). On a cached rerun it was the longest
+    wait of the whole flow, inside the first stage's run. Started before the flow, it
+    overlaps the temporary Prefect server's start-up instead.
+
+    The probe is a tracker started and stopped at once in a temp dir. Its failures are
+    ignored: the stages' own trackers report them.
+    """
+    def probe() -> None:
+        try:
+            with tempfile.TemporaryDirectory(prefix="transferlab-carbon-") as tmp:
+                tracker = _tracker(cfg, Path(tmp))
+                tracker.start()
+                tracker.stop()
+        except Exception:
+            pass
+
+    thread = threading.Thread(target=probe, name="codecarbon-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def _tracker(cfg: CarbonConfig, output_dir: Path, ledger: AttemptLedger | None = None):
