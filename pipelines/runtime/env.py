@@ -19,7 +19,10 @@ def prepare_environment(home_dir: str | Path) -> None:
     home = Path(home_dir)
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    # Nothing leaves the machine on its own: Prefect's analytics and MLflow's telemetry (a
+    # background thread that fetches its config from the internet) are off unless set.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     # Our own logger goes through Prefect's handlers: the terminal and the Prefect UI.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "transferlab")
