@@ -210,6 +210,7 @@ class TemporaryServer:
 
         timeout_s = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"))
         deadline = time.monotonic() + timeout_s
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an http_proxy
         try:
             while True:
                 code = self.process.poll()
@@ -218,8 +219,7 @@ class TemporaryServer:
                                    "(its output is above)")
                     return
                 try:
-                    with urllib.request.urlopen(f"{self.api_url}/admin/version",
-                                                timeout=max(0.1, deadline - time.monotonic())):
+                    with direct.open(f"{self.api_url}/admin/version", timeout=max(0.1, deadline - time.monotonic())):
                         return
                 except urllib.error.HTTPError:  # it answered (an auth string it wants, say): it is up
                     return
