@@ -10,7 +10,10 @@ its temporary Prefect server, codecarbon's probe), then the medians. With ``--up
 instead of starting a temporary Prefect server.
 
 On 2 cores the wall time is mostly CPU: a busy machine (another job, a noisy neighbour)
-shows up one to one, so quote a median on an idle machine, with the CPU seconds beside it.
+shows up one to one, so quote a median on an idle machine, with the CPU seconds beside it,
+and the speed probe printed before and after the reruns (seconds to import the pipeline's
+flows in a fresh interpreter, median of 3): on one shared 2-core host the probe read 1.8 s
+in a quiet hour and 2.4-3.3 s in a busy one, where the same reruns took 40-60% longer.
 """
 
 from __future__ import annotations
@@ -53,6 +56,17 @@ def timed_run(home: Path, log: Path) -> tuple[float, float]:
     return wall, cpu
 
 
+def speed_probe() -> float:
+    """Seconds to import ``pipelines.flows`` (Prefect, Hydra, the stages) in a fresh
+    interpreter, median of 3: how fast this machine is right now, for comparing runs."""
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import pipelines.flows"], cwd=REPO, env=cli_env(), check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def start_up(home: Path, log: Path) -> subprocess.Popen[bytes]:
     """``transferlab up`` on ``home``, once it announces itself (the CLI then finds it)."""
     sys.path.insert(0, str(REPO))
@@ -91,6 +105,8 @@ def main() -> None:
     log = home / "bench.log"
     wall, cpu = timed_run(home, log)
     print(f"first run (fills the cache unless {home} held it): {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
+    probes = [speed_probe()]
+    print(f"speed probe: {probes[0]:.2f} s", flush=True)
     up = start_up(home, log) if args.up else None
     walls, cpus = [], []
     try:
@@ -102,10 +118,12 @@ def main() -> None:
     finally:
         if up is not None:
             stop_up(up)
+    probes.append(speed_probe())
+    print(f"speed probe: {probes[1]:.2f} s", flush=True)
     server = "`transferlab up`'s server" if args.up else "a temporary Prefect server"
     print(f"cached rerun with {server}: median {statistics.median(walls):.2f} s wall "
           f"(runs: {', '.join(f'{w:.2f}' for w in walls)}), median {statistics.median(cpus):.2f} s CPU, "
-          f"{os.cpu_count()} cores")
+          f"{os.cpu_count()} cores, speed probe {probes[0]:.2f} / {probes[1]:.2f} s")
 
 
 if __name__ == "__main__":
