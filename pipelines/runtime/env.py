@@ -136,12 +136,18 @@ def prefect_settings_files() -> list[Path]:
     return found
 
 
+def prefect_settings_needed() -> bool:
+    """Whether Prefect's own settings must be read (importing Prefect: a second) to know its
+    API and database: Prefect is imported already, a settings file could set them, or the
+    environment builds the database URL from parts. Otherwise the environment says it all,
+    and a cached rerun launches its server before Prefect is imported."""
+    return ("prefect" in sys.modules or bool(prefect_settings_files())
+            or any(k.startswith(("PREFECT_SERVER_DATABASE_", "PREFECT_API_DATABASE_")) for k in os.environ))
+
+
 def _prefect_sqlite_db() -> Path | None:
-    """The sqlite file Prefect's server uses (None for another database). From the
-    environment when nothing else can configure Prefect: the cached rerun's launch of the
-    server happens before Prefect, whose import takes a second, is imported."""
-    if ("prefect" in sys.modules or prefect_settings_files()
-            or any(k.startswith(("PREFECT_SERVER_DATABASE_", "PREFECT_API_DATABASE_")) for k in os.environ)):
+    """The sqlite file Prefect's server uses (None for another database)."""
+    if prefect_settings_needed():
         from prefect.settings import get_current_settings
 
         secret = get_current_settings().server.database.connection_url

@@ -111,12 +111,12 @@ def start_temporary_server() -> TemporaryServer | None:
     configured: the environment's ``PREFECT_API_URL`` (``transferlab up``'s, or a user's
     server), or one set in a Prefect settings file.
     """
-    from pipelines.runtime.env import prefect_settings_files, prepare_prefect_db
+    from pipelines.runtime.env import prefect_settings_needed, prepare_prefect_db
 
     if os.environ.get("PREFECT_API_URL"):
         return None
     extra_env: dict[str, str] = {}
-    if "prefect" in sys.modules or prefect_settings_files():
+    if prefect_settings_needed():
         from prefect.settings import get_current_settings
 
         settings = get_current_settings()

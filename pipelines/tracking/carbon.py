@@ -105,7 +105,7 @@ class AttemptLedger:
         return _Persist()
 
 
-def warm_up(cfg: CarbonConfig) -> threading.Thread:
+def warm_up(cfg: CarbonConfig) -> None:
     """Run codecarbon's one-off hardware probe now, in the background.
 
     The first tracker of a process probes the hardware, and codecarbon keeps what it found
@@ -126,9 +126,7 @@ def warm_up(cfg: CarbonConfig) -> threading.Thread:
         except Exception:
             pass
 
-    thread = threading.Thread(target=probe, name="codecarbon-warm-up", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=probe, name="codecarbon-warm-up", daemon=True).start()
 
 
 def _tracker(cfg: CarbonConfig, output_dir: Path, ledger: AttemptLedger | None = None):
