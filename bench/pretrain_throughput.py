@@ -152,7 +152,8 @@ def bare_loop(cfg, prep_dir: Path, steps: int, bf16: bool, compile: bool) -> flo
 
 
 def profile_step(cfg, prep_dir: Path, bf16: bool, compile: bool, rows: int) -> str:
-    """torch.profiler's top ops (by self CPU time) over 3 steps, after 5 warm-up steps."""
+    """torch.profiler's top ops (by self CPU time) over 3 steps, after 5 warm-up steps, and
+    what the step's matmuls cost in it and alone."""
     from torch.profiler import ProfilerActivity, profile
 
     model, batches, opt = bare_model_and_batches(cfg, prep_dir, 8)
@@ -160,10 +161,53 @@ def profile_step(cfg, prep_dir: Path, bf16: bool, compile: bool, rows: int) -> s
         model.compile()
     for batch in batches[:5]:
         bare_step(model, batch, opt, bf16)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
         for batch in batches[5:]:
             bare_step(model, batch, opt, bf16)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
+    events = prof.key_averages()
+    table = events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
+    return f"{table}\n{matmul_floor(prof, steps=len(batches) - 5, bf16=bf16)}"
+
+
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def timed(op, args: list[torch.Tensor], calls: int = 3) -> float:
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        op(*args)
+    return (time.perf_counter() - t0) / calls
+
+
+def matmul_floor(prof, steps: int, bf16: bool) -> str:
+    """The step's dense matmuls: their share of the step, their speed, and their time replayed alone.
+
+    Replaying every profiled matmul shape by itself, as often as the step calls it, gives
+    the floor under any loop around this model: compiling or a leaner framework can only
+    shrink the rest of the step. (Replayed on contiguous inputs; the backward's transposed
+    operands may run a little faster or slower.)
+    """
+    total = sum(e.self_cpu_time_total for e in prof.key_averages()) * 1e-6 / steps
+    in_step = flops = 0.0
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    calls = []  # (op, inputs, calls per step)
+    for e in prof.key_averages(group_by_input_shape=True):
+        if e.key in MATMULS:
+            shapes = [s for s in e.input_shapes if s][: 3 if e.key == "aten::addmm" else 2]  # drop out=
+            calls.append((getattr(torch, e.key.removeprefix("aten::")), [torch.randn(*s, dtype=dtype) for s in shapes],
+                          e.count / steps))
+            in_step += e.self_cpu_time_total * 1e-6 / steps
+            flops += e.flops / steps
+    # Each shape's best of 7 rounds, the rounds spread over ~10 s: the floor, not a noisy neighbour's burst.
+    best = [float("inf")] * len(calls)
+    for _ in range(7):
+        for i, (op, inputs, _) in enumerate(calls):
+            best[i] = min(best[i], timed(op, inputs))
+    alone = sum(b * per_step for b, (_, _, per_step) in zip(best, calls, strict=True))
+    ceiling = BATCH * BLOCK / alone
+    return (f"matmuls per step: {flops / 1e9:.1f} GFLOP, {in_step:.3f} s of the step's {total:.3f} s self CPU "
+            f"({in_step / total:.0%}, {flops / in_step / 1e9:,.0f} GFLOP/s); replayed alone {alone:.3f} s "
+            f"({flops / alone / 1e9:,.0f} GFLOP/s): no loop steps faster than {ceiling:,.0f} tokens/s")
 
 
 def main() -> None:
@@ -177,7 +221,8 @@ def main() -> None:
                     help="bf16 only where the CPU runs it natively (AVX512-BF16/AMX); elsewhere it is emulated")
     ap.add_argument("--bare", action="store_true", help="also measure a hand-written loop (the framework-free ceiling)")
     ap.add_argument("--profile", type=int, default=0, metavar="ROWS",
-                    help="print torch.profiler's top ROWS ops of a bf16 step, eager and compiled")
+                    help="print torch.profiler's top ROWS ops of a step in the last --precisions, eager "
+                         "and compiled, with the step's matmul floor (--repeats 0: only this)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from pipelines import stages
@@ -218,6 +263,19 @@ def main() -> None:
                 print(f"repeat {rep} {precision} {name}: {tps:,.0f} tokens/s", flush=True)
     print(f"\n{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"{args.steps} steps x {args.repeats} repeats\n")
+    if results:
+        print_table(results)
+    if args.compile and results:
+        print_break_even(results, walls, args.steps, args.precisions)
+    if args.profile:
+        precision = args.precisions[-1]
+        for compile in (False, True):
+            print(f"\nOne {precision} step{' compiled' if compile else ''} (3 steps profiled after 5 warm-up; "
+                  f"bare loop, same model and batch):\n")
+            print(profile_step(cfg, prep_dir, precision == "bf16", compile, args.profile))
+
+
+def print_table(results: dict[tuple[str, str], list[float]]) -> None:
     print("| precision | side | tokens/s (median) | runs | vs Trainer | vs Trainer + compile |")
     print("|---|---|---:|---|---:|---:|")
     for (precision, name), values in results.items():
@@ -227,14 +285,6 @@ def main() -> None:
         runs = ", ".join(f"{v:,.0f}" for v in values)
         vs_compiled = f"{tps / statistics.median(hfc):.2f}x" if hfc else "-"
         print(f"| {precision} | {name} | {tps:,.0f} | {runs} | {tps / hf:.2f}x | {vs_compiled} |")
-    if args.compile:
-        print_break_even(results, walls, args.steps, args.precisions)
-    if args.profile:
-        precision = args.precisions[-1]
-        for compile in (False, True):
-            print(f"\nOne {precision} step{' compiled' if compile else ''} (3 steps profiled after 5 warm-up; "
-                  f"bare loop, same model and batch):\n")
-            print(profile_step(cfg, prep_dir, precision == "bf16", compile, args.profile))
 
 
 def print_break_even(results: dict[tuple[str, str], list[float]], walls: dict[tuple[str, bool], list[float]],

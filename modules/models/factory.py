@@ -163,3 +163,18 @@ def build_token_classifier(source: str | Path, weights: str, label_names: list[s
 
 def count_parameters(model: PreTrainedModel, non_embedding: bool = True) -> int:
     return model.num_parameters(exclude_embeddings=non_embedding)
+
+
+def matmul_parameters(model: PreTrainedModel) -> int:
+    """The weights every token is multiplied through: the non-embedding ones plus the output head.
+
+    ``num_parameters(exclude_embeddings=True)`` drops a head tied to the token embedding
+    (GPT-2, BERT's MLM decoder, tied BART/T5), yet its vocab x width matmul runs at every
+    position: a quarter of the FLOPs of a 4-layer, 256-wide model over a 4096 vocabulary.
+    nanoGPT's MFU counts it for that reason; an untied head is a Linear and already counted.
+    """
+    n = model.num_parameters(exclude_embeddings=True)
+    head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is not None and embedding is not None and head.weight is embedding.weight:
+        n += head.weight.numel()
+    return n

@@ -16,8 +16,8 @@ log = logging.getLogger("transferlab")
 def flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: int) -> float:
     """Training FLOPs per token (forward + backward), as in the PaLM appendix / nanoGPT.
 
-    6 * N for the matmuls over non-embedding parameters, plus attention's
-    12 * L * H * T term, which N does not count.
+    6 * N for the matmuls over N parameters (``matmul_parameters``: the non-embedding ones
+    and the output head), plus attention's 12 * L * H * T term, which N does not count.
     """
     return 6.0 * n_params + 12.0 * n_layer * n_embd * seq_len
 

@@ -27,6 +27,7 @@ from modules.models.factory import (
     fit_vocab,
     lm_config,
     load_lm,
+    matmul_parameters,
 )
 from modules.models.freeze import apply_strategy
 from modules.models.lora import LoraSettings, apply_lora, save_lora
@@ -171,7 +172,8 @@ def pretrain_language_model(
                                       fused_adamw=not lightning_clips)
     every = trainer_cfg.log_every_n_steps
     throughput = ThroughputMonitor(
-        flops_per_token(n_params, attention_layers(model_cfg), model_cfg.n_embd, pretrain_cfg.block_size),
+        flops_per_token(matmul_parameters(model), attention_layers(model_cfg), model_cfg.n_embd,
+                        pretrain_cfg.block_size),
         trainer_cfg.peak_flops or default_peak_flops(trainer_cfg.accelerator, precision),
         every,
     )
