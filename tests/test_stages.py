@@ -224,6 +224,40 @@ def test_a_second_evaluate_reuses_the_perplexity_and_plots(ctx: StageContext, pr
     assert (Path(ctx.home) / "cache" / "evaluate").is_dir()
 
 
+def test_evaluate_waits_for_another_measurement_before_its_run_opens(
+        ctx: StageContext, prep_rec: PrepRecord, pretrain_rec: PretrainRecord,
+        finetune_recs: list[FinetuneRecord]) -> None:
+    """Another process measuring the same thing holds the claim: the stage waits outside its
+    MLflow run (the wait is neither timed nor charged as carbon), then takes over the build
+    when that process dies without publishing, and tags how long it waited."""
+    import threading
+    import time
+
+    from pipelines.cache.store import StageCache
+    from pipelines.stages.evaluate import STAGE, measurement_fingerprint, report_title
+
+    batches = ctx.cfg.evaluate.perplexity_batches + 2  # a measurement no other test makes
+    cfg = replace(ctx.cfg, evaluate=replace(ctx.cfg.evaluate, perplexity_batches=batches))
+    other = StageContext(cfg, ctx.tracker, ctx.parent_run_id)
+    fp = measurement_fingerprint(cfg, report_title(cfg), [prep_rec, pretrain_rec, *finetune_recs])
+    runs_before = {r.info.run_id for r in ctx.tracker.client.search_runs([ctx.tracker.experiment_id])}
+    done: list[Any] = []
+    with StageCache(ctx.home, STAGE).claim(fp, 0) as claim:  # a builder that will fail
+        assert not claim.done
+        waiter = threading.Thread(target=lambda: done.append(stages.evaluate(other, prep_rec, pretrain_rec,
+                                                                                 finetune_recs)))
+        waiter.start()
+        time.sleep(1.5)
+        started = {r.info.run_id for r in ctx.tracker.client.search_runs([ctx.tracker.experiment_id])} - runs_before
+        assert not done and not started  # waiting, with no run open
+        released_ms = time.time() * 1000
+    waiter.join(120)
+    assert len(done) == 1 and not done[0].cache_hit
+    run = _run(ctx, done[0].run_id)
+    assert run.data.tags["transferlab.cache"] == "miss" and float(run.data.tags["transferlab.cache_waited_s"]) >= 1
+    assert run.info.start_time >= released_ms - 50  # the run began when the wait ended
+
+
 def test_each_prediction_is_its_own_rows(ctx: StageContext, finetune_recs: list[FinetuneRecord]) -> None:
     """The test pass runs longest-first; the saved prediction of every row is still what the
     saved model predicts for that row alone."""

@@ -23,7 +23,7 @@ import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.cache.store import StageCache, fingerprint, write_record
 from pipelines.config.schema import TransferLabConfig
@@ -38,6 +38,12 @@ from pipelines.stages.records import (
     PretrainRecord,
     StageRecord,
 )
+from pipelines.tracking.runs import TAG_CACHE_WAITED
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pipelines.runtime.locks import Claim
 
 log = logging.getLogger("transferlab")
 
@@ -105,17 +111,28 @@ def measure(cfg: TransferLabConfig, prep_record: PrepRecord, pretrain_record: Pr
     return {"lm": lm, "majority": majority, "images": ["comparison.png", *images]}
 
 
-def measured(ctx: StageContext, run: StageRun, fp: str, build: Any) -> tuple[dict[str, Any], bool]:
-    """(the cached measurement, True) or (a new one, built into the cache by ``build(dir)``,
-    False); its images are copied into the run's work dir either way."""
-    cache = StageCache(ctx.home, STAGE)
-    with cache.claim(fp, wait_timeout(ctx.cfg)) as claim:
-        entry = cache.lookup(fp) if claim.done else None
-        hit = entry is not None
-        if entry is None:
-            with cache.build(fp) as tmp:
-                entry = {**build(tmp), "stage": STAGE, "fingerprint": fp, "run_id": run.run_id}
-                write_record(tmp, entry)
+def report_title(cfg: TransferLabConfig) -> str:
+    from modules.tasks import get_task
+
+    return f"{cfg.experiment_name}: {cfg.model.name} on {cfg.data.name} ({get_task(cfg.finetune.task).name})"
+
+
+def measured(run: StageRun, cache: StageCache, fp: str, claim: Claim,
+             build: Callable[[Path], dict[str, Any]] | None) -> tuple[dict[str, Any], bool]:
+    """(a new measurement, built into the cache by ``build(dir)``, False), or with ``build``
+    None (the entry is done) (the cached one, True); its images are copied into the run's
+    work dir either way."""
+    if claim.waited_for:
+        run.set_tags({TAG_CACHE_WAITED: f"{claim.waited_s:.1f}"})
+    if build is None:
+        entry = cache.lookup(fp)
+        if entry is None:  # removed between the claim and now (cache gc): not ours to rebuild
+            raise RuntimeError(f"evaluate cache entry {cache.path(fp)} disappeared")
+    else:
+        with cache.build(fp) as tmp:
+            entry = {**build(tmp), "stage": STAGE, "fingerprint": fp, "run_id": run.run_id}
+            write_record(tmp, entry)
+    hit = build is None
     source = cache.path(fp)
     for name in entry["images"]:
         shutil.copy2(source / name, run.workdir / name)
@@ -127,6 +144,35 @@ def measured(ctx: StageContext, run: StageRun, fp: str, build: Any) -> tuple[dic
 
 def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: PretrainRecord,
              finetune_records: list[FinetuneRecord]) -> EvaluateRecord:
+    """The stage runs every time (the report says which stages this run reused); its
+    measurements are claimed before its run opens, as ``cached_stage`` does, so waiting for
+    another run that is measuring the same thing is neither timed nor charged as carbon.
+    The builder keeps the claim until its report is written."""
+    cfg = ctx.cfg
+    records: list[StageRecord] = [prep_record, pretrain_record, *finetune_records]
+    title = report_title(cfg)
+    fp = measurement_fingerprint(cfg, title, records)
+    cache = StageCache(ctx.home, STAGE)
+
+    def in_run(claim: Claim, build: Callable[[Path], dict[str, Any]] | None) -> EvaluateRecord:
+        return _report(ctx, prep_record, finetune_records, records, title, measured_by=lambda run: measured(
+            run, cache, fp, claim, build))
+
+    with cache.claim(fp, wait_timeout(cfg)) as claim:
+        if not claim.done:
+            return in_run(claim, lambda tmp: measure(cfg, prep_record, pretrain_record, finetune_records,
+                                                     _results(finetune_records), stage_rows(records), title, tmp))
+    return in_run(claim, None)
+
+
+def _results(finetune_records: list[FinetuneRecord]) -> dict[str, dict[str, float]]:
+    return {rec.init: rec.test_scores() for rec in finetune_records}
+
+
+def _report(ctx: StageContext, prep_record: PrepRecord, finetune_records: list[FinetuneRecord],
+            records: list[StageRecord], title: str,
+            measured_by: Callable[[StageRun], tuple[dict[str, Any], bool]]) -> EvaluateRecord:
+    """The evaluate run: metrics from the records and the measurement, and the report."""
     from modules.evaluation.report import distillation_note, render_report
     from modules.tasks import get_task
 
@@ -135,13 +181,10 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
     headline = task.headline
     with tracked_stage(ctx, STAGE) as run:
         out = run.workdir
-        results = {rec.init: rec.test_scores() for rec in finetune_records}
-        rows = stage_rows([prep_record, pretrain_record, *finetune_records])
+        results = _results(finetune_records)
+        rows = stage_rows(records)
         rows[1]["trained"] = cfg.pretrain.max_steps > 0  # 0: a checkpoint passed through, not pretrained
-        title = f"{cfg.experiment_name}: {cfg.model.name} on {cfg.data.name} ({task.name})"
-        fp = measurement_fingerprint(cfg, title, [prep_record, pretrain_record, *finetune_records])
-        entry, hit = measured(ctx, run, fp, lambda tmp: measure(
-            cfg, prep_record, pretrain_record, finetune_records, results, rows, title, tmp))
+        entry, hit = measured_by(run)
         lm, majority, images = entry["lm"], entry["majority"], list(entry["images"])
         loss, perplexity = lm["loss"], lm["perplexity"]
         metrics = {} if loss is None or perplexity is None else {"val/loss": loss, "val/perplexity": perplexity}
