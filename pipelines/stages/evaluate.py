@@ -155,8 +155,8 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
     cache = StageCache(ctx.home, STAGE)
 
     def in_run(claim: Claim, build: Callable[[Path], dict[str, Any]] | None) -> EvaluateRecord:
-        return _report(ctx, prep_record, finetune_records, records, title, measured_by=lambda run: measured(
-            run, cache, fp, claim, build))
+        return _report(ctx, finetune_records, records,
+                       measured_by=lambda run: measured(run, cache, fp, claim, build))
 
     with cache.claim(fp, wait_timeout(cfg)) as claim:
         if not claim.done:
@@ -169,8 +169,7 @@ def _results(finetune_records: list[FinetuneRecord]) -> dict[str, dict[str, floa
     return {rec.init: rec.test_scores() for rec in finetune_records}
 
 
-def _report(ctx: StageContext, prep_record: PrepRecord, finetune_records: list[FinetuneRecord],
-            records: list[StageRecord], title: str,
+def _report(ctx: StageContext, finetune_records: list[FinetuneRecord], records: list[StageRecord],
             measured_by: Callable[[StageRun], tuple[dict[str, Any], bool]]) -> EvaluateRecord:
     """The evaluate run: metrics from the records and the measurement, and the report."""
     from modules.evaluation.report import distillation_note, render_report
