@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -175,6 +176,8 @@ def matmul_parameters(model: PreTrainedModel) -> int:
     """
     n = model.num_parameters(exclude_embeddings=True)
     head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
-    if head is not None and embedding is not None and head.weight is embedding.weight:
-        n += head.weight.numel()
+    weight = getattr(head, "weight", None)
+    tied = weight is not None and weight is getattr(embedding, "weight", None)
+    if tied and isinstance(weight, torch.Tensor):
+        n += weight.numel()
     return n
