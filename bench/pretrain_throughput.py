@@ -166,7 +166,7 @@ def profile_step(cfg, prep_dir: Path, bf16: bool, compile: bool, rows: int) -> s
             bare_step(model, batch, opt, bf16)
     events = prof.key_averages()
     table = events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
-    return f"{table}\n{matmul_floor(prof, steps=len(batches) - 5, bf16=bf16)}"
+    return f"{table}\n{matmul_floor(prof, events, steps=len(batches) - 5, bf16=bf16)}"
 
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
@@ -179,7 +179,7 @@ def timed(op, args: list[torch.Tensor], calls: int = 3) -> float:
     return (time.perf_counter() - t0) / calls
 
 
-def matmul_floor(prof, steps: int, bf16: bool) -> str:
+def matmul_floor(prof, events, steps: int, bf16: bool) -> str:
     """The step's dense matmuls: their share of the step, their speed, and their time replayed alone.
 
     Replaying every profiled matmul shape by itself, as often as the step calls it, gives
@@ -187,7 +187,7 @@ def matmul_floor(prof, steps: int, bf16: bool) -> str:
     shrink the rest of the step. (Replayed on contiguous inputs; the backward's transposed
     operands may run a little faster or slower.)
     """
-    total = sum(e.self_cpu_time_total for e in prof.key_averages()) * 1e-6 / steps
+    total = sum(e.self_cpu_time_total for e in events) * 1e-6 / steps  # events: prof.key_averages()
     in_step = flops = 0.0
     dtype = torch.bfloat16 if bf16 else torch.float32
     calls = []  # (op, inputs, calls per step)

@@ -174,7 +174,7 @@ def matmul_parameters(model: PreTrainedModel) -> int:
     position: a quarter of the FLOPs of a 4-layer, 256-wide model over a 4096 vocabulary.
     nanoGPT's MFU counts it for that reason; an untied head is a Linear and already counted.
     """
-    n = model.num_parameters(exclude_embeddings=True)
+    n = count_parameters(model)
     head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
     weight = getattr(head, "weight", None)
     tied = weight is not None and weight is getattr(embedding, "weight", None)

@@ -19,8 +19,8 @@ def adamw_with_schedule(
     """AdamW with weight decay on matrices only (not biases/LayerNorm), per-step schedule.
 
     Fused by default: on all-MiniLM-L6-v2's 22.7M parameters a CPU step of the foreach
-    AdamW takes 111 ms against the fused one's 17 ms, about a seventh of a fine-tuning
-    step. Only a caller that clips through Lightning under a grad scaler must pass
+    AdamW takes 111 ms against the fused one's 17 ms, on fine-tuning steps of 0.35-0.85 s
+    (SST-2, batch 32). Only a caller that clips through Lightning under a grad scaler must pass
     ``fused=False`` (Lightning refuses to clip gradients a fused optimizer unscales itself).
     Returned in the dict form Lightning's ``configure_optimizers`` accepts.
     """

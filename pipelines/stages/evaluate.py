@@ -153,23 +153,19 @@ def evaluate(ctx: StageContext, prep_record: PrepRecord, pretrain_record: Pretra
     title = report_title(cfg)
     fp = measurement_fingerprint(cfg, title, records)
     cache = StageCache(ctx.home, STAGE)
-
-    def in_run(claim: Claim, build: Callable[[Path], dict[str, Any]] | None) -> EvaluateRecord:
-        return _report(ctx, finetune_records, records,
-                       measured_by=lambda run: measured(run, cache, fp, claim, build))
-
+    results = {rec.init: rec.test_scores() for rec in finetune_records}
+    rows = stage_rows(records)
+    rows[1]["trained"] = cfg.pretrain.max_steps > 0  # 0: a checkpoint passed through, not pretrained
     with cache.claim(fp, wait_timeout(cfg)) as claim:
         if not claim.done:
-            return in_run(claim, lambda tmp: measure(cfg, prep_record, pretrain_record, finetune_records,
-                                                     _results(finetune_records), stage_rows(records), title, tmp))
-    return in_run(claim, None)
+            return _report(ctx, finetune_records, results, rows, lambda run: measured(
+                run, cache, fp, claim,
+                lambda tmp: measure(cfg, prep_record, pretrain_record, finetune_records, results, rows, title, tmp)))
+    return _report(ctx, finetune_records, results, rows, lambda run: measured(run, cache, fp, claim, None))
 
 
-def _results(finetune_records: list[FinetuneRecord]) -> dict[str, dict[str, float]]:
-    return {rec.init: rec.test_scores() for rec in finetune_records}
-
-
-def _report(ctx: StageContext, finetune_records: list[FinetuneRecord], records: list[StageRecord],
+def _report(ctx: StageContext, finetune_records: list[FinetuneRecord], results: dict[str, dict[str, float]],
+            rows: list[dict[str, Any]],
             measured_by: Callable[[StageRun], tuple[dict[str, Any], bool]]) -> EvaluateRecord:
     """The evaluate run: metrics from the records and the measurement, and the report."""
     from modules.evaluation.report import distillation_note, render_report
@@ -180,9 +176,6 @@ def _report(ctx: StageContext, finetune_records: list[FinetuneRecord], records: 
     headline = task.headline
     with tracked_stage(ctx, STAGE) as run:
         out = run.workdir
-        results = _results(finetune_records)
-        rows = stage_rows(records)
-        rows[1]["trained"] = cfg.pretrain.max_steps > 0  # 0: a checkpoint passed through, not pretrained
         entry, hit = measured_by(run)
         lm, majority, images = entry["lm"], entry["majority"], list(entry["images"])
         loss, perplexity = lm["loss"], lm["perplexity"]
